@@ -1,0 +1,96 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// System C libraries reached through module maps (headers from Debian's -dev packages).
+func systemLibrary(_ name: String, pkgConfig: String? = nil, apt: [String]) -> Target {
+    .systemLibrary(name: name, path: "Shared/\(name)", pkgConfig: pkgConfig, providers: [.apt(apt)])
+}
+
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+]
+
+let package = Package(
+    name: "Floe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "floe", targets: ["floe"]),
+        .executable(name: "floe-protocol-gen", targets: ["ProtocolGen"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+    ],
+    targets: [
+        // MARK: C libraries
+        .target(name: "CCRC32C", path: "Shared/CCRC32C"),
+        systemLibrary("CZlib", apt: ["zlib1g-dev"]),
+        systemLibrary("CSnappy", apt: ["libsnappy-dev"]),
+        systemLibrary("CLZ4", pkgConfig: "liblz4", apt: ["liblz4-dev"]),
+        systemLibrary("CZstd", pkgConfig: "libzstd", apt: ["libzstd-dev"]),
+
+        // MARK: Shared libraries
+        .target(
+            name: "KafkaProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            path: "Shared/KafkaProtocol",
+            exclude: ["Schemas"]
+        ),
+        .target(
+            name: "KafkaRecords",
+            dependencies: [
+                "KafkaProtocol", "CCRC32C", "CZlib", "CSnappy", "CLZ4", "CZstd",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Shared/KafkaRecords"
+        ),
+        .target(
+            name: "KafkaTransport",
+            dependencies: ["KafkaProtocol", .product(name: "Logging", package: "swift-log")] + nio,
+            path: "Shared/KafkaTransport"
+        ),
+        .target(
+            name: "Raft",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            path: "Shared/Raft"
+        ),
+
+        // MARK: Tools
+        .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
+        .executableTarget(
+            name: "floe",
+            dependencies: [
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Tools/floe"
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "KafkaProtocolTests",
+            dependencies: ["KafkaProtocol", "KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/KafkaProtocolTests",
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "KafkaRecordsTests",
+            dependencies: ["KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/KafkaRecordsTests"
+        ),
+        .testTarget(
+            name: "KafkaTransportTests",
+            dependencies: ["KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log")] + nio,
+            path: "Tests/KafkaTransportTests"
+        ),
+        .testTarget(
+            name: "RaftTests",
+            dependencies: ["Raft"],
+            path: "Tests/RaftTests"
+        ),
+    ]
+)

@@ -1,0 +1,2 @@
+/// Kafka record batches (magic v2), CRC32C and compression codecs.
+public enum KafkaRecords {}

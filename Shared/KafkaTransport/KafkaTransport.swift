@@ -1,0 +1,2 @@
+/// Kafka-framed TCP transport (server and client) shared by every Floe service.
+public enum KafkaTransport {}

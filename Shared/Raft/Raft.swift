@@ -1,0 +1,2 @@
+/// Deterministic Raft core: `step(input, now) -> [Action]`, driven by an I/O layer elsewhere.
+public enum Raft {}

@@ -1,0 +1,19 @@
+import ArgumentParser
+
+/// The `floe` command: local clusters, admin and benchmarks.
+@main
+struct Floe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "floe",
+        abstract: "Floe: a diskless, Kafka-compatible streaming cluster.",
+        subcommands: [Bench.self]
+    )
+}
+
+/// `floe bench …`: measurements whose output goes into BENCHMARKS.md.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a benchmark and print its configuration and results.",
+        subcommands: []
+    )
+}
