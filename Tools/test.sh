@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds Floe, checks the generated protocol code is current and runs every test.
+# This is the command README.md gives and .ci/run runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+Tools/install-deps.sh
+
+echo "== build"
+swift build --build-tests
+
+echo "== generated protocol code is current"
+Tools/generate-protocol.sh --check
+
+echo "== swift tests"
+swift test --skip-build
