@@ -161,8 +161,8 @@ final class CurlTransport: Sendable {
         all.append(("x-amz-content-sha256", Digest.sha256Hex(body)))
         if let token = configuration.sessionToken { all.append(("x-amz-security-token", token)) }
         if request.method == "PUT" || request.method == "POST" { all.append(("Content-Type", "application/octet-stream")) }
-        // An empty Expect header stops curl waiting for 100 Continue before every upload.
-        all.append(("Expect", ""))
+        // No "Expect:" suppression header: libcurl 7.88 signs it even though it is never sent, which
+        // breaks the signature. Large uploads therefore use 100-continue, which S3 servers answer at once.
         for (name, value) in all {
             headers = curl_slist_append(headers, "\(name): \(value)")
         }
@@ -203,7 +203,7 @@ final class CurlTransport: Sendable {
 
         let result = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
         if transfer.overLimit {
-            throw ObjectStoreError.transport("response body larger than \(request.maxResponseBytes) bytes")
+            throw ObjectStoreError.http(status: 0, code: "ResponseTooLarge", message: "response body larger than \(request.maxResponseBytes) bytes")
         }
         guard result == CURLE_OK else {
             let reason = "\(request.method) \(request.path): \(String(cString: curl_easy_strerror(result)))"

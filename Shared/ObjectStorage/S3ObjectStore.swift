@@ -72,7 +72,8 @@ public final class S3ObjectStore: ObjectStore {
         guard range.lowerBound >= 0 else { throw ObjectStoreError.invalidRange(key: key, range: range) }
         if range.isEmpty { return ByteBuffer() }
         var request = HTTPRequest(method: "GET", path: try path(key), headers: [("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")])
-        request.maxResponseBytes = range.count
+        // Room for an error document on top of the range itself.
+        request.maxResponseBytes = range.count + 64 << 10
         let response = try await send(request, ranged: true)
         switch response.status {
         case 206:

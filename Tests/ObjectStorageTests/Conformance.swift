@@ -6,13 +6,15 @@ import Testing
 /// Behaviour every ObjectStore must show; each check runs against a fresh key prefix.
 enum Conformance {
     static func bytes(_ count: Int, seed: UInt8 = 1) -> ByteBuffer {
-        var buffer = ByteBufferAllocator().buffer(capacity: count)
         var value = UInt32(seed) &* 2_654_435_761
-        for _ in 0..<count {
-            value = value &* 1_103_515_245 &+ 12345
-            buffer.writeInteger(UInt8(truncatingIfNeeded: value >> 16))
+        let array = [UInt8](unsafeUninitializedCapacity: count) { storage, initialized in
+            for index in 0..<count {
+                value = value &* 1_103_515_245 &+ 12345
+                storage[index] = UInt8(truncatingIfNeeded: value >> 16)
+            }
+            initialized = count
         }
-        return buffer
+        return ByteBuffer(bytes: array)
     }
 
     static func putGetHeadDelete(_ store: any ObjectStore, prefix: String) async throws {
