@@ -99,7 +99,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ObjectStorageTests",
-            dependencies: ["ObjectStorage", .product(name: "Logging", package: "swift-log")] + nio,
+            dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/ObjectStorageTests"
         ),
         .testTarget(
