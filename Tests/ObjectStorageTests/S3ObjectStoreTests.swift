@@ -14,7 +14,7 @@ func uniquePrefix(_ name: String) -> String {
 
 extension SeaweedFSTests {
     @Suite("S3 conformance")
-    struct Conformance {
+    struct S3Conformance {
         func store(_ configure: (inout S3Configuration) -> Void = { _ in }) throws -> S3ObjectStore {
             var configuration = try requireSeaweedFS().configuration()
             configure(&configuration)
@@ -22,15 +22,15 @@ extension SeaweedFSTests {
         }
 
         @Test func putGetHeadDelete() async throws {
-            try await ObjectStorageTests.Conformance.putGetHeadDelete(try store(), prefix: uniquePrefix("basic"))
+            try await Conformance.putGetHeadDelete(try store(), prefix: uniquePrefix("basic"))
         }
 
         @Test func emptyObjects() async throws {
-            try await ObjectStorageTests.Conformance.emptyObjects(try store(), prefix: uniquePrefix("empty"))
+            try await Conformance.emptyObjects(try store(), prefix: uniquePrefix("empty"))
         }
 
         @Test func rangedReads() async throws {
-            try await ObjectStorageTests.Conformance.rangedReads(try store(), prefix: uniquePrefix("ranged"))
+            try await Conformance.rangedReads(try store(), prefix: uniquePrefix("ranged"))
         }
 
         @Test func listingPaginatesAndBatchDeletesInChunks() async throws {
@@ -38,13 +38,13 @@ extension SeaweedFSTests {
                 $0.listPageSize = 100
                 $0.deleteBatchSize = 150
             }
-            try await ObjectStorageTests.Conformance.listing(store, prefix: uniquePrefix("list"), count: 450)
+            try await Conformance.listing(store, prefix: uniquePrefix("list"), count: 450)
             // 450 keys at 100 per page: 5 list pages at least were requested.
             #expect(store.stats.snapshot.requests > 450 + 5)
         }
 
         @Test func conditionalCreateRace() async throws {
-            try await ObjectStorageTests.Conformance.conditionalCreate(try store(), prefix: uniquePrefix("race"))
+            try await Conformance.conditionalCreate(try store(), prefix: uniquePrefix("race"))
         }
 
         @Test func keysWithAwkwardCharacters() async throws {
@@ -64,7 +64,7 @@ extension SeaweedFSTests {
                 $0.partSize = 5 << 20
             }
             let key = uniquePrefix("multipart") + "/big"
-            let data = ObjectStorageTests.Conformance.bytes(12 << 20 + 12_345)
+            let data = Conformance.bytes(12 << 20 + 12_345)
             let before = store.stats.snapshot.requests
             try await store.put(key, data)
             // Create, three parts, complete.
