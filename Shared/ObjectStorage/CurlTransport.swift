@@ -20,6 +20,8 @@ struct HTTPResponse: Sendable {
     /// Lower-cased header names.
     var headers: [String: String]
     var body: ByteBuffer
+    /// New connections this request had to open (0 when a kept-alive one was reused).
+    var connectionsOpened = 0
 
     var bodyText: Substring { Substring(String(buffer: body)) }
 }
@@ -67,6 +69,7 @@ private let readCallback: floe_curl_data_callback = { data, size, count, context
     guard let data, let context else { return 0 }
     let transfer = Unmanaged<TransferContext>.fromOpaque(context).takeUnretainedValue()
     let length = min(size * count, transfer.upload.readableBytes)
+    guard length > 0 else { return 0 }
     transfer.upload.withUnsafeReadableBytes { bytes in
         UnsafeMutableRawPointer(data).copyMemory(from: bytes.baseAddress!, byteCount: length)
     }
@@ -86,6 +89,10 @@ private let headerCallback: floe_curl_data_callback = { data, size, count, conte
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: " \t\r\n")
         transfer.headers[name] = value
+        // Size the body buffer once instead of growing it chunk by chunk; never past the cap.
+        if name == "content-length", let length = Int(value), length > 0 {
+            transfer.body.reserveCapacity(min(length, transfer.limit))
+        }
     }
     return length
 }
@@ -212,7 +219,9 @@ final class CurlTransport: Sendable {
         }
         var status = 0
         _ = floe_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-        return HTTPResponse(status: status, headers: transfer.headers, body: transfer.body)
+        var connects = 0
+        _ = floe_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connects)
+        return HTTPResponse(status: status, headers: transfer.headers, body: transfer.body, connectionsOpened: connects)
     }
 
     private static func milliseconds(_ duration: Duration) -> Int {

@@ -80,7 +80,8 @@ public struct ObjectWriter: Sendable {
     private var streamEnds: [UInt64: Int64] = [:]
 
     public init(blockSize: Int = ObjectFormat.defaultBlockSize, expectedBytes: Int = 0) {
-        self.blockSize = max(1, blockSize)
+        // Block lengths are stored in 32 bits.
+        self.blockSize = min(max(1, blockSize), Int(UInt32.max))
         self.data = ByteBufferAllocator().buffer(capacity: max(0, expectedBytes))
     }
 

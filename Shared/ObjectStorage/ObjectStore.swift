@@ -96,6 +96,8 @@ public final class ObjectStoreStats: Sendable {
         public var bytesReceived = 0
         /// Ranged reads issued (each attempt counts).
         public var rangedGets = 0
+        /// Connections opened (S3 only; low when keep-alive works).
+        public var connectionsOpened = 0
 
         public init() {}
     }
@@ -141,7 +143,7 @@ func percentDecode(_ string: some StringProtocol) -> String? {
             bytes.append(high << 4 | low)
             index += 3
         } else {
-            bytes.append(byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte)
+            bytes.append(byte)
             index += 1
         }
     }

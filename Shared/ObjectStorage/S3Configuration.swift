@@ -23,6 +23,8 @@ public struct S3Configuration: Sendable {
     public var multipartThreshold = 16 << 20
     /// Size of every multipart part but the last; S3 requires at least 5 MiB.
     public var partSize = 8 << 20
+    /// Parts of one multipart upload in flight at once.
+    public var multipartConcurrency = 4
     /// Keys per ListObjectsV2 page (S3 caps it at 1000).
     public var listPageSize = 1000
     /// Keys per DeleteObjects request (S3 caps it at 1000).
@@ -71,7 +73,7 @@ public struct S3Configuration: Sendable {
     func validate() throws {
         guard partSize >= 5 << 20 else { throw ObjectStoreError.invalidURL("part size must be at least 5 MiB") }
         guard multipartThreshold >= partSize else { throw ObjectStoreError.invalidURL("multipart threshold below part size") }
-        guard maxAttempts >= 1, workerThreads >= 1 else { throw ObjectStoreError.invalidURL("attempts and threads must be positive") }
+        guard maxAttempts >= 1, workerThreads >= 1, multipartConcurrency >= 1 else { throw ObjectStoreError.invalidURL("attempts, threads and concurrency must be positive") }
         guard (1...1000).contains(listPageSize), (1...1000).contains(deleteBatchSize) else {
             throw ObjectStoreError.invalidURL("page and batch sizes must be in 1...1000")
         }

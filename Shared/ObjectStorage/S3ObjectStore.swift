@@ -194,17 +194,33 @@ public final class S3ObjectStore: ObjectStore {
             throw failure(created, key: key)
         }
         do {
-            var parts: [String] = []
-            var rest = data
-            var number = 1
-            while rest.readableBytes > 0 {
-                let length = min(configuration.partSize, rest.readableBytes)
-                guard let part = rest.readSlice(length: length) else { break }
-                let query = [("partNumber", String(number)), ("uploadId", uploadID)]
-                let response = try await send(HTTPRequest(method: "PUT", path: objectPath, query: query, body: part))
-                guard response.status == 200, let etag = response.headers["etag"] else { throw failure(response, key: key) }
-                parts.append(etag)
-                number += 1
+            let partSize = configuration.partSize
+            let partCount = (data.readableBytes + partSize - 1) / partSize
+            var parts = [String](repeating: "", count: partCount)
+            try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                var next = 0
+                func uploadPart(_ index: Int) {
+                    let start = index * partSize
+                    let part = data.getSlice(at: data.readerIndex + start, length: min(partSize, data.readableBytes - start)) ?? ByteBuffer()
+                    let query = [("partNumber", String(index + 1)), ("uploadId", uploadID)]
+                    group.addTask {
+                        let response = try await self.send(HTTPRequest(method: "PUT", path: objectPath, query: query, body: part))
+                        guard response.status == 200, let etag = response.headers["etag"] else { throw self.failure(response, key: key) }
+                        return (index, etag)
+                    }
+                }
+                while next < min(configuration.multipartConcurrency, partCount) {
+                    uploadPart(next)
+                    next += 1
+                }
+                // Leaving the group waits for every part in flight, so the abort below never races a part upload.
+                while let (index, etag) = try await group.next() {
+                    parts[index] = etag
+                    if next < partCount {
+                        uploadPart(next)
+                        next += 1
+                    }
+                }
             }
             var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CompleteMultipartUpload>"
             for (index, etag) in parts.enumerated() {
@@ -257,7 +273,10 @@ public final class S3ObjectStore: ObjectStore {
             var retryReason: String
             do {
                 let response = try await transport.perform(request)
-                stats.update { $0.bytesReceived += response.body.readableBytes }
+                stats.update {
+                    $0.bytesReceived += response.body.readableBytes
+                    $0.connectionsOpened += response.connectionsOpened
+                }
                 let retryable = response.status >= 500 || response.status == 408 || response.status == 429
                     || (retryConflicts && response.status == 409)
                 if !retryable || attempt >= configuration.maxAttempts {

@@ -72,3 +72,16 @@ struct FileObjectStoreTests {
         #expect(parsed?.region == "eu-west-1")
     }
 }
+
+@Suite("in-memory object store")
+struct InMemoryObjectStoreTests {
+    let store = InMemoryObjectStore()
+
+    @Test func conformance() async throws {
+        try await Conformance.putGetHeadDelete(store, prefix: "p")
+        try await Conformance.emptyObjects(store, prefix: "p")
+        try await Conformance.rangedReads(store, prefix: "p")
+        try await Conformance.listing(store, prefix: "p", count: 300)
+        try await Conformance.conditionalCreate(store, prefix: "p")
+    }
+}

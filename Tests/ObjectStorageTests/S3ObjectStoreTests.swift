@@ -76,6 +76,39 @@ extension SeaweedFSTests {
             try await store.delete(key)
         }
 
+        @Test func objectIndexIsOneRangedGet() async throws {
+            let store = try store()
+            var writer = ObjectWriter(blockSize: 64 << 10)
+            for stream in UInt64(0)..<50 {
+                try writer.append(
+                    streamID: stream, firstOffset: 0, endOffset: 10, recordCount: 10, maxTimestamp: 0,
+                    batches: Conformance.bytes(20_000, seed: UInt8(stream))
+                )
+            }
+            let object = try writer.finish()
+            let key = uniquePrefix("format") + "/" + ObjectKey.make(id: 7, kind: .streamSet)
+            try await store.put(key, object)
+            let before = store.stats.snapshot
+            let index = try await ObjectReader(store: store).index(key: key, objectSize: object.readableBytes)
+            #expect(store.stats.snapshot.requests - before.requests == 1)
+            #expect(store.stats.snapshot.rangedGets - before.rangedGets == 1)
+            #expect(index.entries.count == 50)
+            let block = try await ObjectReader(store: store).block(key: key, entry: index.entries[17])
+            #expect(block == Conformance.bytes(20_000, seed: 17))
+            try await store.delete(key)
+        }
+
+        @Test func connectionsAreReused() async throws {
+            let store = try store { $0.workerThreads = 2 }
+            let key = uniquePrefix("keepalive") + "/k"
+            try await store.put(key, ByteBuffer(string: "v"))
+            for _ in 0..<40 { _ = try await store.get(key) }
+            // One connection per worker thread at most, not one per request.
+            #expect(store.stats.snapshot.connectionsOpened <= 2)
+            #expect(store.stats.snapshot.requests == 41)
+            try await store.delete(key)
+        }
+
         @Test func wrongSecretIsRejectedWith403() async throws {
             let server = try requireSeaweedFS()
             var configuration = server.configuration(secret: "not-the-secret")
