@@ -180,6 +180,8 @@ final class CurlTransport: Sendable {
         }
         set(floe_curl_setopt_string(handle, CURLOPT_URL, url))
         set(floe_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        // Keys are opaque: "a/../b" must not be squashed into "b".
+        set(floe_curl_setopt_long(handle, CURLOPT_PATH_AS_IS, 1))
         set(floe_curl_setopt_string(handle, CURLOPT_AWS_SIGV4, signing))
         set(floe_curl_setopt_string(handle, CURLOPT_USERNAME, userName))
         set(floe_curl_setopt_string(handle, CURLOPT_PASSWORD, password))

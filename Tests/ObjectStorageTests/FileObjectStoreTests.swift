@@ -58,6 +58,20 @@ struct FileObjectStoreTests {
         #expect(names.count == 20)
     }
 
+    @Test func staleTemporariesAreRemoved() async throws {
+        let stale = directory + "/.tmp-1-dead"
+        let fresh = directory + "/.tmp-1-alive"
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data([1, 2, 3])))
+        #expect(FileManager.default.createFile(atPath: fresh, contents: Data([1])))
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7_200)], ofItemAtPath: stale)
+        try await store.put("kept", ByteBuffer(string: "v"))
+        let fileStore = try #require(store as? FileObjectStore)
+        #expect(try await fileStore.removeStaleTemporaries(olderThanSeconds: 3_600) == 1)
+        #expect(!FileManager.default.fileExists(atPath: stale))
+        #expect(FileManager.default.fileExists(atPath: fresh))
+        #expect(try await store.list(prefix: "").map(\.key) == ["kept"])
+    }
+
     @Test func badURLs() {
         #expect(throws: ObjectStoreError.self) { try makeObjectStore(url: "file://relative/path", logger: Logger(label: "t")) }
         #expect(throws: ObjectStoreError.self) { try makeObjectStore(url: "ftp://x", logger: Logger(label: "t")) }

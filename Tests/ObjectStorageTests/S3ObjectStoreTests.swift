@@ -56,6 +56,14 @@ extension SeaweedFSTests {
             #expect(Set(try await store.list(prefix: prefix + "/").map(\.key)) == Set(keys))
             try await store.delete(keys)
             #expect(try await store.list(prefix: prefix + "/").isEmpty)
+
+            // Dot segments are part of the key: stored as such or refused (SeaweedFS refuses), never squashed.
+            let dotted = "\(prefix)/dots/../x"
+            if (try? await store.put(dotted, ByteBuffer(string: "dotted"))) != nil {
+                #expect(try await store.get(dotted) == ByteBuffer(string: "dotted"))
+                try await store.delete(dotted)
+            }
+            #expect(try await store.head("\(prefix)/x") == nil)
         }
 
         @Test func multipartUploadReadsBackIntact() async throws {
