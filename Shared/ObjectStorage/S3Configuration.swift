@@ -42,7 +42,10 @@ public struct S3Configuration: Sendable {
     }
 
     /// Parses `s3://BUCKET?endpoint=http://HOST:PORT&region=R`; credentials come from `environment`
-    /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). Optional integer parameters
+    /// tune the client: `max_attempts`, `connect_timeout_ms`, `request_timeout_ms`,
+    /// `multipart_threshold`, `part_size`, `multipart_concurrency`, `threads`. Unknown parameters are
+    /// an error, so a typo does not silently fall back to a default.
     public init(url: String, environment: [String: String]) throws {
         guard url.hasPrefix("s3://") else { throw ObjectStoreError.invalidURL("not an s3:// URL: \(url)") }
         let rest = url.dropFirst("s3://".count)
@@ -68,6 +71,22 @@ public struct S3Configuration: Sendable {
             bucket: String(bucketPart), endpoint: endpoint, region: parameters["region"] ?? "us-east-1",
             accessKeyID: accessKey, secretAccessKey: secret, sessionToken: environment["AWS_SESSION_TOKEN"]
         )
+        for (name, value) in parameters where name != "endpoint" && name != "region" {
+            guard let number = Int(value), number > 0 else {
+                throw ObjectStoreError.invalidURL("parameter \(name) needs a positive integer, got \(value)")
+            }
+            switch name {
+            case "max_attempts": maxAttempts = number
+            case "connect_timeout_ms": connectTimeout = .milliseconds(number)
+            case "request_timeout_ms": requestTimeout = .milliseconds(number)
+            case "multipart_threshold": multipartThreshold = number
+            case "part_size": partSize = number
+            case "multipart_concurrency": multipartConcurrency = number
+            case "threads": workerThreads = number
+            default: throw ObjectStoreError.invalidURL("unknown parameter \(name) in \(url)")
+            }
+        }
+        try validate()
     }
 
     func validate() throws {

@@ -189,6 +189,10 @@ public final class S3ObjectStore: ObjectStore {
 
     private func multipartPut(_ key: String, _ data: ByteBuffer) async throws {
         let objectPath = try path(key)
+        // S3 allows at most 10,000 parts; fail before creating an upload that cannot complete.
+        guard (data.readableBytes + configuration.partSize - 1) / configuration.partSize <= 10_000 else {
+            throw ObjectStoreError.invalidKey("\(data.readableBytes) bytes need more than 10,000 parts of \(configuration.partSize) bytes")
+        }
         let created = try await send(HTTPRequest(method: "POST", path: objectPath, query: [("uploads", "")]))
         guard created.status == 200, let uploadID = S3XML.first("UploadId", in: created.bodyText) else {
             throw failure(created, key: key)

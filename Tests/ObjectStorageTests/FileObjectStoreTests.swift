@@ -84,6 +84,18 @@ struct FileObjectStoreTests {
         #expect(parsed?.bucket == "my-bucket")
         #expect(parsed?.endpoint == "http://127.0.0.1:9000")
         #expect(parsed?.region == "eu-west-1")
+        let credentials = ["AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"]
+        let tuned = try? S3Configuration(
+            url: "s3://b1?endpoint=http://h:1&max_attempts=9&part_size=6291456&multipart_threshold=20000000&request_timeout_ms=1500",
+            environment: credentials
+        )
+        #expect(tuned?.maxAttempts == 9)
+        #expect(tuned?.partSize == 6 << 20)
+        #expect(tuned?.multipartThreshold == 20_000_000)
+        #expect(tuned?.requestTimeout == .milliseconds(1_500))
+        #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&max_atempts=9", environment: credentials) }
+        #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&part_size=1024", environment: credentials) }
+        #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&threads=-1", environment: credentials) }
     }
 }
 
