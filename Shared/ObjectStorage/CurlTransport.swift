@@ -226,8 +226,10 @@ final class CurlTransport: Sendable {
         return HTTPResponse(status: status, headers: transfer.headers, body: transfer.body, connectionsOpened: connects)
     }
 
+    /// Whole milliseconds, at least 1 and at most a day, so a configured value cannot overflow curl's long.
     private static func milliseconds(_ duration: Duration) -> Int {
         let (seconds, attoseconds) = duration.components
+        guard seconds < 86_400 else { return 86_400_000 }
         return max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
     }
 

@@ -92,7 +92,9 @@ public struct S3Configuration: Sendable {
     func validate() throws {
         guard partSize >= 5 << 20 else { throw ObjectStoreError.invalidURL("part size must be at least 5 MiB") }
         guard multipartThreshold >= partSize else { throw ObjectStoreError.invalidURL("multipart threshold below part size") }
-        guard maxAttempts >= 1, workerThreads >= 1, multipartConcurrency >= 1 else { throw ObjectStoreError.invalidURL("attempts, threads and concurrency must be positive") }
+        guard maxAttempts >= 1, (1...256).contains(workerThreads), (1...64).contains(multipartConcurrency) else {
+            throw ObjectStoreError.invalidURL("attempts must be positive, threads in 1...256, multipart concurrency in 1...64")
+        }
         guard (1...1000).contains(listPageSize), (1...1000).contains(deleteBatchSize) else {
             throw ObjectStoreError.invalidURL("page and batch sizes must be in 1...1000")
         }

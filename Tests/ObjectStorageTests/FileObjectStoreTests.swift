@@ -96,6 +96,7 @@ struct FileObjectStoreTests {
         #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&max_atempts=9", environment: credentials) }
         #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&part_size=1024", environment: credentials) }
         #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&threads=-1", environment: credentials) }
+        #expect(throws: ObjectStoreError.self) { try S3Configuration(url: "s3://b1?endpoint=http://h:1&threads=100000000", environment: credentials) }
     }
 }
 
