@@ -34,6 +34,16 @@ extension SeaweedFSTests {
             proxy.inject([.status(503, code: "SlowDown"), .drop])
             #expect(try await store.get(key) == data)
             #expect(store.stats.snapshot.retries == 5)
+
+            // 429 and 408 are throttling and are retried; other 4xx are final.
+            proxy.inject([.status(429, code: "TooManyRequests"), .status(408, code: "RequestTimeout")])
+            #expect(try await store.head(key)?.size == data.readableBytes)
+            #expect(store.stats.snapshot.retries == 7)
+            proxy.inject([.status(400, code: "InvalidArgument")])
+            await #expect(throws: ObjectStoreError.http(status: 400, code: "InvalidArgument", message: "injected by the test proxy")) {
+                try await store.get(key)
+            }
+            #expect(store.stats.snapshot.retries == 7)
             try await direct.delete(key)
         }
 
