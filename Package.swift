@@ -31,6 +31,8 @@ let package = Package(
         systemLibrary("CSnappy", apt: ["libsnappy-dev"]),
         systemLibrary("CLZ4", pkgConfig: "liblz4", apt: ["liblz4-dev"]),
         systemLibrary("CZstd", pkgConfig: "libzstd", apt: ["libzstd-dev"]),
+        systemLibrary("CCurl", pkgConfig: "libcurl", apt: ["libcurl4-openssl-dev"]),
+        systemLibrary("CLibCrypto", pkgConfig: "libcrypto", apt: ["libssl-dev"]),
 
         // MARK: Shared libraries
         .target(
@@ -56,6 +58,14 @@ let package = Package(
             name: "Raft",
             dependencies: [.product(name: "DequeModule", package: "swift-collections")],
             path: "Shared/Raft"
+        ),
+        .target(
+            name: "ObjectStorage",
+            dependencies: [
+                "CCurl", "CLibCrypto", "CCRC32C",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Shared/ObjectStorage"
         ),
 
         // MARK: Tools
@@ -86,6 +96,11 @@ let package = Package(
             name: "KafkaTransportTests",
             dependencies: ["KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/KafkaTransportTests"
+        ),
+        .testTarget(
+            name: "ObjectStorageTests",
+            dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
+            path: "Tests/ObjectStorageTests"
         ),
         .testTarget(
             name: "RaftTests",

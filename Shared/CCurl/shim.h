@@ -1,0 +1,40 @@
+#ifndef FLOE_CCURL_SHIM_H
+#define FLOE_CCURL_SHIM_H
+#include <curl/curl.h>
+
+/* curl_easy_setopt/curl_easy_getinfo are variadic, which Swift cannot call: one typed wrapper per
+   argument kind. */
+static inline CURLcode floe_curl_setopt_long(CURL *handle, CURLoption option, long value) {
+    return curl_easy_setopt(handle, option, value);
+}
+
+static inline CURLcode floe_curl_setopt_off(CURL *handle, CURLoption option, curl_off_t value) {
+    return curl_easy_setopt(handle, option, value);
+}
+
+static inline CURLcode floe_curl_setopt_string(CURL *handle, CURLoption option, const char *value) {
+    return curl_easy_setopt(handle, option, value);
+}
+
+static inline CURLcode floe_curl_setopt_pointer(CURL *handle, CURLoption option, void *value) {
+    return curl_easy_setopt(handle, option, value);
+}
+
+static inline CURLcode floe_curl_setopt_slist(CURL *handle, CURLoption option, struct curl_slist *value) {
+    return curl_easy_setopt(handle, option, value);
+}
+
+typedef size_t (*floe_curl_data_callback)(char *buffer, size_t size, size_t count, void *context);
+
+static inline CURLcode floe_curl_setopt_callback(CURL *handle, CURLoption option, floe_curl_data_callback value) {
+    return curl_easy_setopt(handle, option, value);
+}
+
+static inline CURLcode floe_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
+    return curl_easy_getinfo(handle, info, value);
+}
+
+static inline CURLcode floe_curl_global_init(void) {
+    return curl_global_init(CURL_GLOBAL_ALL);
+}
+#endif
