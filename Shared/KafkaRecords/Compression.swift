@@ -6,10 +6,15 @@ import NIOCore
 
 /// The compression codec of a record batch (attribute bits 0-2).
 public enum CompressionCodec: Int16, Sendable, CaseIterable, CustomStringConvertible {
+    /// No compression.
     case none = 0
+    /// gzip (deflate with the gzip wrapper).
     case gzip = 1
+    /// Snappy (xerial framing or a raw block).
     case snappy = 2
+    /// The LZ4 frame format.
     case lz4 = 3
+    /// Zstandard frames.
     case zstd = 4
 
     public var description: String {
@@ -101,6 +106,22 @@ struct CappedOutput {
     }
 }
 
+/// An initial output size: the size the stream declares, trusted only up to a ratio real data
+/// reaches, so a lying header cannot make a small input reserve a large buffer up front.
+private func expectedSize(declared: Int?, _ input: ByteBuffer) -> Int {
+    let plausible = max(64 * 1024, input.readableBytes > Int.max / 256 ? Int.max : input.readableBytes * 256)
+    guard let declared, declared > 0 else { return input.readableBytes * 4 }
+    return min(declared, plausible)
+}
+
+/// The gzip trailer's ISIZE (input size mod 2^32) of the last member, as a size hint.
+private func gzipTrailerSize(_ input: ByteBuffer) -> Int? {
+    guard input.readableBytes >= 18,
+        let size = input.getInteger(at: input.writerIndex - 4, endianness: .little, as: UInt32.self)
+    else { return nil }
+    return Int(size)
+}
+
 extension ByteBuffer {
     /// Runs `body` over the readable bytes as a typed pointer; empty buffers are rejected by callers.
     fileprivate func withInput<R>(_ body: (UnsafePointer<UInt8>, Int) throws -> R) throws -> R {
@@ -161,7 +182,7 @@ extension Compression {
             guard initStatus == Z_OK else { throw RecordBatchError.decompressionFailed(.gzip, "inflateInit2 \(initStatus)") }
             defer { inflateEnd(&stream) }
             guard input.readableBytes < Int(UInt32.max) else { throw RecordBatchError.tooLarge(limit: Int(UInt32.max)) }
-            var output = CappedOutput(limit: limit, expected: input.readableBytes * 4)
+            var output = CappedOutput(limit: limit, expected: expectedSize(declared: gzipTrailerSize(input), input))
             try input.withInput { base, count in
                 stream.next_in = UnsafeMutablePointer(mutating: base)
                 stream.avail_in = uInt(count)
@@ -241,15 +262,15 @@ extension Compression {
             do {
                 try appendXerial(input, to: &output, limit: limit)
                 return output
-            } catch let error {
-                if case .tooLarge = error { throw error }
+            } catch let xerialError {
+                if case .tooLarge = xerialError { throw xerialError }
                 // A raw block may begin with the same bytes; fall back before failing.
                 output.clear()
                 do {
                     try appendRawSnappy(input, to: &output, limit: limit)
                     return output
                 } catch {
-                    throw error
+                    throw xerialError
                 }
             }
         }
@@ -403,7 +424,12 @@ extension Compression {
             }
             defer { ZSTD_freeDCtx(context) }
             _ = ZSTD_DCtx_setParameter(context, ZSTD_d_windowLogMax, zstdWindowLog(limit: limit))
-            var output = CappedOutput(limit: limit, expected: input.readableBytes * 4)
+            let declared = input.withUnsafeReadableBytes { raw -> UInt64 in
+                ZSTD_getFrameContentSize(raw.baseAddress, raw.count)
+            }
+            // The two largest values mean "unknown" and "error".
+            let known = declared < UInt64.max - 1 && declared <= UInt64(Int.max) ? Int(declared) : nil
+            var output = CappedOutput(limit: limit, expected: expectedSize(declared: known, input))
             try input.withInput { base, count in
                 var source = ZSTD_inBuffer(src: base, size: count, pos: 0)
                 while true {

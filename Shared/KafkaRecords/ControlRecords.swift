@@ -3,15 +3,24 @@ import NIOCore
 
 /// The type of a control record (the int16 after the version in its key).
 public struct ControlRecordType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The int16 type id.
     public var rawValue: Int16
+    /// Any type id, including ones this module does not name.
     public init(rawValue: Int16) { self.rawValue = rawValue }
 
+    /// Transaction aborted.
     public static let abort = ControlRecordType(rawValue: 0)
+    /// Transaction committed.
     public static let commit = ControlRecordType(rawValue: 1)
+    /// KRaft leader change.
     public static let leaderChange = ControlRecordType(rawValue: 2)
+    /// KRaft snapshot header.
     public static let snapshotHeader = ControlRecordType(rawValue: 3)
+    /// KRaft snapshot footer.
     public static let snapshotFooter = ControlRecordType(rawValue: 4)
+    /// KRaft version record.
     public static let kraftVersion = ControlRecordType(rawValue: 5)
+    /// KRaft voters record.
     public static let kraftVoters = ControlRecordType(rawValue: 6)
 
     public var description: String {
@@ -30,9 +39,12 @@ public struct ControlRecordType: RawRepresentable, Hashable, Sendable, CustomStr
 
 /// The key of a control record: version (0) and type.
 public struct ControlRecordKey: Hashable, Sendable {
+    /// Key schema version (0).
     public var version: Int16
+    /// What the control record means.
     public var type: ControlRecordType
 
+    /// A key with the given version and type.
     public init(version: Int16 = 0, type: ControlRecordType) {
         self.version = version
         self.type = type
@@ -61,9 +73,12 @@ public struct ControlRecordKey: Hashable, Sendable {
 
 /// The value of a COMMIT or ABORT control record.
 public struct EndTransactionMarker: Hashable, Sendable {
+    /// Value schema version (0).
     public var version: Int16
+    /// Epoch of the transaction coordinator that wrote the marker.
     public var coordinatorEpoch: Int32
 
+    /// A marker value with the given fields.
     public init(version: Int16 = 0, coordinatorEpoch: Int32) {
         self.version = version
         self.coordinatorEpoch = coordinatorEpoch

@@ -3,9 +3,12 @@ import NIOCore
 
 /// One record header: a non-null UTF-8 key and an optional value.
 public struct RecordHeader: Hashable, Sendable {
+    /// The header name (UTF-8, never null).
     public var key: String
+    /// The header value; nil is a null value.
     public var value: ByteBuffer?
 
+    /// A header with the given key and value.
     public init(key: String, value: ByteBuffer?) {
         self.key = key
         self.value = value
@@ -16,12 +19,18 @@ public struct RecordHeader: Hashable, Sendable {
 public struct Record: Hashable, Sendable {
     /// Unused by Kafka; kept so a record re-encodes byte for byte.
     public var attributes: Int8
+    /// Timestamp minus the batch's BaseTimestamp (may be negative).
     public var timestampDelta: Int64
+    /// Offset minus the batch's BaseOffset.
     public var offsetDelta: Int32
+    /// The key; nil is a null key.
     public var key: ByteBuffer?
+    /// The value; nil is a null value (a tombstone).
     public var value: ByteBuffer?
+    /// Record headers in wire order.
     public var headers: [RecordHeader]
 
+    /// A record with explicit deltas.
     public init(
         attributes: Int8 = 0, timestampDelta: Int64, offsetDelta: Int32, key: ByteBuffer?, value: ByteBuffer?,
         headers: [RecordHeader] = []

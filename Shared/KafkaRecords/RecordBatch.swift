@@ -4,6 +4,7 @@ import NIOCore
 /// A v2 record batch: its parsed header plus the whole batch's bytes, shared with the
 /// buffer it came from (no copy).
 public struct RecordBatch: Sendable {
+    /// The parsed 61-byte header.
     public let header: RecordBatchHeader
     /// The complete batch, header included, exactly as on the wire.
     public let bytes: ByteBuffer
@@ -30,22 +31,39 @@ public struct RecordBatch: Sendable {
         self.bytes = bytes
     }
 
+    /// The codec from the attributes (validated on init).
     public var codec: CompressionCodec { header.codec ?? .none }
+    /// The header's `baseOffset`.
     public var baseOffset: Int64 { header.baseOffset }
+    /// The header's `lastOffset`.
     public var lastOffset: Int64 { header.lastOffset }
+    /// The header's `nextOffset`.
     public var nextOffset: Int64 { header.nextOffset }
+    /// The header's `lastOffsetDelta`.
     public var lastOffsetDelta: Int32 { header.lastOffsetDelta }
+    /// The header's `partitionLeaderEpoch`.
     public var partitionLeaderEpoch: Int32 { header.partitionLeaderEpoch }
+    /// The header's `baseTimestamp`.
     public var baseTimestamp: Int64 { header.baseTimestamp }
+    /// The header's `maxTimestamp`.
     public var maxTimestamp: Int64 { header.maxTimestamp }
+    /// The header's `producerId`.
     public var producerId: Int64 { header.producerId }
+    /// The header's `producerEpoch`.
     public var producerEpoch: Int16 { header.producerEpoch }
+    /// The header's `baseSequence`.
     public var baseSequence: Int32 { header.baseSequence }
+    /// The header's `lastSequence`.
     public var lastSequence: Int32 { header.lastSequence }
+    /// The header's `recordCount`.
     public var recordCount: Int32 { header.recordCount }
+    /// The header's `timestampType`.
     public var timestampType: TimestampType { header.timestampType }
+    /// The header's `isTransactional`.
     public var isTransactional: Bool { header.isTransactional }
+    /// The header's `isControl`.
     public var isControl: Bool { header.isControl }
+    /// The header's `hasDeleteHorizon`.
     public var hasDeleteHorizon: Bool { header.hasDeleteHorizon }
     /// Whether the batch carries an idempotent or transactional producer id.
     public var hasProducerId: Bool { header.producerId >= 0 }

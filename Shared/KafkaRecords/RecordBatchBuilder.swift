@@ -4,14 +4,23 @@ import NIOCore
 /// Builds one v2 batch: records are encoded as they are appended; `build()` compresses,
 /// fills the header (LastOffsetDelta, MaxTimestamp, RecordCount) and seals it with the CRC.
 public struct RecordBatchBuilder: Sendable {
+    /// Codec applied to the records at `build()`.
     public var codec: CompressionCodec
+    /// BaseOffset written into the header (producers use 0).
     public var baseOffset: Int64
+    /// PartitionLeaderEpoch written into the header (producers use -1).
     public var partitionLeaderEpoch: Int32
+    /// Producer id, -1 when not idempotent.
     public var producerId: Int64
+    /// Producer epoch, -1 when not idempotent.
     public var producerEpoch: Int16
+    /// Sequence of the first record, -1 when not idempotent.
     public var baseSequence: Int32
+    /// Sets attribute bit 4.
     public var isTransactional: Bool
+    /// Sets attribute bit 5.
     public var isControl: Bool
+    /// Sets attribute bit 3 for LogAppendTime.
     public var timestampType: TimestampType
     /// Timestamp deltas are relative to this; when nil, the first appended timestamp is used.
     public private(set) var baseTimestamp: Int64?
@@ -21,6 +30,7 @@ public struct RecordBatchBuilder: Sendable {
     private var maxOffsetDelta: Int32 = -1
     private var maxTimestamp: Int64 = .min
 
+    /// A builder with the batch-level fields; records come with `append`.
     public init(
         codec: CompressionCodec = .none, baseOffset: Int64 = 0, partitionLeaderEpoch: Int32 = -1,
         producerId: Int64 = -1, producerEpoch: Int16 = -1, baseSequence: Int32 = -1,

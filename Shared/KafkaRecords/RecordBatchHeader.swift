@@ -3,7 +3,9 @@ import NIOCore
 
 /// Which clock a batch's timestamps come from (attribute bit 3).
 public enum TimestampType: Int8, Hashable, Sendable {
+    /// Set by the producer.
     case createTime = 0
+    /// Set by the broker when it appends the batch.
     case logAppendTime = 1
 }
 
@@ -44,20 +46,34 @@ public struct RecordBatchHeader: Hashable, Sendable {
         public static let deleteHorizon: Int16 = 0x40
     }
 
+    /// Offset of the first record; producers send 0, the broker stamps it.
     public var baseOffset: Int64
+    /// Bytes after the BatchLength field (total size minus 12).
     public var batchLength: Int32
+    /// Leader epoch stamped by the broker; producers send -1.
     public var partitionLeaderEpoch: Int32
+    /// Record format version; 2 for every batch this module accepts.
     public var magic: Int8
+    /// CRC-32C of the bytes from Attributes to the end.
     public var crc: UInt32
+    /// Codec, timestamp type, transactional, control and delete-horizon bits.
     public var attributes: Int16
+    /// Offset of the last record minus BaseOffset.
     public var lastOffsetDelta: Int32
+    /// Timestamp of the first record (the delete horizon when that bit is set).
     public var baseTimestamp: Int64
+    /// Largest record timestamp, or the append time under LogAppendTime.
     public var maxTimestamp: Int64
+    /// Idempotent/transactional producer id, -1 if none.
     public var producerId: Int64
+    /// Producer epoch, -1 if none.
     public var producerEpoch: Int16
+    /// Sequence of the first record, -1 if not idempotent.
     public var baseSequence: Int32
+    /// Number of records in the batch.
     public var recordCount: Int32
 
+    /// A header with the given fields; defaults describe an empty, producer-less batch.
     public init(
         baseOffset: Int64 = 0, batchLength: Int32 = RecordBatchHeader.minimumBatchLength,
         partitionLeaderEpoch: Int32 = -1, magic: Int8 = RecordBatchHeader.currentMagic, crc: UInt32 = 0,
@@ -130,11 +146,15 @@ public struct RecordBatchHeader: Hashable, Sendable {
     public var totalSize: Int { Int(batchLength) + Self.logOverhead }
     /// The codec, or nil when bits 0-2 hold an undefined value.
     public var codec: CompressionCodec? { CompressionCodec(rawValue: attributes & Attribute.codecMask) }
+    /// The timestamp type from attribute bit 3.
     public var timestampType: TimestampType {
         attributes & Attribute.logAppendTime != 0 ? .logAppendTime : .createTime
     }
+    /// Attribute bit 4: part of a transaction.
     public var isTransactional: Bool { attributes & Attribute.transactional != 0 }
+    /// Attribute bit 5: holds control records (transaction markers).
     public var isControl: Bool { attributes & Attribute.control != 0 }
+    /// Attribute bit 6: BaseTimestamp is the delete horizon (KIP-534).
     public var hasDeleteHorizon: Bool { attributes & Attribute.deleteHorizon != 0 }
     /// Offset of the last record (BaseOffset + LastOffsetDelta).
     public var lastOffset: Int64 { baseOffset &+ Int64(lastOffsetDelta) }

@@ -11,6 +11,7 @@ public struct RecordSetIterator: Sendable {
     /// The incomplete bytes at the end of the set, once `next()` has returned nil.
     public private(set) var partialBatch: ByteBuffer?
 
+    /// An iterator over `recordSet`, rejecting batches larger than `maxBatchBytes`.
     public init(_ recordSet: ByteBuffer, maxBatchBytes: Int = Int.max) {
         self.remaining = recordSet
         self.maxBatchBytes = maxBatchBytes
