@@ -318,3 +318,62 @@ func sampleRecords<G: RandomNumberGenerator>(count: Int, using rng: inout G) -> 
         #expect(try builder.build().bytes == fixture("batch-none.bin"))
     }
 }
+
+@Suite struct RecordDetailTests {
+    @Test func sequenceWrapsLikeKafka() {
+        let header = RecordBatchHeader(lastOffsetDelta: 4, baseSequence: Int32.max - 1)
+        // Sequences Int32.max-1, Int32.max, 0, 1, 2.
+        #expect(header.lastSequence == 2)
+        #expect(RecordBatchHeader(lastOffsetDelta: 4, baseSequence: 10).lastSequence == 14)
+        #expect(RecordBatchHeader(lastOffsetDelta: 4, baseSequence: -1).lastSequence == -1)
+    }
+
+    @Test func uncompressedRecordsAreSlicesOfTheBatch() throws {
+        var builder = RecordBatchBuilder()
+        try builder.append(timestamp: 1, key: ByteBuffer(string: "key"), value: ByteBuffer(string: "value"))
+        let batch = try builder.build()
+        let record = try #require(try batch.records(maxUncompressedBytes: 1 << 10).first)
+        let value = try #require(record.value)
+        value.withUnsafeReadableBytes { valueBytes in
+            batch.bytes.withUnsafeReadableBytes { batchBytes in
+                let start = batchBytes.baseAddress!
+                #expect(valueBytes.baseAddress! > start && valueBytes.baseAddress! < start + batchBytes.count)
+            }
+        }
+    }
+
+    @Test func malformedRecordsAreCorruptNotCrashes() throws {
+        var builder = RecordBatchBuilder()
+        try builder.append(timestamp: 1, key: ByteBuffer(string: "k"), value: ByteBuffer(string: "v"))
+        let good = try builder.build().bytes.bytesArray
+        // First record: length varint at 61, then attributes, ts delta, offset delta, key length at 65.
+        var cases: [[UInt8]] = []
+        var negativeKeyLength = good
+        negativeKeyLength[65] = 0x05  // zig-zag -3
+        cases.append(negativeKeyLength)
+        var longRecord = good
+        longRecord[61] = 0x7E  // record claims 63 bytes
+        cases.append(longRecord)
+        var extraRecord = good
+        extraRecord[RecordBatchHeader.Offset.recordCount + 3] = 2
+        cases.append(extraRecord)
+        var trailing = good + [0]
+        trailing[RecordBatchHeader.Offset.batchLength + 3] += 1
+        cases.append(trailing)
+        for bytes in cases {
+            let batch = try RecordBatch(bytes: ByteBuffer(bytes: bytes))
+            #expect(throws: RecordBatchError.self) { _ = try batch.records(maxUncompressedBytes: 1 << 10) }
+        }
+        var headerBuilder = RecordBatchBuilder()
+        try headerBuilder.append(
+            timestamp: 1, key: nil, value: nil, headers: [RecordHeader(key: "ab", value: nil)])
+        var invalidKey = try headerBuilder.build().bytes.bytesArray
+        let at = try #require(invalidKey.lastIndex(of: UInt8(ascii: "a")))
+        invalidKey[at] = 0xFF
+        let batch = try RecordBatch(bytes: ByteBuffer(bytes: invalidKey))
+        #expect(throws: RecordBatchError.corrupt("string is not valid UTF-8")) {
+            _ = try batch.records(maxUncompressedBytes: 1 << 10)
+        }
+        #expect(RecordBatchError.corrupt("x").kafkaErrorCode == 2)
+    }
+}
