@@ -97,10 +97,12 @@ struct CappedOutput {
             buffer.reserveCapacity(minimumWritableBytes: min(allowance, max(buffer.capacity, 64 * 1024)))
         }
         let room = min(buffer.writableBytes, allowance)
-        let (produced, result) = buffer.withUnsafeMutableWritableBytes { raw -> (Int, R) in
-            guard let base = raw.baseAddress else { return (0, body(UnsafeMutablePointer(bitPattern: 1)!, 0).result) }
-            return body(base.assumingMemoryBound(to: UInt8.self), room)
+        let (produced, result) = buffer.withUnsafeMutableWritableBytes { raw -> (Int, R?) in
+            guard let base = raw.baseAddress, room > 0, raw.count >= room else { return (0, nil) }
+            let (produced, result) = body(base.assumingMemoryBound(to: UInt8.self), room)
+            return (produced, result)
         }
+        guard let result else { throw .corrupt("cannot reserve decompression output") }
         buffer.moveWriterIndex(forwardBy: produced)
         return result
     }
