@@ -90,7 +90,9 @@ let package = Package(
         .testTarget(
             name: "KafkaRecordsTests",
             dependencies: ["KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Tests/KafkaRecordsTests"
+            path: "Tests/KafkaRecordsTests",
+            exclude: ["make_fixtures.py"],
+            resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "KafkaTransportTests",
