@@ -68,6 +68,12 @@ let package = Package(
             path: "Shared/ObjectStorage"
         ),
 
+        .target(
+            name: "ClusterMetadata",
+            dependencies: ["KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Shared/ClusterMetadata"
+        ),
+
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
@@ -101,6 +107,11 @@ let package = Package(
             name: "ObjectStorageTests",
             dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/ObjectStorageTests"
+        ),
+        .testTarget(
+            name: "ClusterMetadataTests",
+            dependencies: ["ClusterMetadata", "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/ClusterMetadataTests"
         ),
         .testTarget(
             name: "RaftTests",
