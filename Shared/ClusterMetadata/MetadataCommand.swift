@@ -50,11 +50,12 @@ public enum MetadataCommand: Sendable, Hashable {
 /// Encoding format of commands and snapshots; bumped when the layout changes.
 let metadataFormatVersion: UInt8 = 1
 
+/// Command tags are part of the stored log format: never renumber, only add.
 private enum Tag: UInt8 {
-    case registerNode = 1, unregisterNode, fenceNode, unfenceNode, createTopics, deleteTopics
-    case createPartitions, alterTopicConfigs, incrementalAlterTopicConfigs, moveLeader
-    case alterReassignments, setStreamWriter, trimStream, prepareObject, commitObject
-    case commitCompaction, expirePrepared, objectsDeleted, allocateProducerIds, releaseObjects
+    case registerNode = 1, unregisterNode = 2, fenceNode = 3, unfenceNode = 4, createTopics = 5, deleteTopics = 6
+    case createPartitions = 7, alterTopicConfigs = 8, incrementalAlterTopicConfigs = 9, moveLeader = 10
+    case alterReassignments = 11, setStreamWriter = 12, trimStream = 13, prepareObject = 14, commitObject = 15
+    case commitCompaction = 16, expirePrepared = 17, objectsDeleted = 18, allocateProducerIds = 19, releaseObjects = 20
 }
 
 // MARK: - Field helpers shared by commands and snapshots

@@ -624,10 +624,12 @@ public struct MetadataState: Sendable, Equatable {
     }
 
     private mutating func commitAppend(_ commit: ObjectCommit, now: Millis) -> MetadataResult {
-        if let object = objects[commit.objectId], object.state == .committed,
+        // A retried commit whose first answer was lost (the object may since have been compacted
+        // away): only committed objects carry ranges, so matching ranges mean it already happened.
+        if let object = objects[commit.objectId], object.state != .prepared, !object.ranges.isEmpty,
             object.size == commit.size, object.ranges == commit.ranges
         {
-            return .ok  // a retried commit whose first answer was lost
+            return .ok
         }
         if let error = checkCommittable(commit, now: now) { return .error(error) }
         var ends: [StreamID: Int64] = [:]

@@ -184,6 +184,14 @@ import Testing
         #expect(cluster.state.streams[a.id]?.committedEnd == 20)
         // Appends continue after the compacted range.
         #expect(cluster.appendRecords("a", 0, count: 1) == .ok)
+        // A WAL writer retrying the first commit after its source was compacted away still gets success.
+        let retried = ObjectCommit(objectId: s1, size: 1, ranges: [range(a, 0, 10), range(b, 0, 4)])
+        let stateBefore = content(cluster.state)
+        #expect(cluster.apply(.commitObject(retried, compactedSources: [], now: 9)) == .ok)
+        #expect(content(cluster.state) == stateBefore)
+        var changed = retried
+        changed.size = 2
+        #expect(cluster.apply(.commitObject(changed, compactedSources: [], now: 9)).errorCode == MetadataErrorCode.requestTimedOut)
     }
 
     @Test func compactionMayDropOffsetsBelowTheStart() throws {
