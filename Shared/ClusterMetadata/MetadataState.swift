@@ -295,6 +295,9 @@ public struct MetadataState: Sendable, Equatable {
         guard streams.count + Int(count) <= Self.maxTotalPartitions else {
             return MetadataError(MetadataErrorCode.invalidPartitions, "cluster limit of \(Self.maxTotalPartitions) partitions")
         }
+        guard nextStreamId <= StreamID.max - StreamID(count) else {
+            return MetadataError(MetadataErrorCode.unknownServerError, "stream ids exhausted")
+        }
         return nil
     }
 

@@ -100,4 +100,25 @@ import Testing
         trailing.writeInteger(UInt8(0))
         #expect(throws: ProtocolError.self) { try MetadataState(snapshot: trailing) }
     }
+
+    @Test func exhaustedCountersFromASnapshotGiveErrorsNotTraps() throws {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt8(1))
+        buffer.writeInteger(UInt64(9))
+        buffer.writeInteger(UInt64(2))
+        buffer.writeVarlong(Int64.max)  // next incarnation
+        buffer.writeVarlong(Int64.max)  // next stream id
+        buffer.writeVarlong(Int64.max)  // next object id
+        buffer.writeVarlong(Int64.max - 10)  // next producer id
+        for _ in 0..<5 { buffer.writeUnsignedVarint(0) }
+        var state = try MetadataState(snapshot: buffer)
+        #expect(state.lastAppliedIndex == 9)
+        #expect(state.apply(.createTopics([TopicSpec(name: "t", topicId: uuid(1), partitionCount: 1)]), index: 10) == .items([
+            ItemResult(name: "t", errorCode: MetadataErrorCode.unknownServerError, message: "stream ids exhausted"),
+        ]))
+        #expect(state.apply(.prepareObject(kind: .stream, deadline: 1), index: 11).errorCode == MetadataErrorCode.unknownServerError)
+        #expect(state.apply(.registerNode(NodeRegistration(id: 1, kind: .broker, zone: "a", listener: "l", admin: "a")), index: 12).errorCode
+            == MetadataErrorCode.unknownServerError)
+        #expect(state.topics.isEmpty && state.objects.isEmpty && state.nodes.isEmpty)
+    }
 }
