@@ -252,9 +252,9 @@ public struct MetadataState: Sendable, Equatable {
     /// the epoch cannot grow any more; the partition is then left untouched.
     private mutating func setLeader(_ key: PartitionKey, to leader: NodeID) -> Bool {
         let index = Int(key.partition)
-        guard let topic = topics[key.topic], index >= 0, index < topic.partitions.count else { return false }
-        let partition = topic.partitions[index]
-        guard partition.leaderEpoch < LeaderEpoch.max else { return false }
+        // Only the partition is copied out: holding the whole topic would make the write below copy
+        // its partition array, turning a broker's fencing quadratic in partition count.
+        guard let partition = partition(key), partition.leaderEpoch < LeaderEpoch.max else { return false }
         let epoch = partition.leaderEpoch + 1
         topics[key.topic]?.partitions[index].leader = leader
         topics[key.topic]?.partitions[index].leaderEpoch = epoch

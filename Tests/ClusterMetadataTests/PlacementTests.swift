@@ -151,4 +151,14 @@ import Testing
         cluster.apply(.deleteTopics(names: ["t"], now: 1))
         #expect(cluster.state.pendingReassignments.isEmpty)
     }
+
+    @Test func manyPartitionsStayBalancedThroughFencing() {
+        var cluster = sixBrokers()
+        #expect(cluster.createTopic("big", partitions: 30_000) == 0)
+        #expect(ledCounts(cluster) == [1: 5_000, 2: 5_000, 3: 5_000, 4: 5_000, 5: 5_000, 6: 5_000])
+        #expect(cluster.apply(.fenceNode(id: 5, incarnation: cluster.incarnation(5))) == .ok)
+        #expect(ledCounts(cluster) == [1: 5_000, 2: 5_000, 3: 5_000, 4: 5_000, 6: 10_000])
+        #expect(cluster.apply(.unfenceNode(id: 5, incarnation: cluster.incarnation(5))) == .ok)
+        #expect(cluster.state.partitionKeys(ledBy: 5).isEmpty)
+    }
 }
