@@ -71,7 +71,8 @@ let package = Package(
         .target(
             name: "ClusterMetadata",
             dependencies: ["KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Shared/ClusterMetadata"
+            path: "Shared/ClusterMetadata",
+            exclude: ["README.md"]
         ),
 
         // MARK: Tools
