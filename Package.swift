@@ -68,6 +68,13 @@ let package = Package(
             path: "Shared/ObjectStorage"
         ),
 
+        .target(
+            name: "ClusterMetadata",
+            dependencies: ["KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Shared/ClusterMetadata",
+            exclude: ["README.md"]
+        ),
+
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
@@ -103,6 +110,11 @@ let package = Package(
             name: "ObjectStorageTests",
             dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/ObjectStorageTests"
+        ),
+        .testTarget(
+            name: "ClusterMetadataTests",
+            dependencies: ["ClusterMetadata", "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/ClusterMetadataTests"
         ),
         .testTarget(
             name: "RaftTests",
