@@ -2,7 +2,7 @@ import Foundation
 
 /// Accumulates indented source lines.
 struct CodeWriter {
-    var lines: [String] = []
+    private(set) var lines: [String] = []
     private var depth = 0
 
     mutating func line(_ text: String) {

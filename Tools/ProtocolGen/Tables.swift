@@ -193,13 +193,11 @@ func emitAllMessagesFile(_ specs: [MessageSpec]) -> String {
     w.line("@testable import KafkaProtocol")
     w.line("")
     w.line("/// Every generated top-level message type, in schema file order.")
-    w.open("let allGeneratedMessageTypes: [any SampleableMessage.Type] =")
-    w.lines.removeLast()
     w.line("let allGeneratedMessageTypes: [any SampleableMessage.Type] = [")
     for spec in specs {
-        w.line("\(spec.name).self,")
+        w.line("    \(spec.name).self,")
     }
-    w.close("]")
+    w.line("]")
     w.line("")
     let total = specs.reduce(0) { $0 + $1.validVersions.count }
     w.line("/// Number of schema files the generator read.")
