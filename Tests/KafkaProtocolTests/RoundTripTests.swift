@@ -120,6 +120,6 @@ func roundTripAllVersions<M: SampleableMessage>(_ type: M.Type, seed: UInt64) th
         #expect(ApiKey.controlledShutdown.requestHeaderVersion(1) == 1)
         #expect(ApiKey.endTxn.latestVersionUnstable)
         #expect(!ApiKey.produce.latestVersionUnstable)
-        #expect(ApiKey.allCases.count == 88)
+        #expect(ApiKey.allCases.filter { $0.rawValue < 10000 }.count == 88)
     }
 }
