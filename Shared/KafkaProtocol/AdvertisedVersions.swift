@@ -2,12 +2,14 @@
 public struct AdvertisedVersions: Sendable, Hashable {
     /// One api key's advertised range and the lowest version actually implemented.
     public struct Entry: Sendable, Hashable {
+        /// The api this entry is for.
         public var apiKey: ApiKey
         /// What goes into the ApiVersions response.
         public var advertised: ClosedRange<Int16>
         /// Versions below this are advertised for client feature probes but rejected when sent.
         public var implementedMinimum: Int16
 
+        /// An entry advertising `advertised`; `implementedMinimum` defaults to its lower bound.
         public init(_ apiKey: ApiKey, _ advertised: ClosedRange<Int16>, implementedMinimum: Int16? = nil) {
             self.apiKey = apiKey
             self.advertised = advertised

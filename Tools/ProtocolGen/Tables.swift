@@ -15,6 +15,8 @@ func emitApiKeyFile(_ pairs: [ApiPair]) -> String {
     w.line("/// Every Kafka api key the generated codec knows (upstream and project-internal).")
     w.open("public enum ApiKey: Int16, CaseIterable, Sendable")
     for pair in pairs {
+        let flexible = pair.request.firstFlexibleVersion.map { ", flexible from v\($0)" } ?? ""
+        w.line("/// \(pair.request.name.dropLast("Request".count)): versions \(pair.request.validVersions.lowerBound)-\(pair.request.validVersions.upperBound)\(flexible).")
         w.line("case \(pair.caseName) = \(pair.key)")
     }
     w.line("")

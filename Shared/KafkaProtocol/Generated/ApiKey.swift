@@ -4,93 +4,181 @@ import NIOCore
 
 /// Every Kafka api key the generated codec knows (upstream and project-internal).
 public enum ApiKey: Int16, CaseIterable, Sendable {
+    /// Produce: versions 0-11, flexible from v9.
     case produce = 0
+    /// Fetch: versions 0-17, flexible from v12.
     case fetch = 1
+    /// ListOffsets: versions 0-10, flexible from v6.
     case listOffsets = 2
+    /// Metadata: versions 0-12, flexible from v9.
     case metadata = 3
+    /// LeaderAndIsr: versions 0-7, flexible from v4.
     case leaderAndIsr = 4
+    /// StopReplica: versions 0-4, flexible from v2.
     case stopReplica = 5
+    /// UpdateMetadata: versions 0-8, flexible from v6.
     case updateMetadata = 6
+    /// ControlledShutdown: versions 0-3, flexible from v3.
     case controlledShutdown = 7
+    /// OffsetCommit: versions 0-9, flexible from v8.
     case offsetCommit = 8
+    /// OffsetFetch: versions 0-9, flexible from v6.
     case offsetFetch = 9
+    /// FindCoordinator: versions 0-6, flexible from v3.
     case findCoordinator = 10
+    /// JoinGroup: versions 0-9, flexible from v6.
     case joinGroup = 11
+    /// Heartbeat: versions 0-4, flexible from v4.
     case heartbeat = 12
+    /// LeaveGroup: versions 0-5, flexible from v4.
     case leaveGroup = 13
+    /// SyncGroup: versions 0-5, flexible from v4.
     case syncGroup = 14
+    /// DescribeGroups: versions 0-5, flexible from v5.
     case describeGroups = 15
+    /// ListGroups: versions 0-5, flexible from v3.
     case listGroups = 16
+    /// SaslHandshake: versions 0-1.
     case saslHandshake = 17
+    /// ApiVersions: versions 0-4, flexible from v3.
     case apiVersions = 18
+    /// CreateTopics: versions 0-7, flexible from v5.
     case createTopics = 19
+    /// DeleteTopics: versions 0-6, flexible from v4.
     case deleteTopics = 20
+    /// DeleteRecords: versions 0-2, flexible from v2.
     case deleteRecords = 21
+    /// InitProducerId: versions 0-5, flexible from v2.
     case initProducerId = 22
+    /// OffsetForLeaderEpoch: versions 0-4, flexible from v4.
     case offsetForLeaderEpoch = 23
+    /// AddPartitionsToTxn: versions 0-5, flexible from v3.
     case addPartitionsToTxn = 24
+    /// AddOffsetsToTxn: versions 0-4, flexible from v3.
     case addOffsetsToTxn = 25
+    /// EndTxn: versions 0-5, flexible from v3.
     case endTxn = 26
+    /// WriteTxnMarkers: versions 0-1, flexible from v1.
     case writeTxnMarkers = 27
+    /// TxnOffsetCommit: versions 0-4, flexible from v3.
     case txnOffsetCommit = 28
+    /// DescribeAcls: versions 0-3, flexible from v2.
     case describeAcls = 29
+    /// CreateAcls: versions 0-3, flexible from v2.
     case createAcls = 30
+    /// DeleteAcls: versions 0-3, flexible from v2.
     case deleteAcls = 31
+    /// DescribeConfigs: versions 0-4, flexible from v4.
     case describeConfigs = 32
+    /// AlterConfigs: versions 0-2, flexible from v2.
     case alterConfigs = 33
+    /// AlterReplicaLogDirs: versions 0-2, flexible from v2.
     case alterReplicaLogDirs = 34
+    /// DescribeLogDirs: versions 0-4, flexible from v2.
     case describeLogDirs = 35
+    /// SaslAuthenticate: versions 0-2, flexible from v2.
     case saslAuthenticate = 36
+    /// CreatePartitions: versions 0-3, flexible from v2.
     case createPartitions = 37
+    /// CreateDelegationToken: versions 0-3, flexible from v2.
     case createDelegationToken = 38
+    /// RenewDelegationToken: versions 0-2, flexible from v2.
     case renewDelegationToken = 39
+    /// ExpireDelegationToken: versions 0-2, flexible from v2.
     case expireDelegationToken = 40
+    /// DescribeDelegationToken: versions 0-3, flexible from v2.
     case describeDelegationToken = 41
+    /// DeleteGroups: versions 0-2, flexible from v2.
     case deleteGroups = 42
+    /// ElectLeaders: versions 0-2, flexible from v2.
     case electLeaders = 43
+    /// IncrementalAlterConfigs: versions 0-1, flexible from v1.
     case incrementalAlterConfigs = 44
+    /// AlterPartitionReassignments: versions 0-0, flexible from v0.
     case alterPartitionReassignments = 45
+    /// ListPartitionReassignments: versions 0-0, flexible from v0.
     case listPartitionReassignments = 46
+    /// OffsetDelete: versions 0-0.
     case offsetDelete = 47
+    /// DescribeClientQuotas: versions 0-1, flexible from v1.
     case describeClientQuotas = 48
+    /// AlterClientQuotas: versions 0-1, flexible from v1.
     case alterClientQuotas = 49
+    /// DescribeUserScramCredentials: versions 0-0, flexible from v0.
     case describeUserScramCredentials = 50
+    /// AlterUserScramCredentials: versions 0-0, flexible from v0.
     case alterUserScramCredentials = 51
+    /// Vote: versions 0-1, flexible from v0.
     case vote = 52
+    /// BeginQuorumEpoch: versions 0-1, flexible from v1.
     case beginQuorumEpoch = 53
+    /// EndQuorumEpoch: versions 0-1, flexible from v1.
     case endQuorumEpoch = 54
+    /// DescribeQuorum: versions 0-2, flexible from v0.
     case describeQuorum = 55
+    /// AlterPartition: versions 0-3, flexible from v0.
     case alterPartition = 56
+    /// UpdateFeatures: versions 0-2, flexible from v0.
     case updateFeatures = 57
+    /// Envelope: versions 0-0, flexible from v0.
     case envelope = 58
+    /// FetchSnapshot: versions 0-1, flexible from v0.
     case fetchSnapshot = 59
+    /// DescribeCluster: versions 0-1, flexible from v0.
     case describeCluster = 60
+    /// DescribeProducers: versions 0-0, flexible from v0.
     case describeProducers = 61
+    /// BrokerRegistration: versions 0-4, flexible from v0.
     case brokerRegistration = 62
+    /// BrokerHeartbeat: versions 0-1, flexible from v0.
     case brokerHeartbeat = 63
+    /// UnregisterBroker: versions 0-0, flexible from v0.
     case unregisterBroker = 64
+    /// DescribeTransactions: versions 0-0, flexible from v0.
     case describeTransactions = 65
+    /// ListTransactions: versions 0-1, flexible from v0.
     case listTransactions = 66
+    /// AllocateProducerIds: versions 0-0, flexible from v0.
     case allocateProducerIds = 67
+    /// ConsumerGroupHeartbeat: versions 0-1, flexible from v0.
     case consumerGroupHeartbeat = 68
+    /// ConsumerGroupDescribe: versions 0-0, flexible from v0.
     case consumerGroupDescribe = 69
+    /// ControllerRegistration: versions 0-0, flexible from v0.
     case controllerRegistration = 70
+    /// GetTelemetrySubscriptions: versions 0-0, flexible from v0.
     case getTelemetrySubscriptions = 71
+    /// PushTelemetry: versions 0-0, flexible from v0.
     case pushTelemetry = 72
+    /// AssignReplicasToDirs: versions 0-0, flexible from v0.
     case assignReplicasToDirs = 73
+    /// ListClientMetricsResources: versions 0-0, flexible from v0.
     case listClientMetricsResources = 74
+    /// DescribeTopicPartitions: versions 0-0, flexible from v0.
     case describeTopicPartitions = 75
+    /// ShareGroupHeartbeat: versions 0-0, flexible from v0.
     case shareGroupHeartbeat = 76
+    /// ShareGroupDescribe: versions 0-0, flexible from v0.
     case shareGroupDescribe = 77
+    /// ShareFetch: versions 0-0, flexible from v0.
     case shareFetch = 78
+    /// ShareAcknowledge: versions 0-0, flexible from v0.
     case shareAcknowledge = 79
+    /// AddRaftVoter: versions 0-0, flexible from v0.
     case addRaftVoter = 80
+    /// RemoveRaftVoter: versions 0-0, flexible from v0.
     case removeRaftVoter = 81
+    /// UpdateRaftVoter: versions 0-0, flexible from v0.
     case updateRaftVoter = 82
+    /// InitializeShareGroupState: versions 0-0, flexible from v0.
     case initializeShareGroupState = 83
+    /// ReadShareGroupState: versions 0-0, flexible from v0.
     case readShareGroupState = 84
+    /// WriteShareGroupState: versions 0-0, flexible from v0.
     case writeShareGroupState = 85
+    /// DeleteShareGroupState: versions 0-0, flexible from v0.
     case deleteShareGroupState = 86
+    /// ReadShareGroupStateSummary: versions 0-0, flexible from v0.
     case readShareGroupStateSummary = 87
 
     /// The api name as Kafka prints it (request name without "Request").
