@@ -292,7 +292,9 @@ extension MessageContext {
                 w.line("let count: Int = try \(buffer).readArrayCount(compact: \(flex), minimumElementSize: \(minimum), field: \(label))")
             }
             w.line("var items: [\(elementType)] = []")
-            w.line("items.reserveCapacity(count)")
+            // The count is already bounded by the input size; capping the up-front reservation also keeps a
+            // garbage count that fails a few elements in from costing a large transient allocation.
+            w.line("items.reserveCapacity(Swift.min(count, 1024))")
             w.open("for _ in 0..<count")
             let elementRead: String
             if let read = readScalar(element, buffer: buffer) {

@@ -35,7 +35,7 @@ public struct AddPartitionsToTxnRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnTransaction.minimumEncodedSize(version: version), field: "AddPartitionsToTxnRequest.Transactions")
                 var items: [AddPartitionsToTxnTransaction] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AddPartitionsToTxnTransaction = try AddPartitionsToTxnTransaction(from: &buffer, version: version)
                     items.append(item)
@@ -56,7 +56,7 @@ public struct AddPartitionsToTxnRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnTopic.minimumEncodedSize(version: version), field: "AddPartitionsToTxnRequest.V3AndBelowTopics")
                 var items: [AddPartitionsToTxnTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AddPartitionsToTxnTopic = try AddPartitionsToTxnTopic(from: &buffer, version: version)
                     items.append(item)
@@ -154,7 +154,7 @@ public struct AddPartitionsToTxnRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnTopic.minimumEncodedSize(version: version), field: "AddPartitionsToTxnTransaction.Topics")
                     var items: [AddPartitionsToTxnTopic] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: AddPartitionsToTxnTopic = try AddPartitionsToTxnTopic(from: &buffer, version: version)
                         items.append(item)
@@ -232,7 +232,7 @@ public struct AddPartitionsToTxnRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "AddPartitionsToTxnTopic.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -36,7 +36,7 @@ public struct AddPartitionsToTxnResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnResult.minimumEncodedSize(version: version), field: "AddPartitionsToTxnResponse.ResultsByTransaction")
                 var items: [AddPartitionsToTxnResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AddPartitionsToTxnResult = try AddPartitionsToTxnResult(from: &buffer, version: version)
                     items.append(item)
@@ -48,7 +48,7 @@ public struct AddPartitionsToTxnResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnTopicResult.minimumEncodedSize(version: version), field: "AddPartitionsToTxnResponse.ResultsByTopicV3AndBelow")
                 var items: [AddPartitionsToTxnTopicResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AddPartitionsToTxnTopicResult = try AddPartitionsToTxnTopicResult(from: &buffer, version: version)
                     items.append(item)
@@ -120,7 +120,7 @@ public struct AddPartitionsToTxnResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnTopicResult.minimumEncodedSize(version: version), field: "AddPartitionsToTxnResult.TopicResults")
                     var items: [AddPartitionsToTxnTopicResult] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: AddPartitionsToTxnTopicResult = try AddPartitionsToTxnTopicResult(from: &buffer, version: version)
                         items.append(item)
@@ -183,7 +183,7 @@ public struct AddPartitionsToTxnResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AddPartitionsToTxnPartitionResult.minimumEncodedSize(version: version), field: "AddPartitionsToTxnTopicResult.ResultsByPartition")
                 var items: [AddPartitionsToTxnPartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AddPartitionsToTxnPartitionResult = try AddPartitionsToTxnPartitionResult(from: &buffer, version: version)
                     items.append(item)

@@ -35,7 +35,7 @@ public struct AddRaftVoterRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Listener.minimumEncodedSize(version: version), field: "AddRaftVoterRequest.Listeners")
             var items: [Listener] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Listener = try Listener(from: &buffer, version: version)
                 items.append(item)

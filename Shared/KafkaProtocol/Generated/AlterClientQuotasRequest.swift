@@ -28,7 +28,7 @@ public struct AlterClientQuotasRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EntryData.minimumEncodedSize(version: version), field: "AlterClientQuotasRequest.Entries")
             var items: [EntryData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: EntryData = try EntryData(from: &buffer, version: version)
                 items.append(item)
@@ -78,7 +78,7 @@ public struct AlterClientQuotasRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EntityData.minimumEncodedSize(version: version), field: "EntryData.Entity")
                 var items: [EntityData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: EntityData = try EntityData(from: &buffer, version: version)
                     items.append(item)
@@ -88,7 +88,7 @@ public struct AlterClientQuotasRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OpData.minimumEncodedSize(version: version), field: "EntryData.Ops")
                 var items: [OpData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OpData = try OpData(from: &buffer, version: version)
                     items.append(item)

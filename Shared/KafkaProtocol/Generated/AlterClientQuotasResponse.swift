@@ -28,7 +28,7 @@ public struct AlterClientQuotasResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EntryData.minimumEncodedSize(version: version), field: "AlterClientQuotasResponse.Entries")
             var items: [EntryData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: EntryData = try EntryData(from: &buffer, version: version)
                 items.append(item)
@@ -81,7 +81,7 @@ public struct AlterClientQuotasResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EntityData.minimumEncodedSize(version: version), field: "EntryData.Entity")
                 var items: [EntityData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: EntityData = try EntityData(from: &buffer, version: version)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct AlterConfigsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterConfigsResource.minimumEncodedSize(version: version), field: "AlterConfigsRequest.Resources")
             var items: [AlterConfigsResource] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AlterConfigsResource = try AlterConfigsResource(from: &buffer, version: version)
                 items.append(item)
@@ -82,7 +82,7 @@ public struct AlterConfigsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterableConfig.minimumEncodedSize(version: version), field: "AlterConfigsResource.Configs")
                 var items: [AlterableConfig] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AlterableConfig = try AlterableConfig(from: &buffer, version: version)
                     items.append(item)

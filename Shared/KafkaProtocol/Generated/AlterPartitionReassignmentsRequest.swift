@@ -28,7 +28,7 @@ public struct AlterPartitionReassignmentsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReassignableTopic.minimumEncodedSize(version: version), field: "AlterPartitionReassignmentsRequest.Topics")
             var items: [ReassignableTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReassignableTopic = try ReassignableTopic(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct AlterPartitionReassignmentsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReassignablePartition.minimumEncodedSize(version: version), field: "ReassignableTopic.Partitions")
                 var items: [ReassignablePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ReassignablePartition = try ReassignablePartition(from: &buffer, version: version)
                     items.append(item)
@@ -126,7 +126,7 @@ public struct AlterPartitionReassignmentsRequest: KafkaRequest {
             self.partitionIndex = try buffer.readKafkaInteger(as: Int32.self)
             if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, nullable: true, field: "ReassignablePartition.Replicas") {
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

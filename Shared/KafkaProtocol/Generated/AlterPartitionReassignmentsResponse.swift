@@ -33,7 +33,7 @@ public struct AlterPartitionReassignmentsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReassignableTopicResponse.minimumEncodedSize(version: version), field: "AlterPartitionReassignmentsResponse.Responses")
             var items: [ReassignableTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReassignableTopicResponse = try ReassignableTopicResponse(from: &buffer, version: version)
                 items.append(item)
@@ -83,7 +83,7 @@ public struct AlterPartitionReassignmentsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReassignablePartitionResponse.minimumEncodedSize(version: version), field: "ReassignableTopicResponse.Partitions")
                 var items: [ReassignablePartitionResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ReassignablePartitionResponse = try ReassignablePartitionResponse(from: &buffer, version: version)
                     items.append(item)

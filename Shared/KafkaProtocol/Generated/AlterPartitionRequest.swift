@@ -30,7 +30,7 @@ public struct AlterPartitionRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "AlterPartitionRequest.Topics")
             var items: [TopicData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicData = try TopicData(from: &buffer, version: version)
                 items.append(item)
@@ -84,7 +84,7 @@ public struct AlterPartitionRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)
@@ -149,7 +149,7 @@ public struct AlterPartitionRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "PartitionData.NewIsr")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)
@@ -161,7 +161,7 @@ public struct AlterPartitionRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: BrokerState.minimumEncodedSize(version: version), field: "PartitionData.NewIsrWithEpochs")
                     var items: [BrokerState] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: BrokerState = try BrokerState(from: &buffer, version: version)
                         items.append(item)

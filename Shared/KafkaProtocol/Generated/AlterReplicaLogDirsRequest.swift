@@ -26,7 +26,7 @@ public struct AlterReplicaLogDirsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterReplicaLogDir.minimumEncodedSize(version: version), field: "AlterReplicaLogDirsRequest.Dirs")
             var items: [AlterReplicaLogDir] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AlterReplicaLogDir = try AlterReplicaLogDir(from: &buffer, version: version)
                 items.append(item)
@@ -75,7 +75,7 @@ public struct AlterReplicaLogDirsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterReplicaLogDirTopic.minimumEncodedSize(version: version), field: "AlterReplicaLogDir.Topics")
                 var items: [AlterReplicaLogDirTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AlterReplicaLogDirTopic = try AlterReplicaLogDirTopic(from: &buffer, version: version)
                     items.append(item)
@@ -129,7 +129,7 @@ public struct AlterReplicaLogDirsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "AlterReplicaLogDirTopic.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct AlterReplicaLogDirsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterReplicaLogDirTopicResult.minimumEncodedSize(version: version), field: "AlterReplicaLogDirsResponse.Results")
             var items: [AlterReplicaLogDirTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AlterReplicaLogDirTopicResult = try AlterReplicaLogDirTopicResult(from: &buffer, version: version)
                 items.append(item)
@@ -78,7 +78,7 @@ public struct AlterReplicaLogDirsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterReplicaLogDirPartitionResult.minimumEncodedSize(version: version), field: "AlterReplicaLogDirTopicResult.Partitions")
                 var items: [AlterReplicaLogDirPartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AlterReplicaLogDirPartitionResult = try AlterReplicaLogDirPartitionResult(from: &buffer, version: version)
                     items.append(item)

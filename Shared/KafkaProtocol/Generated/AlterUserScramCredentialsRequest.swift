@@ -27,7 +27,7 @@ public struct AlterUserScramCredentialsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ScramCredentialDeletion.minimumEncodedSize(version: version), field: "AlterUserScramCredentialsRequest.Deletions")
             var items: [ScramCredentialDeletion] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ScramCredentialDeletion = try ScramCredentialDeletion(from: &buffer, version: version)
                 items.append(item)
@@ -37,7 +37,7 @@ public struct AlterUserScramCredentialsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ScramCredentialUpsertion.minimumEncodedSize(version: version), field: "AlterUserScramCredentialsRequest.Upsertions")
             var items: [ScramCredentialUpsertion] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ScramCredentialUpsertion = try ScramCredentialUpsertion(from: &buffer, version: version)
                 items.append(item)

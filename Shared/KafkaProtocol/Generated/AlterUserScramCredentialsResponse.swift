@@ -27,7 +27,7 @@ public struct AlterUserScramCredentialsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: AlterUserScramCredentialsResult.minimumEncodedSize(version: version), field: "AlterUserScramCredentialsResponse.Results")
             var items: [AlterUserScramCredentialsResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AlterUserScramCredentialsResult = try AlterUserScramCredentialsResult(from: &buffer, version: version)
                 items.append(item)

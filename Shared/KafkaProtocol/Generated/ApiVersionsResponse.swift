@@ -38,7 +38,7 @@ public struct ApiVersionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ApiVersion.minimumEncodedSize(version: version), field: "ApiVersionsResponse.ApiKeys")
             var items: [ApiVersion] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ApiVersion = try ApiVersion(from: &buffer, version: version)
                 items.append(item)
@@ -59,7 +59,7 @@ public struct ApiVersionsResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: flexible, minimumElementSize: SupportedFeatureKey.minimumEncodedSize(version: version), field: "ApiVersionsResponse.SupportedFeatures")
                         var items: [SupportedFeatureKey] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: SupportedFeatureKey = try SupportedFeatureKey(from: &field.data, version: version)
                             items.append(item)
@@ -82,7 +82,7 @@ public struct ApiVersionsResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: flexible, minimumElementSize: FinalizedFeatureKey.minimumEncodedSize(version: version), field: "ApiVersionsResponse.FinalizedFeatures")
                         var items: [FinalizedFeatureKey] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: FinalizedFeatureKey = try FinalizedFeatureKey(from: &field.data, version: version)
                             items.append(item)

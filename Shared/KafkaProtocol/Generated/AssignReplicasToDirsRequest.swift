@@ -30,7 +30,7 @@ public struct AssignReplicasToDirsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DirectoryData.minimumEncodedSize(version: version), field: "AssignReplicasToDirsRequest.Directories")
             var items: [DirectoryData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DirectoryData = try DirectoryData(from: &buffer, version: version)
                 items.append(item)
@@ -77,7 +77,7 @@ public struct AssignReplicasToDirsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "DirectoryData.Topics")
                 var items: [TopicData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TopicData = try TopicData(from: &buffer, version: version)
                     items.append(item)
@@ -126,7 +126,7 @@ public struct AssignReplicasToDirsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

@@ -29,7 +29,7 @@ public struct AssignReplicasToDirsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DirectoryData.minimumEncodedSize(version: version), field: "AssignReplicasToDirsResponse.Directories")
             var items: [DirectoryData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DirectoryData = try DirectoryData(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct AssignReplicasToDirsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "DirectoryData.Topics")
                 var items: [TopicData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TopicData = try TopicData(from: &buffer, version: version)
                     items.append(item)
@@ -125,7 +125,7 @@ public struct AssignReplicasToDirsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

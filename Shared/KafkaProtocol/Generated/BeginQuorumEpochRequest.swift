@@ -34,7 +34,7 @@ public struct BeginQuorumEpochRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "BeginQuorumEpochRequest.Topics")
             var items: [TopicData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicData = try TopicData(from: &buffer, version: version)
                 items.append(item)
@@ -45,7 +45,7 @@ public struct BeginQuorumEpochRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderEndpoint.minimumEncodedSize(version: version), field: "BeginQuorumEpochRequest.LeaderEndpoints")
                 var items: [LeaderEndpoint] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: LeaderEndpoint = try LeaderEndpoint(from: &buffer, version: version)
                     items.append(item)
@@ -106,7 +106,7 @@ public struct BeginQuorumEpochRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

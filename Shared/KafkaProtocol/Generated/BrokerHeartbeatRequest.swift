@@ -41,7 +41,7 @@ public struct BrokerHeartbeatRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 16, field: "BrokerHeartbeatRequest.OfflineLogDirs")
                 var items: [KafkaUUID] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: KafkaUUID = try buffer.readKafkaUUID()
                     items.append(item)

@@ -44,7 +44,7 @@ public struct BrokerRegistrationRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Listener.minimumEncodedSize(version: version), field: "BrokerRegistrationRequest.Listeners")
             var items: [Listener] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Listener = try Listener(from: &buffer, version: version)
                 items.append(item)
@@ -54,7 +54,7 @@ public struct BrokerRegistrationRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Feature.minimumEncodedSize(version: version), field: "BrokerRegistrationRequest.Features")
             var items: [Feature] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Feature = try Feature(from: &buffer, version: version)
                 items.append(item)
@@ -69,7 +69,7 @@ public struct BrokerRegistrationRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 16, field: "BrokerRegistrationRequest.LogDirs")
                 var items: [KafkaUUID] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: KafkaUUID = try buffer.readKafkaUUID()
                     items.append(item)

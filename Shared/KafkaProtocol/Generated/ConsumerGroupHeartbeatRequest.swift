@@ -48,7 +48,7 @@ public struct ConsumerGroupHeartbeatRequest: KafkaRequest {
         self.rebalanceTimeoutMs = try buffer.readKafkaInteger(as: Int32.self)
         if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, nullable: true, field: "ConsumerGroupHeartbeatRequest.SubscribedTopicNames") {
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "ConsumerGroupHeartbeatRequest.SubscribedTopicNames")
                 items.append(item)
@@ -63,7 +63,7 @@ public struct ConsumerGroupHeartbeatRequest: KafkaRequest {
         self.serverAssignor = try buffer.readKafkaString(compact: true, nullable: true, field: "ConsumerGroupHeartbeatRequest.ServerAssignor")
         if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicPartitions.minimumEncodedSize(version: version), nullable: true, field: "ConsumerGroupHeartbeatRequest.TopicPartitions") {
             var items: [TopicPartitions] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicPartitions = try TopicPartitions(from: &buffer, version: version)
                 items.append(item)
@@ -133,7 +133,7 @@ public struct ConsumerGroupHeartbeatRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "TopicPartitions.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -86,7 +86,7 @@ public struct ConsumerGroupHeartbeatResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicPartitions.minimumEncodedSize(version: version), field: "Assignment.TopicPartitions")
                 var items: [TopicPartitions] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TopicPartitions = try TopicPartitions(from: &buffer, version: version)
                     items.append(item)
@@ -135,7 +135,7 @@ public struct ConsumerGroupHeartbeatResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "TopicPartitions.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

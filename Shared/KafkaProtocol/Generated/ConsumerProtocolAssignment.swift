@@ -23,7 +23,7 @@ public struct ConsumerProtocolAssignment: KafkaMessage {
         do {
             let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: TopicPartition.minimumEncodedSize(version: version), field: "ConsumerProtocolAssignment.AssignedPartitions")
             var items: [TopicPartition] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicPartition = try TopicPartition(from: &buffer, version: version)
                 items.append(item)
@@ -63,7 +63,7 @@ public struct ConsumerProtocolAssignment: KafkaMessage {
             do {
                 let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: 4, field: "TopicPartition.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

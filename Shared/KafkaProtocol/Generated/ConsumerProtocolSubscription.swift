@@ -26,7 +26,7 @@ public struct ConsumerProtocolSubscription: KafkaMessage {
         do {
             let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: 2, field: "ConsumerProtocolSubscription.Topics")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: false, field: "ConsumerProtocolSubscription.Topics")
                 items.append(item)
@@ -38,7 +38,7 @@ public struct ConsumerProtocolSubscription: KafkaMessage {
             do {
                 let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: TopicPartition.minimumEncodedSize(version: version), field: "ConsumerProtocolSubscription.OwnedPartitions")
                 var items: [TopicPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TopicPartition = try TopicPartition(from: &buffer, version: version)
                     items.append(item)
@@ -102,7 +102,7 @@ public struct ConsumerProtocolSubscription: KafkaMessage {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: 4, field: "TopicPartition.Partitions")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)

@@ -28,7 +28,7 @@ public struct ControlledShutdownResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: RemainingPartition.minimumEncodedSize(version: version), field: "ControlledShutdownResponse.RemainingPartitions")
             var items: [RemainingPartition] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: RemainingPartition = try RemainingPartition(from: &buffer, version: version)
                 items.append(item)

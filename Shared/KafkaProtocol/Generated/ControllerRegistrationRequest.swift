@@ -36,7 +36,7 @@ public struct ControllerRegistrationRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Listener.minimumEncodedSize(version: version), field: "ControllerRegistrationRequest.Listeners")
             var items: [Listener] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Listener = try Listener(from: &buffer, version: version)
                 items.append(item)
@@ -46,7 +46,7 @@ public struct ControllerRegistrationRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Feature.minimumEncodedSize(version: version), field: "ControllerRegistrationRequest.Features")
             var items: [Feature] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Feature = try Feature(from: &buffer, version: version)
                 items.append(item)

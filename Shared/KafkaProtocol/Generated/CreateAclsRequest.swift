@@ -26,7 +26,7 @@ public struct CreateAclsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AclCreation.minimumEncodedSize(version: version), field: "CreateAclsRequest.Creations")
             var items: [AclCreation] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AclCreation = try AclCreation(from: &buffer, version: version)
                 items.append(item)

@@ -28,7 +28,7 @@ public struct CreateAclsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AclCreationResult.minimumEncodedSize(version: version), field: "CreateAclsResponse.Results")
             var items: [AclCreationResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AclCreationResult = try AclCreationResult(from: &buffer, version: version)
                 items.append(item)

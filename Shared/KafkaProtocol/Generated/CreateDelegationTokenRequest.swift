@@ -38,7 +38,7 @@ public struct CreateDelegationTokenRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatableRenewers.minimumEncodedSize(version: version), field: "CreateDelegationTokenRequest.Renewers")
             var items: [CreatableRenewers] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: CreatableRenewers = try CreatableRenewers(from: &buffer, version: version)
                 items.append(item)

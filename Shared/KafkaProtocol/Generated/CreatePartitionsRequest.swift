@@ -30,7 +30,7 @@ public struct CreatePartitionsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatePartitionsTopic.minimumEncodedSize(version: version), field: "CreatePartitionsRequest.Topics")
             var items: [CreatePartitionsTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: CreatePartitionsTopic = try CreatePartitionsTopic(from: &buffer, version: version)
                 items.append(item)
@@ -85,7 +85,7 @@ public struct CreatePartitionsRequest: KafkaRequest {
             self.count = try buffer.readKafkaInteger(as: Int32.self)
             if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatePartitionsAssignment.minimumEncodedSize(version: version), nullable: true, field: "CreatePartitionsTopic.Assignments") {
                 var items: [CreatePartitionsAssignment] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: CreatePartitionsAssignment = try CreatePartitionsAssignment(from: &buffer, version: version)
                     items.append(item)
@@ -140,7 +140,7 @@ public struct CreatePartitionsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "CreatePartitionsAssignment.BrokerIds")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct CreatePartitionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatePartitionsTopicResult.minimumEncodedSize(version: version), field: "CreatePartitionsResponse.Results")
             var items: [CreatePartitionsTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: CreatePartitionsTopicResult = try CreatePartitionsTopicResult(from: &buffer, version: version)
                 items.append(item)

@@ -30,7 +30,7 @@ public struct CreateTopicsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatableTopic.minimumEncodedSize(version: version), field: "CreateTopicsRequest.Topics")
             var items: [CreatableTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: CreatableTopic = try CreatableTopic(from: &buffer, version: version)
                 items.append(item)
@@ -97,7 +97,7 @@ public struct CreateTopicsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatableReplicaAssignment.minimumEncodedSize(version: version), field: "CreatableTopic.Assignments")
                 var items: [CreatableReplicaAssignment] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: CreatableReplicaAssignment = try CreatableReplicaAssignment(from: &buffer, version: version)
                     items.append(item)
@@ -107,7 +107,7 @@ public struct CreateTopicsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatableTopicConfig.minimumEncodedSize(version: version), field: "CreatableTopic.Configs")
                 var items: [CreatableTopicConfig] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: CreatableTopicConfig = try CreatableTopicConfig(from: &buffer, version: version)
                     items.append(item)
@@ -170,7 +170,7 @@ public struct CreateTopicsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "CreatableReplicaAssignment.BrokerIds")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -30,7 +30,7 @@ public struct CreateTopicsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatableTopicResult.minimumEncodedSize(version: version), field: "CreateTopicsResponse.Topics")
             var items: [CreatableTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: CreatableTopicResult = try CreatableTopicResult(from: &buffer, version: version)
                 items.append(item)
@@ -107,7 +107,7 @@ public struct CreateTopicsResponse: KafkaResponse {
             if version >= 5 {
                 if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: CreatableTopicConfigs.minimumEncodedSize(version: version), nullable: version >= 5, field: "CreatableTopicResult.Configs") {
                     var items: [CreatableTopicConfigs] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: CreatableTopicConfigs = try CreatableTopicConfigs(from: &buffer, version: version)
                         items.append(item)

@@ -26,7 +26,7 @@ public struct DeleteAclsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteAclsFilter.minimumEncodedSize(version: version), field: "DeleteAclsRequest.Filters")
             var items: [DeleteAclsFilter] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeleteAclsFilter = try DeleteAclsFilter(from: &buffer, version: version)
                 items.append(item)

@@ -28,7 +28,7 @@ public struct DeleteAclsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteAclsFilterResult.minimumEncodedSize(version: version), field: "DeleteAclsResponse.FilterResults")
             var items: [DeleteAclsFilterResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeleteAclsFilterResult = try DeleteAclsFilterResult(from: &buffer, version: version)
                 items.append(item)
@@ -81,7 +81,7 @@ public struct DeleteAclsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteAclsMatchingAcl.minimumEncodedSize(version: version), field: "DeleteAclsFilterResult.MatchingAcls")
                 var items: [DeleteAclsMatchingAcl] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DeleteAclsMatchingAcl = try DeleteAclsMatchingAcl(from: &buffer, version: version)
                     items.append(item)

@@ -26,7 +26,7 @@ public struct DeleteGroupsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), field: "DeleteGroupsRequest.GroupsNames")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: flexible, field: "DeleteGroupsRequest.GroupsNames")
                 items.append(item)

@@ -28,7 +28,7 @@ public struct DeleteGroupsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeletableGroupResult.minimumEncodedSize(version: version), field: "DeleteGroupsResponse.Results")
             var items: [DeletableGroupResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeletableGroupResult = try DeletableGroupResult(from: &buffer, version: version)
                 items.append(item)

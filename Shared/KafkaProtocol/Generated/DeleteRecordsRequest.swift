@@ -28,7 +28,7 @@ public struct DeleteRecordsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteRecordsTopic.minimumEncodedSize(version: version), field: "DeleteRecordsRequest.Topics")
             var items: [DeleteRecordsTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeleteRecordsTopic = try DeleteRecordsTopic(from: &buffer, version: version)
                 items.append(item)
@@ -79,7 +79,7 @@ public struct DeleteRecordsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteRecordsPartition.minimumEncodedSize(version: version), field: "DeleteRecordsTopic.Partitions")
                 var items: [DeleteRecordsPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DeleteRecordsPartition = try DeleteRecordsPartition(from: &buffer, version: version)
                     items.append(item)

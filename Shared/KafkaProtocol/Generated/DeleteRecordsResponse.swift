@@ -28,7 +28,7 @@ public struct DeleteRecordsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteRecordsTopicResult.minimumEncodedSize(version: version), field: "DeleteRecordsResponse.Topics")
             var items: [DeleteRecordsTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeleteRecordsTopicResult = try DeleteRecordsTopicResult(from: &buffer, version: version)
                 items.append(item)
@@ -78,7 +78,7 @@ public struct DeleteRecordsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteRecordsPartitionResult.minimumEncodedSize(version: version), field: "DeleteRecordsTopicResult.Partitions")
                 var items: [DeleteRecordsPartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DeleteRecordsPartitionResult = try DeleteRecordsPartitionResult(from: &buffer, version: version)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct DeleteShareGroupStateRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DeleteStateData.minimumEncodedSize(version: version), field: "DeleteShareGroupStateRequest.Topics")
             var items: [DeleteStateData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeleteStateData = try DeleteStateData(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct DeleteShareGroupStateRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "DeleteStateData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

@@ -24,7 +24,7 @@ public struct DeleteShareGroupStateResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DeleteStateResult.minimumEncodedSize(version: version), field: "DeleteShareGroupStateResponse.Results")
             var items: [DeleteStateResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeleteStateResult = try DeleteStateResult(from: &buffer, version: version)
                 items.append(item)
@@ -71,7 +71,7 @@ public struct DeleteShareGroupStateResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionResult.minimumEncodedSize(version: version), field: "DeleteStateResult.Partitions")
                 var items: [PartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResult = try PartitionResult(from: &buffer, version: version)
                     items.append(item)

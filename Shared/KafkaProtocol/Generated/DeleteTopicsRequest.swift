@@ -31,7 +31,7 @@ public struct DeleteTopicsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeleteTopicState.minimumEncodedSize(version: version), field: "DeleteTopicsRequest.Topics")
                 var items: [DeleteTopicState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DeleteTopicState = try DeleteTopicState(from: &buffer, version: version)
                     items.append(item)
@@ -43,7 +43,7 @@ public struct DeleteTopicsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), field: "DeleteTopicsRequest.TopicNames")
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: String = try buffer.readKafkaString(compact: flexible, field: "DeleteTopicsRequest.TopicNames")
                     items.append(item)

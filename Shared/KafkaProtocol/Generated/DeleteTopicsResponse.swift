@@ -30,7 +30,7 @@ public struct DeleteTopicsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DeletableTopicResult.minimumEncodedSize(version: version), field: "DeleteTopicsResponse.Responses")
             var items: [DeletableTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DeletableTopicResult = try DeletableTopicResult(from: &buffer, version: version)
                 items.append(item)

@@ -34,7 +34,7 @@ public struct DescribeAclsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeAclsResource.minimumEncodedSize(version: version), field: "DescribeAclsResponse.Resources")
             var items: [DescribeAclsResource] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeAclsResource = try DescribeAclsResource(from: &buffer, version: version)
                 items.append(item)
@@ -94,7 +94,7 @@ public struct DescribeAclsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AclDescription.minimumEncodedSize(version: version), field: "DescribeAclsResource.Acls")
                 var items: [AclDescription] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AclDescription = try AclDescription(from: &buffer, version: version)
                     items.append(item)

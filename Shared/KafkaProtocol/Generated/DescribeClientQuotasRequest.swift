@@ -28,7 +28,7 @@ public struct DescribeClientQuotasRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ComponentData.minimumEncodedSize(version: version), field: "DescribeClientQuotasRequest.Components")
             var items: [ComponentData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ComponentData = try ComponentData(from: &buffer, version: version)
                 items.append(item)

@@ -33,7 +33,7 @@ public struct DescribeClientQuotasResponse: KafkaResponse {
         self.errorMessage = try buffer.readKafkaString(compact: flexible, nullable: true, field: "DescribeClientQuotasResponse.ErrorMessage")
         if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EntryData.minimumEncodedSize(version: version), nullable: true, field: "DescribeClientQuotasResponse.Entries") {
             var items: [EntryData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: EntryData = try EntryData(from: &buffer, version: version)
                 items.append(item)
@@ -87,7 +87,7 @@ public struct DescribeClientQuotasResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EntityData.minimumEncodedSize(version: version), field: "EntryData.Entity")
                 var items: [EntityData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: EntityData = try EntityData(from: &buffer, version: version)
                     items.append(item)
@@ -97,7 +97,7 @@ public struct DescribeClientQuotasResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ValueData.minimumEncodedSize(version: version), field: "EntryData.Values")
                 var items: [ValueData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ValueData = try ValueData(from: &buffer, version: version)
                     items.append(item)

@@ -46,7 +46,7 @@ public struct DescribeClusterResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DescribeClusterBroker.minimumEncodedSize(version: version), field: "DescribeClusterResponse.Brokers")
             var items: [DescribeClusterBroker] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeClusterBroker = try DescribeClusterBroker(from: &buffer, version: version)
                 items.append(item)

@@ -30,7 +30,7 @@ public struct DescribeConfigsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeConfigsResource.minimumEncodedSize(version: version), field: "DescribeConfigsRequest.Resources")
             var items: [DescribeConfigsResource] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeConfigsResource = try DescribeConfigsResource(from: &buffer, version: version)
                 items.append(item)
@@ -97,7 +97,7 @@ public struct DescribeConfigsRequest: KafkaRequest {
             self.resourceName = try buffer.readKafkaString(compact: flexible, field: "DescribeConfigsResource.ResourceName")
             if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), nullable: true, field: "DescribeConfigsResource.ConfigurationKeys") {
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: String = try buffer.readKafkaString(compact: flexible, field: "DescribeConfigsResource.ConfigurationKeys")
                     items.append(item)

@@ -28,7 +28,7 @@ public struct DescribeConfigsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeConfigsResult.minimumEncodedSize(version: version), field: "DescribeConfigsResponse.Results")
             var items: [DescribeConfigsResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeConfigsResult = try DescribeConfigsResult(from: &buffer, version: version)
                 items.append(item)
@@ -87,7 +87,7 @@ public struct DescribeConfigsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeConfigsResourceResult.minimumEncodedSize(version: version), field: "DescribeConfigsResult.Configs")
                 var items: [DescribeConfigsResourceResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DescribeConfigsResourceResult = try DescribeConfigsResourceResult(from: &buffer, version: version)
                     items.append(item)
@@ -168,7 +168,7 @@ public struct DescribeConfigsResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeConfigsSynonym.minimumEncodedSize(version: version), field: "DescribeConfigsResourceResult.Synonyms")
                     var items: [DescribeConfigsSynonym] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: DescribeConfigsSynonym = try DescribeConfigsSynonym(from: &buffer, version: version)
                         items.append(item)

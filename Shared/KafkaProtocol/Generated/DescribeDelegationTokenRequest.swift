@@ -25,7 +25,7 @@ public struct DescribeDelegationTokenRequest: KafkaRequest {
         let flexible: Bool = version >= 2
         if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeDelegationTokenOwner.minimumEncodedSize(version: version), nullable: true, field: "DescribeDelegationTokenRequest.Owners") {
             var items: [DescribeDelegationTokenOwner] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeDelegationTokenOwner = try DescribeDelegationTokenOwner(from: &buffer, version: version)
                 items.append(item)

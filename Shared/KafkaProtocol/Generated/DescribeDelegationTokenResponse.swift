@@ -30,7 +30,7 @@ public struct DescribeDelegationTokenResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribedDelegationToken.minimumEncodedSize(version: version), field: "DescribeDelegationTokenResponse.Tokens")
             var items: [DescribedDelegationToken] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribedDelegationToken = try DescribedDelegationToken(from: &buffer, version: version)
                 items.append(item)
@@ -110,7 +110,7 @@ public struct DescribeDelegationTokenResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribedDelegationTokenRenewer.minimumEncodedSize(version: version), field: "DescribedDelegationToken.Renewers")
                 var items: [DescribedDelegationTokenRenewer] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DescribedDelegationTokenRenewer = try DescribedDelegationTokenRenewer(from: &buffer, version: version)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct DescribeGroupsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), field: "DescribeGroupsRequest.Groups")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: flexible, field: "DescribeGroupsRequest.Groups")
                 items.append(item)

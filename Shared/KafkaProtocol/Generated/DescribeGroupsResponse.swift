@@ -30,7 +30,7 @@ public struct DescribeGroupsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribedGroup.minimumEncodedSize(version: version), field: "DescribeGroupsResponse.Groups")
             var items: [DescribedGroup] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribedGroup = try DescribedGroup(from: &buffer, version: version)
                 items.append(item)
@@ -96,7 +96,7 @@ public struct DescribeGroupsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribedGroupMember.minimumEncodedSize(version: version), field: "DescribedGroup.Members")
                 var items: [DescribedGroupMember] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DescribedGroupMember = try DescribedGroupMember(from: &buffer, version: version)
                     items.append(item)

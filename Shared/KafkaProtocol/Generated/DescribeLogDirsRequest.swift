@@ -25,7 +25,7 @@ public struct DescribeLogDirsRequest: KafkaRequest {
         let flexible: Bool = version >= 2
         if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribableLogDirTopic.minimumEncodedSize(version: version), nullable: true, field: "DescribeLogDirsRequest.Topics") {
             var items: [DescribableLogDirTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribableLogDirTopic = try DescribableLogDirTopic(from: &buffer, version: version)
                 items.append(item)
@@ -77,7 +77,7 @@ public struct DescribeLogDirsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "DescribableLogDirTopic.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

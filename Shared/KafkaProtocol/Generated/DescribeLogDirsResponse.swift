@@ -33,7 +33,7 @@ public struct DescribeLogDirsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeLogDirsResult.minimumEncodedSize(version: version), field: "DescribeLogDirsResponse.Results")
             var items: [DescribeLogDirsResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeLogDirsResult = try DescribeLogDirsResult(from: &buffer, version: version)
                 items.append(item)
@@ -93,7 +93,7 @@ public struct DescribeLogDirsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeLogDirsTopic.minimumEncodedSize(version: version), field: "DescribeLogDirsResult.Topics")
                 var items: [DescribeLogDirsTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DescribeLogDirsTopic = try DescribeLogDirsTopic(from: &buffer, version: version)
                     items.append(item)
@@ -160,7 +160,7 @@ public struct DescribeLogDirsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: DescribeLogDirsPartition.minimumEncodedSize(version: version), field: "DescribeLogDirsTopic.Partitions")
                 var items: [DescribeLogDirsPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DescribeLogDirsPartition = try DescribeLogDirsPartition(from: &buffer, version: version)
                     items.append(item)

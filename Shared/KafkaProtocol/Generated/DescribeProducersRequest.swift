@@ -24,7 +24,7 @@ public struct DescribeProducersRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicRequest.minimumEncodedSize(version: version), field: "DescribeProducersRequest.Topics")
             var items: [TopicRequest] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicRequest = try TopicRequest(from: &buffer, version: version)
                 items.append(item)
@@ -70,7 +70,7 @@ public struct DescribeProducersRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "TopicRequest.PartitionIndexes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -27,7 +27,7 @@ public struct DescribeProducersResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicResponse.minimumEncodedSize(version: version), field: "DescribeProducersResponse.Topics")
             var items: [TopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicResponse = try TopicResponse(from: &buffer, version: version)
                 items.append(item)
@@ -75,7 +75,7 @@ public struct DescribeProducersResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionResponse.minimumEncodedSize(version: version), field: "TopicResponse.Partitions")
                 var items: [PartitionResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResponse = try PartitionResponse(from: &buffer, version: version)
                     items.append(item)
@@ -131,7 +131,7 @@ public struct DescribeProducersResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ProducerState.minimumEncodedSize(version: version), field: "PartitionResponse.ActiveProducers")
                 var items: [ProducerState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ProducerState = try ProducerState(from: &buffer, version: version)
                     items.append(item)

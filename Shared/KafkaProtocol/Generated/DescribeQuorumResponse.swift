@@ -32,7 +32,7 @@ public struct DescribeQuorumResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "DescribeQuorumResponse.Topics")
             var items: [TopicData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicData = try TopicData(from: &buffer, version: version)
                 items.append(item)
@@ -43,7 +43,7 @@ public struct DescribeQuorumResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Node.minimumEncodedSize(version: version), field: "DescribeQuorumResponse.Nodes")
                 var items: [Node] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Node = try Node(from: &buffer, version: version)
                     items.append(item)
@@ -104,7 +104,7 @@ public struct DescribeQuorumResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)
@@ -169,7 +169,7 @@ public struct DescribeQuorumResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReplicaState.minimumEncodedSize(version: version), field: "PartitionData.CurrentVoters")
                 var items: [ReplicaState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ReplicaState = try ReplicaState(from: &buffer, version: version)
                     items.append(item)
@@ -179,7 +179,7 @@ public struct DescribeQuorumResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReplicaState.minimumEncodedSize(version: version), field: "PartitionData.Observers")
                 var items: [ReplicaState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ReplicaState = try ReplicaState(from: &buffer, version: version)
                     items.append(item)
@@ -247,7 +247,7 @@ public struct DescribeQuorumResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Listener.minimumEncodedSize(version: version), field: "Node.Listeners")
                     var items: [Listener] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Listener = try Listener(from: &buffer, version: version)
                         items.append(item)

@@ -29,7 +29,7 @@ public struct DescribeTopicPartitionsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicRequest.minimumEncodedSize(version: version), field: "DescribeTopicPartitionsRequest.Topics")
             var items: [TopicRequest] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicRequest = try TopicRequest(from: &buffer, version: version)
                 items.append(item)

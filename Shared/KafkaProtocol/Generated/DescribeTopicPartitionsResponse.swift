@@ -29,7 +29,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DescribeTopicPartitionsResponseTopic.minimumEncodedSize(version: version), field: "DescribeTopicPartitionsResponse.Topics")
             var items: [DescribeTopicPartitionsResponseTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeTopicPartitionsResponseTopic = try DescribeTopicPartitionsResponseTopic(from: &buffer, version: version)
                 items.append(item)
@@ -99,7 +99,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DescribeTopicPartitionsResponsePartition.minimumEncodedSize(version: version), field: "DescribeTopicPartitionsResponseTopic.Partitions")
                 var items: [DescribeTopicPartitionsResponsePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: DescribeTopicPartitionsResponsePartition = try DescribeTopicPartitionsResponsePartition(from: &buffer, version: version)
                     items.append(item)
@@ -172,7 +172,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "DescribeTopicPartitionsResponsePartition.ReplicaNodes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -182,7 +182,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "DescribeTopicPartitionsResponsePartition.IsrNodes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -191,7 +191,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
             }
             if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, nullable: true, field: "DescribeTopicPartitionsResponsePartition.EligibleLeaderReplicas") {
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -202,7 +202,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
             }
             if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, nullable: true, field: "DescribeTopicPartitionsResponsePartition.LastKnownElr") {
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -214,7 +214,7 @@ public struct DescribeTopicPartitionsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "DescribeTopicPartitionsResponsePartition.OfflineReplicas")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

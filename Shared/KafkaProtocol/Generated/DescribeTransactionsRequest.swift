@@ -25,7 +25,7 @@ public struct DescribeTransactionsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "DescribeTransactionsRequest.TransactionalIds")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "DescribeTransactionsRequest.TransactionalIds")
                 items.append(item)

@@ -26,7 +26,7 @@ public struct DescribeTransactionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TransactionState.minimumEncodedSize(version: version), field: "DescribeTransactionsResponse.TransactionStates")
             var items: [TransactionState] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TransactionState = try TransactionState(from: &buffer, version: version)
                 items.append(item)
@@ -84,7 +84,7 @@ public struct DescribeTransactionsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "TransactionState.Topics")
                 var items: [TopicData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TopicData = try TopicData(from: &buffer, version: version)
                     items.append(item)
@@ -139,7 +139,7 @@ public struct DescribeTransactionsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "TopicData.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -24,7 +24,7 @@ public struct DescribeUserScramCredentialsRequest: KafkaRequest {
         }
         if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: UserName.minimumEncodedSize(version: version), nullable: true, field: "DescribeUserScramCredentialsRequest.Users") {
             var items: [UserName] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: UserName = try UserName(from: &buffer, version: version)
                 items.append(item)

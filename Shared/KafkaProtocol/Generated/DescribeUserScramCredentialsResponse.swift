@@ -33,7 +33,7 @@ public struct DescribeUserScramCredentialsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DescribeUserScramCredentialsResult.minimumEncodedSize(version: version), field: "DescribeUserScramCredentialsResponse.Results")
             var items: [DescribeUserScramCredentialsResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribeUserScramCredentialsResult = try DescribeUserScramCredentialsResult(from: &buffer, version: version)
                 items.append(item)
@@ -89,7 +89,7 @@ public struct DescribeUserScramCredentialsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: CredentialInfo.minimumEncodedSize(version: version), field: "DescribeUserScramCredentialsResult.CredentialInfos")
                 var items: [CredentialInfo] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: CredentialInfo = try CredentialInfo(from: &buffer, version: version)
                     items.append(item)

@@ -32,7 +32,7 @@ public struct ElectLeadersRequest: KafkaRequest {
         }
         if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TopicPartitions.minimumEncodedSize(version: version), nullable: true, field: "ElectLeadersRequest.TopicPartitions") {
             var items: [TopicPartitions] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicPartitions = try TopicPartitions(from: &buffer, version: version)
                 items.append(item)
@@ -91,7 +91,7 @@ public struct ElectLeadersRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "TopicPartitions.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -33,7 +33,7 @@ public struct ElectLeadersResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ReplicaElectionResult.minimumEncodedSize(version: version), field: "ElectLeadersResponse.ReplicaElectionResults")
             var items: [ReplicaElectionResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReplicaElectionResult = try ReplicaElectionResult(from: &buffer, version: version)
                 items.append(item)
@@ -88,7 +88,7 @@ public struct ElectLeadersResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionResult.minimumEncodedSize(version: version), field: "ReplicaElectionResult.PartitionResult")
                 var items: [PartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResult = try PartitionResult(from: &buffer, version: version)
                     items.append(item)

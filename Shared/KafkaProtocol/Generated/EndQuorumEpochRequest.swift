@@ -29,7 +29,7 @@ public struct EndQuorumEpochRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "EndQuorumEpochRequest.Topics")
             var items: [TopicData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicData = try TopicData(from: &buffer, version: version)
                 items.append(item)
@@ -40,7 +40,7 @@ public struct EndQuorumEpochRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderEndpoint.minimumEncodedSize(version: version), field: "EndQuorumEpochRequest.LeaderEndpoints")
                 var items: [LeaderEndpoint] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: LeaderEndpoint = try LeaderEndpoint(from: &buffer, version: version)
                     items.append(item)
@@ -98,7 +98,7 @@ public struct EndQuorumEpochRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)
@@ -160,7 +160,7 @@ public struct EndQuorumEpochRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "PartitionData.PreferredSuccessors")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)
@@ -172,7 +172,7 @@ public struct EndQuorumEpochRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ReplicaInfo.minimumEncodedSize(version: version), field: "PartitionData.PreferredCandidates")
                     var items: [ReplicaInfo] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: ReplicaInfo = try ReplicaInfo(from: &buffer, version: version)
                         items.append(item)

@@ -29,7 +29,7 @@ public struct EndQuorumEpochResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "EndQuorumEpochResponse.Topics")
             var items: [TopicData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicData = try TopicData(from: &buffer, version: version)
                 items.append(item)
@@ -47,7 +47,7 @@ public struct EndQuorumEpochResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: flexible, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "EndQuorumEpochResponse.NodeEndpoints")
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: NodeEndpoint = try NodeEndpoint(from: &field.data, version: version)
                             items.append(item)
@@ -116,7 +116,7 @@ public struct EndQuorumEpochResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

@@ -64,7 +64,7 @@ public struct FetchRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: FetchTopic.minimumEncodedSize(version: version), field: "FetchRequest.Topics")
             var items: [FetchTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: FetchTopic = try FetchTopic(from: &buffer, version: version)
                 items.append(item)
@@ -75,7 +75,7 @@ public struct FetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ForgottenTopic.minimumEncodedSize(version: version), field: "FetchRequest.ForgottenTopicsData")
                 var items: [ForgottenTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ForgottenTopic = try ForgottenTopic(from: &buffer, version: version)
                     items.append(item)
@@ -255,7 +255,7 @@ public struct FetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: FetchPartition.minimumEncodedSize(version: version), field: "FetchTopic.Partitions")
                 var items: [FetchPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: FetchPartition = try FetchPartition(from: &buffer, version: version)
                     items.append(item)
@@ -417,7 +417,7 @@ public struct FetchRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "ForgottenTopic.Partitions")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)

@@ -42,7 +42,7 @@ public struct FetchResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: FetchableTopicResponse.minimumEncodedSize(version: version), field: "FetchResponse.Responses")
             var items: [FetchableTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: FetchableTopicResponse = try FetchableTopicResponse(from: &buffer, version: version)
                 items.append(item)
@@ -60,7 +60,7 @@ public struct FetchResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: flexible, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "FetchResponse.NodeEndpoints")
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: NodeEndpoint = try NodeEndpoint(from: &field.data, version: version)
                             items.append(item)
@@ -148,7 +148,7 @@ public struct FetchResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "FetchableTopicResponse.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)
@@ -233,7 +233,7 @@ public struct FetchResponse: KafkaResponse {
             if version >= 4 {
                 if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AbortedTransaction.minimumEncodedSize(version: version), nullable: version >= 4, field: "PartitionData.AbortedTransactions") {
                     var items: [AbortedTransaction] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: AbortedTransaction = try AbortedTransaction(from: &buffer, version: version)
                         items.append(item)

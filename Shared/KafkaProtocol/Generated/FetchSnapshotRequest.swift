@@ -33,7 +33,7 @@ public struct FetchSnapshotRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicSnapshot.minimumEncodedSize(version: version), field: "FetchSnapshotRequest.Topics")
             var items: [TopicSnapshot] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicSnapshot = try TopicSnapshot(from: &buffer, version: version)
                 items.append(item)
@@ -103,7 +103,7 @@ public struct FetchSnapshotRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionSnapshot.minimumEncodedSize(version: version), field: "TopicSnapshot.Partitions")
                 var items: [PartitionSnapshot] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionSnapshot = try PartitionSnapshot(from: &buffer, version: version)
                     items.append(item)

@@ -32,7 +32,7 @@ public struct FetchSnapshotResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicSnapshot.minimumEncodedSize(version: version), field: "FetchSnapshotResponse.Topics")
             var items: [TopicSnapshot] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicSnapshot = try TopicSnapshot(from: &buffer, version: version)
                 items.append(item)
@@ -50,7 +50,7 @@ public struct FetchSnapshotResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: true, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "FetchSnapshotResponse.NodeEndpoints")
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: NodeEndpoint = try NodeEndpoint(from: &field.data, version: version)
                             items.append(item)
@@ -120,7 +120,7 @@ public struct FetchSnapshotResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionSnapshot.minimumEncodedSize(version: version), field: "TopicSnapshot.Partitions")
                 var items: [PartitionSnapshot] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionSnapshot = try PartitionSnapshot(from: &buffer, version: version)
                     items.append(item)

@@ -37,7 +37,7 @@ public struct FindCoordinatorRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), field: "FindCoordinatorRequest.CoordinatorKeys")
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: String = try buffer.readKafkaString(compact: flexible, field: "FindCoordinatorRequest.CoordinatorKeys")
                     items.append(item)

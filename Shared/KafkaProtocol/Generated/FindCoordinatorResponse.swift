@@ -56,7 +56,7 @@ public struct FindCoordinatorResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: Coordinator.minimumEncodedSize(version: version), field: "FindCoordinatorResponse.Coordinators")
                 var items: [Coordinator] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Coordinator = try Coordinator(from: &buffer, version: version)
                     items.append(item)

@@ -44,7 +44,7 @@ public struct GetTelemetrySubscriptionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "GetTelemetrySubscriptionsResponse.AcceptedCompressionTypes")
             var items: [Int8] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Int8 = try buffer.readKafkaInteger(as: Int8.self)
                 items.append(item)
@@ -57,7 +57,7 @@ public struct GetTelemetrySubscriptionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "GetTelemetrySubscriptionsResponse.RequestedMetrics")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "GetTelemetrySubscriptionsResponse.RequestedMetrics")
                 items.append(item)

@@ -28,7 +28,7 @@ public struct IncrementalAlterConfigsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: AlterConfigsResourceResponse.minimumEncodedSize(version: version), field: "IncrementalAlterConfigsResponse.Responses")
             var items: [AlterConfigsResourceResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AlterConfigsResourceResponse = try AlterConfigsResourceResponse(from: &buffer, version: version)
                 items.append(item)

@@ -28,7 +28,7 @@ public struct InitializeShareGroupStateRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: InitializeStateData.minimumEncodedSize(version: version), field: "InitializeShareGroupStateRequest.Topics")
             var items: [InitializeStateData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: InitializeStateData = try InitializeStateData(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct InitializeShareGroupStateRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "InitializeStateData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

@@ -24,7 +24,7 @@ public struct InitializeShareGroupStateResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: InitializeStateResult.minimumEncodedSize(version: version), field: "InitializeShareGroupStateResponse.Results")
             var items: [InitializeStateResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: InitializeStateResult = try InitializeStateResult(from: &buffer, version: version)
                 items.append(item)
@@ -71,7 +71,7 @@ public struct InitializeShareGroupStateResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionResult.minimumEncodedSize(version: version), field: "InitializeStateResult.Partitions")
                 var items: [PartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResult = try PartitionResult(from: &buffer, version: version)
                     items.append(item)

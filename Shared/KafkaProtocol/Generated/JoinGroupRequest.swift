@@ -50,7 +50,7 @@ public struct JoinGroupRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: JoinGroupRequestProtocol.minimumEncodedSize(version: version), field: "JoinGroupRequest.Protocols")
             var items: [JoinGroupRequestProtocol] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: JoinGroupRequestProtocol = try JoinGroupRequestProtocol(from: &buffer, version: version)
                 items.append(item)

@@ -54,7 +54,7 @@ public struct JoinGroupResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: JoinGroupResponseMember.minimumEncodedSize(version: version), field: "JoinGroupResponse.Members")
             var items: [JoinGroupResponseMember] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: JoinGroupResponseMember = try JoinGroupResponseMember(from: &buffer, version: version)
                 items.append(item)

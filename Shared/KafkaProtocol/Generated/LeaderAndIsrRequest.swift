@@ -52,7 +52,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrPartitionState.minimumEncodedSize(version: version), field: "LeaderAndIsrRequest.UngroupedPartitionStates")
                 var items: [LeaderAndIsrPartitionState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: LeaderAndIsrPartitionState = try LeaderAndIsrPartitionState(from: &buffer, version: version)
                     items.append(item)
@@ -64,7 +64,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrTopicState.minimumEncodedSize(version: version), field: "LeaderAndIsrRequest.TopicStates")
                 var items: [LeaderAndIsrTopicState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: LeaderAndIsrTopicState = try LeaderAndIsrTopicState(from: &buffer, version: version)
                     items.append(item)
@@ -75,7 +75,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrLiveLeader.minimumEncodedSize(version: version), field: "LeaderAndIsrRequest.LiveLeaders")
             var items: [LeaderAndIsrLiveLeader] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: LeaderAndIsrLiveLeader = try LeaderAndIsrLiveLeader(from: &buffer, version: version)
                 items.append(item)
@@ -169,7 +169,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrPartitionState.minimumEncodedSize(version: version), field: "LeaderAndIsrTopicState.PartitionStates")
                     var items: [LeaderAndIsrPartitionState] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: LeaderAndIsrPartitionState = try LeaderAndIsrPartitionState(from: &buffer, version: version)
                         items.append(item)
@@ -304,7 +304,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "LeaderAndIsrPartitionState.Isr")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -315,7 +315,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "LeaderAndIsrPartitionState.Replicas")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -326,7 +326,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "LeaderAndIsrPartitionState.AddingReplicas")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)
@@ -338,7 +338,7 @@ public struct LeaderAndIsrRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "LeaderAndIsrPartitionState.RemovingReplicas")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)

@@ -31,7 +31,7 @@ public struct LeaderAndIsrResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrPartitionError.minimumEncodedSize(version: version), field: "LeaderAndIsrResponse.PartitionErrors")
                 var items: [LeaderAndIsrPartitionError] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: LeaderAndIsrPartitionError = try LeaderAndIsrPartitionError(from: &buffer, version: version)
                     items.append(item)
@@ -43,7 +43,7 @@ public struct LeaderAndIsrResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrTopicError.minimumEncodedSize(version: version), field: "LeaderAndIsrResponse.Topics")
                 var items: [LeaderAndIsrTopicError] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: LeaderAndIsrTopicError = try LeaderAndIsrTopicError(from: &buffer, version: version)
                     items.append(item)
@@ -112,7 +112,7 @@ public struct LeaderAndIsrResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: LeaderAndIsrPartitionError.minimumEncodedSize(version: version), field: "LeaderAndIsrTopicError.PartitionErrors")
                     var items: [LeaderAndIsrPartitionError] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: LeaderAndIsrPartitionError = try LeaderAndIsrPartitionError(from: &buffer, version: version)
                         items.append(item)

@@ -31,7 +31,7 @@ public struct LeaderChangeMessage: KafkaMessage {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Voter.minimumEncodedSize(version: version), field: "LeaderChangeMessage.Voters")
             var items: [Voter] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Voter = try Voter(from: &buffer, version: version)
                 items.append(item)
@@ -41,7 +41,7 @@ public struct LeaderChangeMessage: KafkaMessage {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Voter.minimumEncodedSize(version: version), field: "LeaderChangeMessage.GrantingVoters")
             var items: [Voter] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Voter = try Voter(from: &buffer, version: version)
                 items.append(item)

@@ -35,7 +35,7 @@ public struct LeaveGroupRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: MemberIdentity.minimumEncodedSize(version: version), field: "LeaveGroupRequest.Members")
                 var items: [MemberIdentity] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: MemberIdentity = try MemberIdentity(from: &buffer, version: version)
                     items.append(item)

@@ -34,7 +34,7 @@ public struct LeaveGroupResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: MemberResponse.minimumEncodedSize(version: version), field: "LeaveGroupResponse.Members")
                 var items: [MemberResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: MemberResponse = try MemberResponse(from: &buffer, version: version)
                     items.append(item)

@@ -30,7 +30,7 @@ public struct ListClientMetricsResourcesResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ClientMetricsResource.minimumEncodedSize(version: version), field: "ListClientMetricsResourcesResponse.ClientMetricsResources")
             var items: [ClientMetricsResource] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ClientMetricsResource = try ClientMetricsResource(from: &buffer, version: version)
                 items.append(item)

@@ -29,7 +29,7 @@ public struct ListGroupsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), field: "ListGroupsRequest.StatesFilter")
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: String = try buffer.readKafkaString(compact: flexible, field: "ListGroupsRequest.StatesFilter")
                     items.append(item)
@@ -41,7 +41,7 @@ public struct ListGroupsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: (flexible ? 1 : 2), field: "ListGroupsRequest.TypesFilter")
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: String = try buffer.readKafkaString(compact: flexible, field: "ListGroupsRequest.TypesFilter")
                     items.append(item)

@@ -33,7 +33,7 @@ public struct ListGroupsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ListedGroup.minimumEncodedSize(version: version), field: "ListGroupsResponse.Groups")
             var items: [ListedGroup] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ListedGroup = try ListedGroup(from: &buffer, version: version)
                 items.append(item)

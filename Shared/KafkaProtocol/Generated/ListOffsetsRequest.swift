@@ -36,7 +36,7 @@ public struct ListOffsetsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ListOffsetsTopic.minimumEncodedSize(version: version), field: "ListOffsetsRequest.Topics")
             var items: [ListOffsetsTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ListOffsetsTopic = try ListOffsetsTopic(from: &buffer, version: version)
                 items.append(item)
@@ -97,7 +97,7 @@ public struct ListOffsetsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ListOffsetsPartition.minimumEncodedSize(version: version), field: "ListOffsetsTopic.Partitions")
                 var items: [ListOffsetsPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ListOffsetsPartition = try ListOffsetsPartition(from: &buffer, version: version)
                     items.append(item)

@@ -30,7 +30,7 @@ public struct ListOffsetsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ListOffsetsTopicResponse.minimumEncodedSize(version: version), field: "ListOffsetsResponse.Topics")
             var items: [ListOffsetsTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ListOffsetsTopicResponse = try ListOffsetsTopicResponse(from: &buffer, version: version)
                 items.append(item)
@@ -82,7 +82,7 @@ public struct ListOffsetsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: ListOffsetsPartitionResponse.minimumEncodedSize(version: version), field: "ListOffsetsTopicResponse.Partitions")
                 var items: [ListOffsetsPartitionResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: ListOffsetsPartitionResponse = try ListOffsetsPartitionResponse(from: &buffer, version: version)
                     items.append(item)
@@ -145,7 +145,7 @@ public struct ListOffsetsResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 8, field: "ListOffsetsPartitionResponse.OldStyleOffsets")
                     var items: [Int64] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int64 = try buffer.readKafkaInteger(as: Int64.self)
                         items.append(item)

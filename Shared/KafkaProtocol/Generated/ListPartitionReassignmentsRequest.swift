@@ -27,7 +27,7 @@ public struct ListPartitionReassignmentsRequest: KafkaRequest {
         self.timeoutMs = try buffer.readKafkaInteger(as: Int32.self)
         if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ListPartitionReassignmentsTopics.minimumEncodedSize(version: version), nullable: true, field: "ListPartitionReassignmentsRequest.Topics") {
             var items: [ListPartitionReassignmentsTopics] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ListPartitionReassignmentsTopics = try ListPartitionReassignmentsTopics(from: &buffer, version: version)
                 items.append(item)
@@ -78,7 +78,7 @@ public struct ListPartitionReassignmentsRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "ListPartitionReassignmentsTopics.PartitionIndexes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

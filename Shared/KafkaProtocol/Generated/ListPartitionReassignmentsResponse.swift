@@ -33,7 +33,7 @@ public struct ListPartitionReassignmentsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: OngoingTopicReassignment.minimumEncodedSize(version: version), field: "ListPartitionReassignmentsResponse.Topics")
             var items: [OngoingTopicReassignment] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OngoingTopicReassignment = try OngoingTopicReassignment(from: &buffer, version: version)
                 items.append(item)
@@ -83,7 +83,7 @@ public struct ListPartitionReassignmentsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: OngoingPartitionReassignment.minimumEncodedSize(version: version), field: "OngoingTopicReassignment.Partitions")
                 var items: [OngoingPartitionReassignment] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OngoingPartitionReassignment = try OngoingPartitionReassignment(from: &buffer, version: version)
                     items.append(item)
@@ -138,7 +138,7 @@ public struct ListPartitionReassignmentsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "OngoingPartitionReassignment.Replicas")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -148,7 +148,7 @@ public struct ListPartitionReassignmentsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "OngoingPartitionReassignment.AddingReplicas")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -158,7 +158,7 @@ public struct ListPartitionReassignmentsResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "OngoingPartitionReassignment.RemovingReplicas")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

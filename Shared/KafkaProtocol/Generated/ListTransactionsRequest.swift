@@ -29,7 +29,7 @@ public struct ListTransactionsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "ListTransactionsRequest.StateFilters")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "ListTransactionsRequest.StateFilters")
                 items.append(item)
@@ -39,7 +39,7 @@ public struct ListTransactionsRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 8, field: "ListTransactionsRequest.ProducerIdFilters")
             var items: [Int64] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Int64 = try buffer.readKafkaInteger(as: Int64.self)
                 items.append(item)

@@ -30,7 +30,7 @@ public struct ListTransactionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "ListTransactionsResponse.UnknownStateFilters")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "ListTransactionsResponse.UnknownStateFilters")
                 items.append(item)
@@ -40,7 +40,7 @@ public struct ListTransactionsResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TransactionState.minimumEncodedSize(version: version), field: "ListTransactionsResponse.TransactionStates")
             var items: [TransactionState] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TransactionState = try TransactionState(from: &buffer, version: version)
                 items.append(item)

@@ -31,7 +31,7 @@ public struct MetadataRequest: KafkaRequest {
         let flexible: Bool = version >= 9
         if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: MetadataRequestTopic.minimumEncodedSize(version: version), nullable: version >= 1, field: "MetadataRequest.Topics") {
             var items: [MetadataRequestTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: MetadataRequestTopic = try MetadataRequestTopic(from: &buffer, version: version)
                 items.append(item)

@@ -38,7 +38,7 @@ public struct MetadataResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: MetadataResponseBroker.minimumEncodedSize(version: version), field: "MetadataResponse.Brokers")
             var items: [MetadataResponseBroker] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: MetadataResponseBroker = try MetadataResponseBroker(from: &buffer, version: version)
                 items.append(item)
@@ -54,7 +54,7 @@ public struct MetadataResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: MetadataResponseTopic.minimumEncodedSize(version: version), field: "MetadataResponse.Topics")
             var items: [MetadataResponseTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: MetadataResponseTopic = try MetadataResponseTopic(from: &buffer, version: version)
                 items.append(item)
@@ -194,7 +194,7 @@ public struct MetadataResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: MetadataResponsePartition.minimumEncodedSize(version: version), field: "MetadataResponseTopic.Partitions")
                 var items: [MetadataResponsePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: MetadataResponsePartition = try MetadataResponsePartition(from: &buffer, version: version)
                     items.append(item)
@@ -281,7 +281,7 @@ public struct MetadataResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "MetadataResponsePartition.ReplicaNodes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -291,7 +291,7 @@ public struct MetadataResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "MetadataResponsePartition.IsrNodes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -302,7 +302,7 @@ public struct MetadataResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "MetadataResponsePartition.OfflineReplicas")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)

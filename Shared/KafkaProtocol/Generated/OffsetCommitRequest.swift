@@ -49,7 +49,7 @@ public struct OffsetCommitRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetCommitRequestTopic.minimumEncodedSize(version: version), field: "OffsetCommitRequest.Topics")
             var items: [OffsetCommitRequestTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OffsetCommitRequestTopic = try OffsetCommitRequestTopic(from: &buffer, version: version)
                 items.append(item)
@@ -113,7 +113,7 @@ public struct OffsetCommitRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetCommitRequestPartition.minimumEncodedSize(version: version), field: "OffsetCommitRequestTopic.Partitions")
                 var items: [OffsetCommitRequestPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetCommitRequestPartition = try OffsetCommitRequestPartition(from: &buffer, version: version)
                     items.append(item)

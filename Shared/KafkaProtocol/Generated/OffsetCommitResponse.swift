@@ -30,7 +30,7 @@ public struct OffsetCommitResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetCommitResponseTopic.minimumEncodedSize(version: version), field: "OffsetCommitResponse.Topics")
             var items: [OffsetCommitResponseTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OffsetCommitResponseTopic = try OffsetCommitResponseTopic(from: &buffer, version: version)
                 items.append(item)
@@ -82,7 +82,7 @@ public struct OffsetCommitResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetCommitResponsePartition.minimumEncodedSize(version: version), field: "OffsetCommitResponseTopic.Partitions")
                 var items: [OffsetCommitResponsePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetCommitResponsePartition = try OffsetCommitResponsePartition(from: &buffer, version: version)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct OffsetDeleteRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: OffsetDeleteRequestTopic.minimumEncodedSize(version: version), field: "OffsetDeleteRequest.Topics")
             var items: [OffsetDeleteRequestTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OffsetDeleteRequestTopic = try OffsetDeleteRequestTopic(from: &buffer, version: version)
                 items.append(item)
@@ -70,7 +70,7 @@ public struct OffsetDeleteRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: OffsetDeleteRequestPartition.minimumEncodedSize(version: version), field: "OffsetDeleteRequestTopic.Partitions")
                 var items: [OffsetDeleteRequestPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetDeleteRequestPartition = try OffsetDeleteRequestPartition(from: &buffer, version: version)
                     items.append(item)

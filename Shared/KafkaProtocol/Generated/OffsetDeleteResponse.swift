@@ -30,7 +30,7 @@ public struct OffsetDeleteResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: OffsetDeleteResponseTopic.minimumEncodedSize(version: version), field: "OffsetDeleteResponse.Topics")
             var items: [OffsetDeleteResponseTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OffsetDeleteResponseTopic = try OffsetDeleteResponseTopic(from: &buffer, version: version)
                 items.append(item)
@@ -73,7 +73,7 @@ public struct OffsetDeleteResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: OffsetDeleteResponsePartition.minimumEncodedSize(version: version), field: "OffsetDeleteResponseTopic.Partitions")
                 var items: [OffsetDeleteResponsePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetDeleteResponsePartition = try OffsetDeleteResponsePartition(from: &buffer, version: version)
                     items.append(item)

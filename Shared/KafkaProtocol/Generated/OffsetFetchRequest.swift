@@ -35,7 +35,7 @@ public struct OffsetFetchRequest: KafkaRequest {
         if version <= 7 {
             if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchRequestTopic.minimumEncodedSize(version: version), nullable: (version >= 2 && version <= 7), field: "OffsetFetchRequest.Topics") {
                 var items: [OffsetFetchRequestTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetFetchRequestTopic = try OffsetFetchRequestTopic(from: &buffer, version: version)
                     items.append(item)
@@ -49,7 +49,7 @@ public struct OffsetFetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchRequestGroup.minimumEncodedSize(version: version), field: "OffsetFetchRequest.Groups")
                 var items: [OffsetFetchRequestGroup] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetFetchRequestGroup = try OffsetFetchRequestGroup(from: &buffer, version: version)
                     items.append(item)
@@ -131,7 +131,7 @@ public struct OffsetFetchRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "OffsetFetchRequestTopic.PartitionIndexes")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)
@@ -207,7 +207,7 @@ public struct OffsetFetchRequest: KafkaRequest {
             if version >= 8 {
                 if let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchRequestTopics.minimumEncodedSize(version: version), nullable: version >= 8, field: "OffsetFetchRequestGroup.Topics") {
                     var items: [OffsetFetchRequestTopics] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: OffsetFetchRequestTopics = try OffsetFetchRequestTopics(from: &buffer, version: version)
                         items.append(item)
@@ -284,7 +284,7 @@ public struct OffsetFetchRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "OffsetFetchRequestTopics.PartitionIndexes")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)

@@ -35,7 +35,7 @@ public struct OffsetFetchResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchResponseTopic.minimumEncodedSize(version: version), field: "OffsetFetchResponse.Topics")
                 var items: [OffsetFetchResponseTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetFetchResponseTopic = try OffsetFetchResponseTopic(from: &buffer, version: version)
                     items.append(item)
@@ -50,7 +50,7 @@ public struct OffsetFetchResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchResponseGroup.minimumEncodedSize(version: version), field: "OffsetFetchResponse.Groups")
                 var items: [OffsetFetchResponseGroup] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetFetchResponseGroup = try OffsetFetchResponseGroup(from: &buffer, version: version)
                     items.append(item)
@@ -124,7 +124,7 @@ public struct OffsetFetchResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchResponsePartition.minimumEncodedSize(version: version), field: "OffsetFetchResponseTopic.Partitions")
                     var items: [OffsetFetchResponsePartition] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: OffsetFetchResponsePartition = try OffsetFetchResponsePartition(from: &buffer, version: version)
                         items.append(item)
@@ -273,7 +273,7 @@ public struct OffsetFetchResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchResponseTopics.minimumEncodedSize(version: version), field: "OffsetFetchResponseGroup.Topics")
                     var items: [OffsetFetchResponseTopics] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: OffsetFetchResponseTopics = try OffsetFetchResponseTopics(from: &buffer, version: version)
                         items.append(item)
@@ -348,7 +348,7 @@ public struct OffsetFetchResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetFetchResponsePartitions.minimumEncodedSize(version: version), field: "OffsetFetchResponseTopics.Partitions")
                     var items: [OffsetFetchResponsePartitions] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: OffsetFetchResponsePartitions = try OffsetFetchResponsePartitions(from: &buffer, version: version)
                         items.append(item)

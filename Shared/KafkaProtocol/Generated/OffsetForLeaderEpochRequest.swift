@@ -31,7 +31,7 @@ public struct OffsetForLeaderEpochRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetForLeaderTopic.minimumEncodedSize(version: version), field: "OffsetForLeaderEpochRequest.Topics")
             var items: [OffsetForLeaderTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OffsetForLeaderTopic = try OffsetForLeaderTopic(from: &buffer, version: version)
                 items.append(item)
@@ -83,7 +83,7 @@ public struct OffsetForLeaderEpochRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetForLeaderPartition.minimumEncodedSize(version: version), field: "OffsetForLeaderTopic.Partitions")
                 var items: [OffsetForLeaderPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: OffsetForLeaderPartition = try OffsetForLeaderPartition(from: &buffer, version: version)
                     items.append(item)

@@ -30,7 +30,7 @@ public struct OffsetForLeaderEpochResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: OffsetForLeaderTopicResult.minimumEncodedSize(version: version), field: "OffsetForLeaderEpochResponse.Topics")
             var items: [OffsetForLeaderTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: OffsetForLeaderTopicResult = try OffsetForLeaderTopicResult(from: &buffer, version: version)
                 items.append(item)
@@ -82,7 +82,7 @@ public struct OffsetForLeaderEpochResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: EpochEndOffset.minimumEncodedSize(version: version), field: "OffsetForLeaderTopicResult.Partitions")
                 var items: [EpochEndOffset] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: EpochEndOffset = try EpochEndOffset(from: &buffer, version: version)
                     items.append(item)

@@ -37,7 +37,7 @@ public struct ProduceRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TopicProduceData.minimumEncodedSize(version: version), field: "ProduceRequest.TopicData")
             var items: [TopicProduceData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicProduceData = try TopicProduceData(from: &buffer, version: version)
                 items.append(item)
@@ -93,7 +93,7 @@ public struct ProduceRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionProduceData.minimumEncodedSize(version: version), field: "TopicProduceData.PartitionData")
                 var items: [PartitionProduceData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionProduceData = try PartitionProduceData(from: &buffer, version: version)
                     items.append(item)

@@ -29,7 +29,7 @@ public struct ProduceResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TopicProduceResponse.minimumEncodedSize(version: version), field: "ProduceResponse.Responses")
             var items: [TopicProduceResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicProduceResponse = try TopicProduceResponse(from: &buffer, version: version)
                 items.append(item)
@@ -50,7 +50,7 @@ public struct ProduceResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: flexible, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "ProduceResponse.NodeEndpoints")
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: NodeEndpoint = try NodeEndpoint(from: &field.data, version: version)
                             items.append(item)
@@ -123,7 +123,7 @@ public struct ProduceResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: PartitionProduceResponse.minimumEncodedSize(version: version), field: "TopicProduceResponse.PartitionResponses")
                 var items: [PartitionProduceResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionProduceResponse = try PartitionProduceResponse(from: &buffer, version: version)
                     items.append(item)
@@ -197,7 +197,7 @@ public struct ProduceResponse: KafkaResponse {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: BatchIndexAndErrorMessage.minimumEncodedSize(version: version), field: "PartitionProduceResponse.RecordErrors")
                     var items: [BatchIndexAndErrorMessage] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: BatchIndexAndErrorMessage = try BatchIndexAndErrorMessage(from: &buffer, version: version)
                         items.append(item)

@@ -28,7 +28,7 @@ public struct ReadShareGroupStateRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReadStateData.minimumEncodedSize(version: version), field: "ReadShareGroupStateRequest.Topics")
             var items: [ReadStateData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReadStateData = try ReadStateData(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct ReadShareGroupStateRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "ReadStateData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

@@ -24,7 +24,7 @@ public struct ReadShareGroupStateResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReadStateResult.minimumEncodedSize(version: version), field: "ReadShareGroupStateResponse.Results")
             var items: [ReadStateResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReadStateResult = try ReadStateResult(from: &buffer, version: version)
                 items.append(item)
@@ -71,7 +71,7 @@ public struct ReadShareGroupStateResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionResult.minimumEncodedSize(version: version), field: "ReadStateResult.Partitions")
                 var items: [PartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResult = try PartitionResult(from: &buffer, version: version)
                     items.append(item)
@@ -133,7 +133,7 @@ public struct ReadShareGroupStateResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: StateBatch.minimumEncodedSize(version: version), field: "PartitionResult.StateBatches")
                 var items: [StateBatch] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: StateBatch = try StateBatch(from: &buffer, version: version)
                     items.append(item)

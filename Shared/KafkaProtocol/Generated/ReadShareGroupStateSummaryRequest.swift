@@ -28,7 +28,7 @@ public struct ReadShareGroupStateSummaryRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReadStateSummaryData.minimumEncodedSize(version: version), field: "ReadShareGroupStateSummaryRequest.Topics")
             var items: [ReadStateSummaryData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReadStateSummaryData = try ReadStateSummaryData(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct ReadShareGroupStateSummaryRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "ReadStateSummaryData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

@@ -24,7 +24,7 @@ public struct ReadShareGroupStateSummaryResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ReadStateSummaryResult.minimumEncodedSize(version: version), field: "ReadShareGroupStateSummaryResponse.Results")
             var items: [ReadStateSummaryResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ReadStateSummaryResult = try ReadStateSummaryResult(from: &buffer, version: version)
                 items.append(item)
@@ -71,7 +71,7 @@ public struct ReadShareGroupStateSummaryResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionResult.minimumEncodedSize(version: version), field: "ReadStateSummaryResult.Partitions")
                 var items: [PartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResult = try PartitionResult(from: &buffer, version: version)
                     items.append(item)

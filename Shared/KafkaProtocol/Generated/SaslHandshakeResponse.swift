@@ -27,7 +27,7 @@ public struct SaslHandshakeResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: false, minimumElementSize: 2, field: "SaslHandshakeResponse.Mechanisms")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: false, field: "SaslHandshakeResponse.Mechanisms")
                 items.append(item)

@@ -34,7 +34,7 @@ public struct ShareAcknowledgeRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: AcknowledgeTopic.minimumEncodedSize(version: version), field: "ShareAcknowledgeRequest.Topics")
             var items: [AcknowledgeTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: AcknowledgeTopic = try AcknowledgeTopic(from: &buffer, version: version)
                 items.append(item)
@@ -84,7 +84,7 @@ public struct ShareAcknowledgeRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: AcknowledgePartition.minimumEncodedSize(version: version), field: "AcknowledgeTopic.Partitions")
                 var items: [AcknowledgePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AcknowledgePartition = try AcknowledgePartition(from: &buffer, version: version)
                     items.append(item)
@@ -135,7 +135,7 @@ public struct ShareAcknowledgeRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: AcknowledgementBatch.minimumEncodedSize(version: version), field: "AcknowledgePartition.AcknowledgementBatches")
                 var items: [AcknowledgementBatch] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AcknowledgementBatch = try AcknowledgementBatch(from: &buffer, version: version)
                     items.append(item)
@@ -189,7 +189,7 @@ public struct ShareAcknowledgeRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "AcknowledgementBatch.AcknowledgeTypes")
                 var items: [Int8] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int8 = try buffer.readKafkaInteger(as: Int8.self)
                     items.append(item)

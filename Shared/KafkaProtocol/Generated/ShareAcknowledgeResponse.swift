@@ -35,7 +35,7 @@ public struct ShareAcknowledgeResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ShareAcknowledgeTopicResponse.minimumEncodedSize(version: version), field: "ShareAcknowledgeResponse.Responses")
             var items: [ShareAcknowledgeTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ShareAcknowledgeTopicResponse = try ShareAcknowledgeTopicResponse(from: &buffer, version: version)
                 items.append(item)
@@ -45,7 +45,7 @@ public struct ShareAcknowledgeResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "ShareAcknowledgeResponse.NodeEndpoints")
             var items: [NodeEndpoint] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: NodeEndpoint = try NodeEndpoint(from: &buffer, version: version)
                 items.append(item)
@@ -102,7 +102,7 @@ public struct ShareAcknowledgeResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "ShareAcknowledgeTopicResponse.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

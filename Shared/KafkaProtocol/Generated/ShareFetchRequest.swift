@@ -45,7 +45,7 @@ public struct ShareFetchRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: FetchTopic.minimumEncodedSize(version: version), field: "ShareFetchRequest.Topics")
             var items: [FetchTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: FetchTopic = try FetchTopic(from: &buffer, version: version)
                 items.append(item)
@@ -55,7 +55,7 @@ public struct ShareFetchRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ForgottenTopic.minimumEncodedSize(version: version), field: "ShareFetchRequest.ForgottenTopicsData")
             var items: [ForgottenTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ForgottenTopic = try ForgottenTopic(from: &buffer, version: version)
                 items.append(item)
@@ -115,7 +115,7 @@ public struct ShareFetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: FetchPartition.minimumEncodedSize(version: version), field: "FetchTopic.Partitions")
                 var items: [FetchPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: FetchPartition = try FetchPartition(from: &buffer, version: version)
                     items.append(item)
@@ -169,7 +169,7 @@ public struct ShareFetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: AcknowledgementBatch.minimumEncodedSize(version: version), field: "FetchPartition.AcknowledgementBatches")
                 var items: [AcknowledgementBatch] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AcknowledgementBatch = try AcknowledgementBatch(from: &buffer, version: version)
                     items.append(item)
@@ -224,7 +224,7 @@ public struct ShareFetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "AcknowledgementBatch.AcknowledgeTypes")
                 var items: [Int8] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int8 = try buffer.readKafkaInteger(as: Int8.self)
                     items.append(item)
@@ -276,7 +276,7 @@ public struct ShareFetchRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "ForgottenTopic.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -35,7 +35,7 @@ public struct ShareFetchResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: ShareFetchableTopicResponse.minimumEncodedSize(version: version), field: "ShareFetchResponse.Responses")
             var items: [ShareFetchableTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: ShareFetchableTopicResponse = try ShareFetchableTopicResponse(from: &buffer, version: version)
                 items.append(item)
@@ -45,7 +45,7 @@ public struct ShareFetchResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "ShareFetchResponse.NodeEndpoints")
             var items: [NodeEndpoint] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: NodeEndpoint = try NodeEndpoint(from: &buffer, version: version)
                 items.append(item)
@@ -102,7 +102,7 @@ public struct ShareFetchResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "ShareFetchableTopicResponse.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)
@@ -170,7 +170,7 @@ public struct ShareFetchResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: AcquiredRecords.minimumEncodedSize(version: version), field: "PartitionData.AcquiredRecords")
                 var items: [AcquiredRecords] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: AcquiredRecords = try AcquiredRecords(from: &buffer, version: version)
                     items.append(item)

@@ -27,7 +27,7 @@ public struct ShareGroupDescribeRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "ShareGroupDescribeRequest.GroupIds")
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "ShareGroupDescribeRequest.GroupIds")
                 items.append(item)

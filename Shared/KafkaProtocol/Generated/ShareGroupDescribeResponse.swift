@@ -27,7 +27,7 @@ public struct ShareGroupDescribeResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: DescribedGroup.minimumEncodedSize(version: version), field: "ShareGroupDescribeResponse.Groups")
             var items: [DescribedGroup] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: DescribedGroup = try DescribedGroup(from: &buffer, version: version)
                 items.append(item)
@@ -95,7 +95,7 @@ public struct ShareGroupDescribeResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Member.minimumEncodedSize(version: version), field: "DescribedGroup.Members")
                 var items: [Member] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Member = try Member(from: &buffer, version: version)
                     items.append(item)
@@ -168,7 +168,7 @@ public struct ShareGroupDescribeResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, field: "Member.SubscribedTopicNames")
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: String = try buffer.readKafkaString(compact: true, field: "Member.SubscribedTopicNames")
                     items.append(item)
@@ -227,7 +227,7 @@ public struct ShareGroupDescribeResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 4, field: "TopicPartitions.Partitions")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -275,7 +275,7 @@ public struct ShareGroupDescribeResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicPartitions.minimumEncodedSize(version: version), field: "Assignment.TopicPartitions")
                 var items: [TopicPartitions] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TopicPartitions = try TopicPartitions(from: &buffer, version: version)
                     items.append(item)

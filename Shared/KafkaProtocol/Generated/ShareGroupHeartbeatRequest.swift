@@ -36,7 +36,7 @@ public struct ShareGroupHeartbeatRequest: KafkaRequest {
         self.rackId = try buffer.readKafkaString(compact: true, nullable: true, field: "ShareGroupHeartbeatRequest.RackId")
         if let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: 1, nullable: true, field: "ShareGroupHeartbeatRequest.SubscribedTopicNames") {
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: String = try buffer.readKafkaString(compact: true, field: "ShareGroupHeartbeatRequest.SubscribedTopicNames")
                 items.append(item)

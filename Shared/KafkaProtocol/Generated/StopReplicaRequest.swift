@@ -52,7 +52,7 @@ public struct StopReplicaRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: StopReplicaPartitionV0.minimumEncodedSize(version: version), field: "StopReplicaRequest.UngroupedPartitions")
                 var items: [StopReplicaPartitionV0] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: StopReplicaPartitionV0 = try StopReplicaPartitionV0(from: &buffer, version: version)
                     items.append(item)
@@ -64,7 +64,7 @@ public struct StopReplicaRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: StopReplicaTopicV1.minimumEncodedSize(version: version), field: "StopReplicaRequest.Topics")
                 var items: [StopReplicaTopicV1] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: StopReplicaTopicV1 = try StopReplicaTopicV1(from: &buffer, version: version)
                     items.append(item)
@@ -76,7 +76,7 @@ public struct StopReplicaRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: StopReplicaTopicState.minimumEncodedSize(version: version), field: "StopReplicaRequest.TopicStates")
                 var items: [StopReplicaTopicState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: StopReplicaTopicState = try StopReplicaTopicState(from: &buffer, version: version)
                     items.append(item)
@@ -222,7 +222,7 @@ public struct StopReplicaRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "StopReplicaTopicV1.PartitionIndexes")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)
@@ -290,7 +290,7 @@ public struct StopReplicaRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: StopReplicaPartitionState.minimumEncodedSize(version: version), field: "StopReplicaTopicState.PartitionStates")
                     var items: [StopReplicaPartitionState] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: StopReplicaPartitionState = try StopReplicaPartitionState(from: &buffer, version: version)
                         items.append(item)

@@ -28,7 +28,7 @@ public struct StopReplicaResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: StopReplicaPartitionError.minimumEncodedSize(version: version), field: "StopReplicaResponse.PartitionErrors")
             var items: [StopReplicaPartitionError] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: StopReplicaPartitionError = try StopReplicaPartitionError(from: &buffer, version: version)
                 items.append(item)

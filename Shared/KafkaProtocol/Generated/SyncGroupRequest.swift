@@ -50,7 +50,7 @@ public struct SyncGroupRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: SyncGroupRequestAssignment.minimumEncodedSize(version: version), field: "SyncGroupRequest.Assignments")
             var items: [SyncGroupRequestAssignment] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: SyncGroupRequestAssignment = try SyncGroupRequestAssignment(from: &buffer, version: version)
                 items.append(item)

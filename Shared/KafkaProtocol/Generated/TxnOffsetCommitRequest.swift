@@ -53,7 +53,7 @@ public struct TxnOffsetCommitRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TxnOffsetCommitRequestTopic.minimumEncodedSize(version: version), field: "TxnOffsetCommitRequest.Topics")
             var items: [TxnOffsetCommitRequestTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TxnOffsetCommitRequestTopic = try TxnOffsetCommitRequestTopic(from: &buffer, version: version)
                 items.append(item)
@@ -121,7 +121,7 @@ public struct TxnOffsetCommitRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TxnOffsetCommitRequestPartition.minimumEncodedSize(version: version), field: "TxnOffsetCommitRequestTopic.Partitions")
                 var items: [TxnOffsetCommitRequestPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TxnOffsetCommitRequestPartition = try TxnOffsetCommitRequestPartition(from: &buffer, version: version)
                     items.append(item)

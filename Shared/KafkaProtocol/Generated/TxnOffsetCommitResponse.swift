@@ -28,7 +28,7 @@ public struct TxnOffsetCommitResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TxnOffsetCommitResponseTopic.minimumEncodedSize(version: version), field: "TxnOffsetCommitResponse.Topics")
             var items: [TxnOffsetCommitResponseTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TxnOffsetCommitResponseTopic = try TxnOffsetCommitResponseTopic(from: &buffer, version: version)
                 items.append(item)
@@ -78,7 +78,7 @@ public struct TxnOffsetCommitResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: TxnOffsetCommitResponsePartition.minimumEncodedSize(version: version), field: "TxnOffsetCommitResponseTopic.Partitions")
                 var items: [TxnOffsetCommitResponsePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: TxnOffsetCommitResponsePartition = try TxnOffsetCommitResponsePartition(from: &buffer, version: version)
                     items.append(item)

@@ -30,7 +30,7 @@ public struct UpdateFeaturesRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: FeatureUpdateKey.minimumEncodedSize(version: version), field: "UpdateFeaturesRequest.FeatureUpdates")
             var items: [FeatureUpdateKey] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: FeatureUpdateKey = try FeatureUpdateKey(from: &buffer, version: version)
                 items.append(item)

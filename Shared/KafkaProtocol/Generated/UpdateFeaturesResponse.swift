@@ -34,7 +34,7 @@ public struct UpdateFeaturesResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: UpdatableFeatureResult.minimumEncodedSize(version: version), field: "UpdateFeaturesResponse.Results")
                 var items: [UpdatableFeatureResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: UpdatableFeatureResult = try UpdatableFeatureResult(from: &buffer, version: version)
                     items.append(item)

@@ -48,7 +48,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: UpdateMetadataPartitionState.minimumEncodedSize(version: version), field: "UpdateMetadataRequest.UngroupedPartitionStates")
                 var items: [UpdateMetadataPartitionState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: UpdateMetadataPartitionState = try UpdateMetadataPartitionState(from: &buffer, version: version)
                     items.append(item)
@@ -60,7 +60,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: UpdateMetadataTopicState.minimumEncodedSize(version: version), field: "UpdateMetadataRequest.TopicStates")
                 var items: [UpdateMetadataTopicState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: UpdateMetadataTopicState = try UpdateMetadataTopicState(from: &buffer, version: version)
                     items.append(item)
@@ -71,7 +71,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: UpdateMetadataBroker.minimumEncodedSize(version: version), field: "UpdateMetadataRequest.LiveBrokers")
             var items: [UpdateMetadataBroker] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: UpdateMetadataBroker = try UpdateMetadataBroker(from: &buffer, version: version)
                 items.append(item)
@@ -184,7 +184,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: UpdateMetadataPartitionState.minimumEncodedSize(version: version), field: "UpdateMetadataTopicState.PartitionStates")
                     var items: [UpdateMetadataPartitionState] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: UpdateMetadataPartitionState = try UpdateMetadataPartitionState(from: &buffer, version: version)
                         items.append(item)
@@ -264,7 +264,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: UpdateMetadataEndpoint.minimumEncodedSize(version: version), field: "UpdateMetadataBroker.Endpoints")
                     var items: [UpdateMetadataEndpoint] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: UpdateMetadataEndpoint = try UpdateMetadataEndpoint(from: &buffer, version: version)
                         items.append(item)
@@ -425,7 +425,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "UpdateMetadataPartitionState.Isr")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -436,7 +436,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "UpdateMetadataPartitionState.Replicas")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)
@@ -447,7 +447,7 @@ public struct UpdateMetadataRequest: KafkaRequest {
                 do {
                     let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "UpdateMetadataPartitionState.OfflineReplicas")
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(Swift.min(count, 1024))
                     for _ in 0..<count {
                         let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                         items.append(item)

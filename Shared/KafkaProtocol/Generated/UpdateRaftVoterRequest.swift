@@ -38,7 +38,7 @@ public struct UpdateRaftVoterRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Listener.minimumEncodedSize(version: version), field: "UpdateRaftVoterRequest.Listeners")
             var items: [Listener] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Listener = try Listener(from: &buffer, version: version)
                 items.append(item)

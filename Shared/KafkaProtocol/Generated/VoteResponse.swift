@@ -28,7 +28,7 @@ public struct VoteResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: TopicData.minimumEncodedSize(version: version), field: "VoteResponse.Topics")
             var items: [TopicData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: TopicData = try TopicData(from: &buffer, version: version)
                 items.append(item)
@@ -46,7 +46,7 @@ public struct VoteResponse: KafkaResponse {
                     do {
                         let count: Int = try field.data.readArrayCount(compact: true, minimumElementSize: NodeEndpoint.minimumEncodedSize(version: version), field: "VoteResponse.NodeEndpoints")
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(Swift.min(count, 1024))
                         for _ in 0..<count {
                             let item: NodeEndpoint = try NodeEndpoint(from: &field.data, version: version)
                             items.append(item)
@@ -113,7 +113,7 @@ public struct VoteResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "TopicData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)

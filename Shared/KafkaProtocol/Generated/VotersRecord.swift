@@ -25,7 +25,7 @@ public struct VotersRecord: KafkaMessage {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Voter.minimumEncodedSize(version: version), field: "VotersRecord.Voters")
             var items: [Voter] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: Voter = try Voter(from: &buffer, version: version)
                 items.append(item)
@@ -77,7 +77,7 @@ public struct VotersRecord: KafkaMessage {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: Endpoint.minimumEncodedSize(version: version), field: "Voter.Endpoints")
                 var items: [Endpoint] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Endpoint = try Endpoint(from: &buffer, version: version)
                     items.append(item)

@@ -28,7 +28,7 @@ public struct WriteShareGroupStateRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: WriteStateData.minimumEncodedSize(version: version), field: "WriteShareGroupStateRequest.Topics")
             var items: [WriteStateData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: WriteStateData = try WriteStateData(from: &buffer, version: version)
                 items.append(item)
@@ -76,7 +76,7 @@ public struct WriteShareGroupStateRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionData.minimumEncodedSize(version: version), field: "WriteStateData.Partitions")
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionData = try PartitionData(from: &buffer, version: version)
                     items.append(item)
@@ -135,7 +135,7 @@ public struct WriteShareGroupStateRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: StateBatch.minimumEncodedSize(version: version), field: "PartitionData.StateBatches")
                 var items: [StateBatch] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: StateBatch = try StateBatch(from: &buffer, version: version)
                     items.append(item)

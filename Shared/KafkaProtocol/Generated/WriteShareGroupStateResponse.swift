@@ -24,7 +24,7 @@ public struct WriteShareGroupStateResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: WriteStateResult.minimumEncodedSize(version: version), field: "WriteShareGroupStateResponse.Results")
             var items: [WriteStateResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: WriteStateResult = try WriteStateResult(from: &buffer, version: version)
                 items.append(item)
@@ -71,7 +71,7 @@ public struct WriteShareGroupStateResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: true, minimumElementSize: PartitionResult.minimumEncodedSize(version: version), field: "WriteStateResult.Partitions")
                 var items: [PartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: PartitionResult = try PartitionResult(from: &buffer, version: version)
                     items.append(item)

@@ -26,7 +26,7 @@ public struct WriteTxnMarkersRequest: KafkaRequest {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: WritableTxnMarker.minimumEncodedSize(version: version), field: "WriteTxnMarkersRequest.Markers")
             var items: [WritableTxnMarker] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: WritableTxnMarker = try WritableTxnMarker(from: &buffer, version: version)
                 items.append(item)
@@ -83,7 +83,7 @@ public struct WriteTxnMarkersRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: WritableTxnMarkerTopic.minimumEncodedSize(version: version), field: "WritableTxnMarker.Topics")
                 var items: [WritableTxnMarkerTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: WritableTxnMarkerTopic = try WritableTxnMarkerTopic(from: &buffer, version: version)
                     items.append(item)
@@ -141,7 +141,7 @@ public struct WriteTxnMarkersRequest: KafkaRequest {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: 4, field: "WritableTxnMarkerTopic.PartitionIndexes")
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: Int32 = try buffer.readKafkaInteger(as: Int32.self)
                     items.append(item)

@@ -25,7 +25,7 @@ public struct WriteTxnMarkersResponse: KafkaResponse {
         do {
             let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: WritableTxnMarkerResult.minimumEncodedSize(version: version), field: "WriteTxnMarkersResponse.Markers")
             var items: [WritableTxnMarkerResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(Swift.min(count, 1024))
             for _ in 0..<count {
                 let item: WritableTxnMarkerResult = try WritableTxnMarkerResult(from: &buffer, version: version)
                 items.append(item)
@@ -74,7 +74,7 @@ public struct WriteTxnMarkersResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: WritableTxnMarkerTopicResult.minimumEncodedSize(version: version), field: "WritableTxnMarkerResult.Topics")
                 var items: [WritableTxnMarkerTopicResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: WritableTxnMarkerTopicResult = try WritableTxnMarkerTopicResult(from: &buffer, version: version)
                     items.append(item)
@@ -128,7 +128,7 @@ public struct WriteTxnMarkersResponse: KafkaResponse {
             do {
                 let count: Int = try buffer.readArrayCount(compact: flexible, minimumElementSize: WritableTxnMarkerPartitionResult.minimumEncodedSize(version: version), field: "WritableTxnMarkerTopicResult.Partitions")
                 var items: [WritableTxnMarkerPartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(Swift.min(count, 1024))
                 for _ in 0..<count {
                     let item: WritableTxnMarkerPartitionResult = try WritableTxnMarkerPartitionResult(from: &buffer, version: version)
                     items.append(item)
