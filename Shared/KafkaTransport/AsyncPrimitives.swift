@@ -1,0 +1,115 @@
+import Synchronization
+
+/// A value delivered once, awaited by at most one reader; awaiting is cancellation-aware.
+final class OneShot<Value: Sendable>: Sendable {
+    private enum State {
+        case empty
+        case waiting(CheckedContinuation<Value?, Never>)
+        case done(Value?)
+    }
+
+    private let state = Mutex<State>(.empty)
+
+    func fulfill(_ value: Value?) {
+        let waiter: CheckedContinuation<Value?, Never>? = state.withLock { state in
+            switch state {
+            case .empty:
+                state = .done(value)
+                return nil
+            case let .waiting(continuation):
+                state = .done(value)
+                return continuation
+            case .done:
+                return nil
+            }
+        }
+        waiter?.resume(returning: value)
+    }
+
+    /// The value, or nil when the awaiting task was cancelled (or nil was delivered).
+    func value() async -> Value? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Value?, Never>) in
+                let ready: Value?? = state.withLock { state in
+                    switch state {
+                    case .empty:
+                        state = .waiting(continuation)
+                        return .none
+                    case let .done(value):
+                        return .some(value)
+                    case .waiting:
+                        // Single reader by construction; a second one gets nothing rather than a trap.
+                        return .some(nil)
+                    }
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            fulfill(nil)
+        }
+    }
+}
+
+/// A counting semaphore for async code that can be closed, which wakes every waiter with `false`.
+final class AsyncPermits: Sendable {
+    private struct State {
+        var available: Int
+        var closed = false
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
+        var nextWaiterID: UInt64 = 0
+    }
+
+    private let state: Mutex<State>
+
+    init(_ count: Int) {
+        state = Mutex(State(available: count))
+    }
+
+    /// Takes a permit; returns false when closed or when the caller was cancelled.
+    func acquire() async -> Bool {
+        let id = state.withLock { state in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let immediate: Bool? = state.withLock { state in
+                    if state.closed || Task.isCancelled { return false }
+                    if state.available > 0 {
+                        state.available -= 1
+                        return true
+                    }
+                    state.waiters.append((id, continuation))
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(returning: false)
+        }
+    }
+
+    func release() {
+        let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            if state.waiters.isEmpty {
+                state.available += 1
+                return nil
+            }
+            return state.waiters.removeFirst().continuation
+        }
+        waiter?.resume(returning: true)
+    }
+
+    func close() {
+        let waiters = state.withLock { state in
+            state.closed = true
+            defer { state.waiters.removeAll() }
+            return state.waiters.map(\.continuation)
+        }
+        for waiter in waiters { waiter.resume(returning: false) }
+    }
+}
