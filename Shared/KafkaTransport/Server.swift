@@ -111,6 +111,9 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Shutdown half-closes inputs to stop reading while responses drain; without this NIO would treat
+            // that as end of stream and close the whole channel. A peer's own EOF still closes (see `serve`).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
