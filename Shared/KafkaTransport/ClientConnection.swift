@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Settings shared by client connections.
 public struct KafkaClientConfiguration: Sendable {
@@ -41,9 +42,11 @@ struct KafkaOutboundRequest: Sendable {
 /// after it would be stuck behind it. Other requests in flight then fail with `connectionClosed`.
 public final class KafkaConnection: Sendable {
     private let channel: any Channel
+    private let broken: BrokenFlag
 
-    private init(channel: any Channel) {
+    private init(channel: any Channel, broken: BrokenFlag) {
         self.channel = channel
+        self.broken = broken
     }
 
     /// Opens a connection; throws `KafkaTransportError.connectionFailed` if the server cannot be reached.
@@ -51,6 +54,7 @@ public final class KafkaConnection: Sendable {
         host: String, port: Int, configuration: KafkaClientConfiguration = .init()
     ) async throws(KafkaTransportError) -> KafkaConnection {
         let maxFrameSize = configuration.maxFrameSize
+        let broken = BrokenFlag()
         do {
             let channel = try await ClientBootstrap(group: configuration.eventLoopGroup)
                 .connectTimeout(.nanoseconds(configuration.connectTimeout.nanosecondsClamped))
@@ -59,19 +63,19 @@ public final class KafkaConnection: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
                         try sync.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrameSize)))
-                        try sync.addHandler(KafkaClientChannelHandler())
+                        try sync.addHandler(KafkaClientChannelHandler(broken: broken))
                     }
                 }
                 .connect(host: host, port: port)
                 .get()
-            return KafkaConnection(channel: channel)
+            return KafkaConnection(channel: channel, broken: broken)
         } catch {
             throw .connectionFailed("\(host):\(port): \(error)")
         }
     }
 
     /// False once the connection has closed for any reason.
-    public var isActive: Bool { channel.isActive }
+    public var isActive: Bool { !broken.isSet && channel.isActive }
 
     /// The server's address.
     public var remoteAddress: SocketAddress? { channel.remoteAddress }
@@ -132,6 +136,16 @@ public final class KafkaConnection: Sendable {
     }
 }
 
+/// Set, before any caller learns of the failure, once a connection can no longer be used; the channel's own
+/// state lags behind because closing completes asynchronously.
+final class BrokenFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
+
+    func set() { value.store(true, ordering: .releasing) }
+}
+
 /// Encodes requests, matches responses to requests in order, enforces per-request timeouts.
 final class KafkaClientChannelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -148,6 +162,11 @@ final class KafkaClientChannelHandler: ChannelDuplexHandler {
     private var nextCorrelationId: Int32 = 0
     private var pending = CircularBuffer<Pending>()
     private var failure: KafkaTransportError?
+    private let broken: BrokenFlag
+
+    init(broken: BrokenFlag) {
+        self.broken = broken
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
@@ -230,20 +249,21 @@ final class KafkaClientChannelHandler: ChannelDuplexHandler {
     private func timedOut(correlationId: Int32, context: ChannelHandlerContext) {
         guard let index = pending.firstIndex(where: { $0.correlationId == correlationId }) else { return }
         let entry = pending.remove(at: index)
-        entry.promise.fail(KafkaTransportError.timedOut)
         fail(with: .connectionClosed, context: context)
+        entry.promise.fail(KafkaTransportError.timedOut)
     }
 
     /// Fails every outstanding request and closes: after any of these errors, the response stream can no
     /// longer be trusted to line up with the requests.
     private func fail(with error: KafkaTransportError, context: ChannelHandlerContext) {
         if failure == nil { failure = error }
+        broken.set()
         let failed = pending
         pending.removeAll()
+        context.close(promise: nil)
         for entry in failed {
             entry.timeout?.cancel()
             entry.promise.fail(error)
         }
-        context.close(promise: nil)
     }
 }

@@ -50,6 +50,11 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         var shuttingDown = false
         var connections: [UInt64: any Channel] = [:]
         var deadline: Task<Void, Never>?
+        /// Accepted connections not yet taken by the accept loop. NIO drops connections still buffered in the
+        /// listener's stream when it closes, and a dropped `NIOAsyncChannel` traps on deinit (swift-nio
+        /// issue 2813), so they are kept here until served or closed properly.
+        var unclaimed: [ObjectIdentifier: Connection] = [:]
+        var listenerClosed = false
     }
 
     public let configuration: KafkaServerConfiguration
@@ -120,10 +125,17 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                     try sync.addHandler(IdleStateHandler(allTimeout: idle))
                     try sync.addHandler(IdleCloseHandler(logger: logger, timeout: configuration.idleTimeout))
                     try sync.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: configuration.maxFrameSize)))
-                    return try Connection(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8))
-                    )
+                    // Wrapping and registering happen under one lock so no wrapped connection can miss the
+                    // registry (its writer must not be released unfinished).
+                    return try self.state.withLock { state in
+                        guard !state.listenerClosed else { throw KafkaTransportError.connectionClosed }
+                        let connection = try Connection(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8))
+                        )
+                        state.unclaimed[ObjectIdentifier(channel)] = connection
+                        return connection
+                    }
                 }
             }
     }
@@ -158,12 +170,21 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                     logger.error("accept loop failed", metadata: ["error": "\(error)"])
                 }
             }
+            let dropped = state.withLock { state in
+                state.listenerClosed = true
+                defer { state.unclaimed.removeAll() }
+                return Array(state.unclaimed.values)
+            }
+            for connection in dropped {
+                try? await connection.executeThenClose { _, _ in }
+            }
         }
     }
 
     private func handle(_ connection: Connection) async {
         let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
         let channel = connection.channel
+        _ = state.withLock { $0.unclaimed.removeValue(forKey: ObjectIdentifier(channel)) }
         let info = ConnectionInfo(id: id, remoteAddress: channel.remoteAddress)
         var logger = logger
         logger[metadataKey: "peer"] = "\(info.remoteAddress.map { "\($0)" } ?? "unknown")"

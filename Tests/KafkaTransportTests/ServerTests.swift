@@ -37,7 +37,14 @@ private func echo(
                     await handler.nextAccepted(count)
                 }
                 #expect(accepted == (0..<Int32(count)).map { $0 }, "accept() must see requests in arrival order")
-                for id in accepted.reversed() { handler.release(id) }
+                // Each completion finishes before the next earlier one is released: strictly reverse order.
+                try await withTimeout(.seconds(30), "reverse completions") {
+                    for id in accepted.reversed() {
+                        handler.release(id)
+                        let completed = await handler.nextCompleted()
+                        #expect(completed == id)
+                    }
+                }
                 var answered = 0
                 for try await (index, reply) in group {
                     #expect(reply == "echo \(index)")
@@ -252,5 +259,32 @@ private func echo(
         #expect(try await withTimeout(.seconds(10)) { try await reply.value } == "echo last")
         try await withTimeout(.seconds(10)) { try await running.value }
         #expect(capture.lines(atLeast: .warning).isEmpty)
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct ShutdownRaceTests {
+    /// Connections accepted while the listener closes must be closed cleanly, not dropped (a dropped one traps).
+    @Test func shutdownRightAfterABurstOfConnectionsDoesNotTrap() async throws {
+        for _ in 0..<5 {
+            let configuration = KafkaServerConfiguration(port: 0, headerVersionResolver: testResolver, shutdownGracePeriod: .seconds(5))
+            let server = KafkaServer(configuration: configuration, handler: ScriptedHandler(), logger: LogCapture().logger())
+            let running = Task { try await server.run() }
+            let port = try await withTimeout(.seconds(10)) { try await server.boundPort() }
+            let channels = try await withThrowingTaskGroup(of: (any Channel)?.self) { group in
+                for _ in 0..<64 {
+                    group.addTask {
+                        try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                            .connect(host: "127.0.0.1", port: port).get()
+                    }
+                }
+                var opened: [any Channel] = []
+                for try await channel in group { if let channel { opened.append(channel) } }
+                return opened
+            }
+            running.cancel()
+            try await withTimeout(.seconds(10), "server shutdown") { try await running.value }
+            for channel in channels { try? await channel.close() }
+            #expect(channels.count == 64)
+        }
     }
 }

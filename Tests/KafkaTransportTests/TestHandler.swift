@@ -25,11 +25,14 @@ final class ScriptedHandler: KafkaRequestHandler {
     private let state = Mutex(State())
     private let acceptedEvents: AsyncStream<Int32>
     private let acceptedInput: AsyncStream<Int32>.Continuation
+    private let completedEvents: AsyncStream<Int32>
+    private let completedInput: AsyncStream<Int32>.Continuation
 
     init(gated: Bool = false, inFlightLimit: Int = .max) {
         self.gated = gated
         self.inFlightLimit = inFlightLimit
         (acceptedEvents, acceptedInput) = AsyncStream.makeStream()
+        (completedEvents, completedInput) = AsyncStream.makeStream()
     }
 
     var records: [Record] { state.withLock { $0.records } }
@@ -44,6 +47,12 @@ final class ScriptedHandler: KafkaRequestHandler {
             if ids.count == count { break }
         }
         return ids
+    }
+
+    /// Waits for the next completion of a request and returns its correlation id (single waiter at a time).
+    func nextCompleted() async -> Int32? {
+        for await id in completedEvents { return id }
+        return nil
     }
 
     /// Lets the gated request with this correlation id answer.
@@ -93,5 +102,6 @@ final class ScriptedHandler: KafkaRequestHandler {
             state.completed += 1
             state.completionOrder.append(correlationId)
         }
+        completedInput.yield(correlationId)
     }
 }
