@@ -113,3 +113,38 @@ final class AsyncPermits: Sendable {
         for waiter in waiters { waiter.resume(returning: false) }
     }
 }
+
+/// A result set once and awaited by any number of readers (unlike an `EventLoopPromise`, it may stay unset forever).
+final class AsyncResult<Value: Sendable>: Sendable {
+    private enum State {
+        case pending([CheckedContinuation<Value, any Error>])
+        case done(Result<Value, any Error>)
+    }
+
+    private let state = Mutex<State>(.pending([]))
+
+    func set(_ result: Result<Value, any Error>) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Value, any Error>] in
+            guard case let .pending(waiters) = state else { return [] }
+            state = .done(result)
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    func get() async throws -> Value {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Result<Value, any Error>? in
+                switch state {
+                case var .pending(waiters):
+                    waiters.append(continuation)
+                    state = .pending(waiters)
+                    return nil
+                case let .done(result):
+                    return result
+                }
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+}

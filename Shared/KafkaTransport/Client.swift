@@ -6,6 +6,7 @@ public struct KafkaEndpoint: Hashable, Sendable, CustomStringConvertible {
     public var host: String
     public var port: Int
 
+    /// An endpoint from its parts.
     public init(host: String, port: Int) {
         self.host = host
         self.port = port
@@ -17,10 +18,12 @@ public struct KafkaEndpoint: Hashable, Sendable, CustomStringConvertible {
 /// Sends Kafka-framed requests to any number of servers, sharing one pipelined connection per endpoint
 /// and reconnecting on the next request after a connection died or was closed by a timeout.
 public actor KafkaClient {
+    /// Applies to every connection the client opens.
     public let configuration: KafkaClientConfiguration
     private let logger: Logger
     private var connections: [KafkaEndpoint: Task<KafkaConnection, any Error>] = [:]
 
+    /// A client with no connections yet; they open on first use.
     public init(configuration: KafkaClientConfiguration = .init(), logger: Logger) {
         self.configuration = configuration
         self.logger = logger

@@ -7,9 +7,12 @@ import Synchronization
 public struct KafkaClientConfiguration: Sendable {
     /// Largest accepted response frame (value of the size field).
     public var maxFrameSize: Int
+    /// How long a TCP connect may take before `connectionFailed`.
     public var connectTimeout: Duration
+    /// Where connections run; the shared NIO singleton by default.
     public var eventLoopGroup: any EventLoopGroup
 
+    /// Defaults: 100 MiB frames, 10 s connect timeout, the NIO singleton group.
     public init(
         maxFrameSize: Int = KafkaTransport.defaultMaxFrameSize,
         connectTimeout: Duration = .seconds(10),

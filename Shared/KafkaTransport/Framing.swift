@@ -10,6 +10,7 @@ public struct KafkaFrameDecoder: ByteToMessageDecoder, Sendable {
     /// Largest accepted value of the size field.
     public let maxFrameSize: Int
 
+    /// A decoder rejecting frames above `maxFrameSize` bytes.
     public init(maxFrameSize: Int = KafkaTransport.defaultMaxFrameSize) {
         self.maxFrameSize = maxFrameSize
     }

@@ -6,16 +6,22 @@ let apiVersionsKey: Int16 = 18
 
 /// One request as read off the wire: the parsed request header plus the body as a zero-copy slice of the frame.
 public struct KafkaRequestFrame: Sendable {
+    /// The Kafka API key (0 = Produce, 18 = ApiVersions, 10000+ = project-internal APIs).
     public var apiKey: Int16
+    /// The request's version of that API.
     public var apiVersion: Int16
+    /// Echoed in the response so the client can match it.
     public var correlationId: Int32
+    /// The client-supplied id (nullable classic string in every header version).
     public var clientId: String?
     /// 0, 1 or 2; 1 for an ApiVersions request whose version the server does not support.
     public var headerVersion: Int16
+    /// Tagged fields of a v2 header, none of which this transport interprets.
     public var headerTaggedFields: [UnknownTaggedField]
     /// Everything after the header (for an unsupported ApiVersions version, possibly including its header tagged fields).
     public var body: ByteBuffer
 
+    /// Builds a frame by hand (tests, in-process callers).
     public init(
         apiKey: Int16, apiVersion: Int16, correlationId: Int32, clientId: String?, headerVersion: Int16,
         headerTaggedFields: [UnknownTaggedField] = [], body: ByteBuffer

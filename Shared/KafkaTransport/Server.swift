@@ -5,6 +5,7 @@ import Synchronization
 
 /// Settings of a `KafkaServer`.
 public struct KafkaServerConfiguration: Sendable {
+    /// Address to listen on.
     public var host: String
     /// 0 picks a free port; `KafkaServer.boundAddress()` tells which.
     public var port: Int
@@ -18,8 +19,10 @@ public struct KafkaServerConfiguration: Sendable {
     public var idleTimeout: Duration
     /// On shutdown, how long connections may take to write the responses of requests already accepted.
     public var shutdownGracePeriod: Duration
+    /// Where the listener and connections run; the shared NIO singleton by default.
     public var eventLoopGroup: any EventLoopGroup
 
+    /// Defaults follow Kafka: 100 MiB frames, 10-minute idle timeout; 64 requests in flight per connection.
     public init(
         host: String = "127.0.0.1",
         port: Int,
@@ -57,23 +60,24 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         var listenerClosed = false
     }
 
+    /// The settings the server was created with.
     public let configuration: KafkaServerConfiguration
     private let handler: Handler
     private let logger: Logger
     private let state = Mutex(State())
     private let nextConnectionID = Atomic<UInt64>(0)
-    private let bound: EventLoopPromise<SocketAddress>
+    private let bound = AsyncResult<SocketAddress>()
 
+    /// A server that does nothing until `run()`.
     public init(configuration: KafkaServerConfiguration, handler: Handler, logger: Logger) {
         self.configuration = configuration
         self.handler = handler
         self.logger = logger
-        self.bound = configuration.eventLoopGroup.any().makePromise(of: SocketAddress.self)
     }
 
     /// The address the server listens on, once `run()` has bound it; throws if binding failed.
     public func boundAddress() async throws -> SocketAddress {
-        try await bound.futureResult.get()
+        try await bound.get()
     }
 
     /// The port the server listens on, once `run()` has bound it.
@@ -90,15 +94,17 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         do {
             serverChannel = try await bind()
         } catch {
-            bound.fail(error)
+            bound.set(.failure(error))
             throw error
         }
         if let address = serverChannel.channel.localAddress {
-            bound.succeed(address)
+            bound.set(.success(address))
             logger.info("listening", metadata: ["address": "\(address)"])
         } else {
-            bound.fail(KafkaTransportError.invalidArgument("server channel has no local address"))
+            bound.set(.failure(KafkaTransportError.invalidArgument("server channel has no local address")))
         }
+        // Connections are served in a task of their own, not as children of this one, so that cancelling
+        // run() starts a graceful drain instead of cancelling every request at once; run() still awaits it.
         let serving = Task { await self.serve(serverChannel) }
         await withTaskCancellationHandler {
             await serving.value

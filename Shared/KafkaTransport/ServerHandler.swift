@@ -4,8 +4,10 @@ import NIOCore
 public struct ConnectionInfo: Sendable, Hashable {
     /// Unique per server instance, increasing in accept order.
     public var id: UInt64
+    /// The peer's address, when the socket still knew it at accept time.
     public var remoteAddress: SocketAddress?
 
+    /// Builds connection info by hand (tests, in-process callers).
     public init(id: UInt64, remoteAddress: SocketAddress?) {
         self.id = id
         self.remoteAddress = remoteAddress
@@ -26,6 +28,7 @@ public enum KafkaResponseAction: Sendable {
 public struct KafkaPendingResponse: Sendable {
     let complete: @Sendable () async -> KafkaResponseAction
 
+    /// A response computed later by `complete`, which runs concurrently with other requests' completions.
     public init(_ complete: @escaping @Sendable () async -> KafkaResponseAction) {
         self.complete = complete
     }

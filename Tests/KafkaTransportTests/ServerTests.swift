@@ -262,6 +262,25 @@ private func echo(
     }
 }
 
+@Suite(.timeLimit(.minutes(1))) struct BindTests {
+    @Test func bindingATakenPortFailsRunAndBoundPort() async throws {
+        try await withServer(handler: ScriptedHandler(), logger: LogCapture().logger()) { _, port in
+            let configuration = KafkaServerConfiguration(port: port, headerVersionResolver: testResolver)
+            let second = KafkaServer(configuration: configuration, handler: ScriptedHandler(), logger: LogCapture().logger())
+            await #expect(throws: (any Error).self) { try await second.run() }
+            await #expect(throws: (any Error).self) { _ = try await second.boundPort() }
+        }
+    }
+
+    @Test func aServerThatNeverRanCanBeReleased() {
+        // Dropping an unrun server must not trip a leaked-promise check.
+        _ = KafkaServer(
+            configuration: KafkaServerConfiguration(port: 0, headerVersionResolver: testResolver),
+            handler: ScriptedHandler(), logger: LogCapture().logger()
+        )
+    }
+}
+
 @Suite(.timeLimit(.minutes(1))) struct ShutdownRaceTests {
     /// Connections accepted while the listener closes must be closed cleanly, not dropped (a dropped one traps).
     @Test func shutdownRightAfterABurstOfConnectionsDoesNotTrap() async throws {
