@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// A value delivered once, awaited by at most one reader; awaiting is cancellation-aware.
@@ -24,6 +25,14 @@ final class OneShot<Value: Sendable>: Sendable {
             }
         }
         waiter?.resume(returning: value)
+    }
+
+    /// The delivered value without waiting: nil while nothing has been delivered yet.
+    var delivered: Value?? {
+        state.withLock { state in
+            if case let .done(value) = state { return .some(value) }
+            return nil
+        }
     }
 
     /// The value, or nil when the awaiting task was cancelled (or nil was delivered).
@@ -93,15 +102,19 @@ final class AsyncPermits: Sendable {
         }
     }
 
-    func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
-            if state.waiters.isEmpty {
-                state.available += 1
-                return nil
+    func release(_ count: Int = 1) {
+        let woken = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            var woken: [CheckedContinuation<Bool, Never>] = []
+            for _ in 0..<max(0, count) {
+                if state.waiters.isEmpty {
+                    state.available += 1
+                } else {
+                    woken.append(state.waiters.removeFirst().continuation)
+                }
             }
-            return state.waiters.removeFirst().continuation
+            return woken
         }
-        waiter?.resume(returning: true)
+        for waiter in woken { waiter.resume(returning: true) }
     }
 
     func close() {
@@ -145,6 +158,73 @@ final class AsyncResult<Value: Sendable>: Sendable {
                 }
             }
             if let ready { continuation.resume(with: ready) }
+        }
+    }
+}
+
+/// A FIFO with one async consumer that can also take, without waiting, items whose value is already known.
+final class ReadyQueue<Item: Sendable>: Sendable {
+    private struct State {
+        var items = CircularBuffer<Item>()
+        var finished = false
+        var waiter: CheckedContinuation<Item?, Never>?
+    }
+
+    private let state = Mutex(State())
+    private let isReady: @Sendable (Item) -> Bool
+
+    init(isReady: @escaping @Sendable (Item) -> Bool) {
+        self.isReady = isReady
+    }
+
+    func push(_ item: Item) {
+        let waiter = state.withLock { state -> CheckedContinuation<Item?, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.items.append(item)
+            return nil
+        }
+        waiter?.resume(returning: item)
+    }
+
+    /// No more items; the consumer gets nil once the queue is empty.
+    func finish() {
+        let waiter = state.withLock { state -> CheckedContinuation<Item?, Never>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+
+    /// The next item, waiting for one; nil when finished and empty, or when the consumer is cancelled.
+    func next() async -> Item? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Item?, Never>) in
+                let immediate: Item?? = state.withLock { state in
+                    if let item = state.items.popFirst() { return .some(item) }
+                    if state.finished || Task.isCancelled { return .some(nil) }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Item?, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: nil)
+        }
+    }
+
+    /// The head item if `isReady` says its value is known, else nil; never waits.
+    func popReady() -> Item? {
+        state.withLock { state in
+            guard let head = state.items.first, isReady(head) else { return nil }
+            return state.items.removeFirst()
         }
     }
 }

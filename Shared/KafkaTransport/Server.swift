@@ -168,6 +168,8 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
             do {
                 try await serverChannel.executeThenClose { inbound in
                     for try await connection in inbound {
+                        // Claimed here, not in the child task, so the leftover sweep below can never see it.
+                        _ = state.withLock { $0.unclaimed.removeValue(forKey: ObjectIdentifier(connection.channel)) }
                         group.addTask { await self.handle(connection) }
                     }
                 }
@@ -190,7 +192,6 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
     private func handle(_ connection: Connection) async {
         let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
         let channel = connection.channel
-        _ = state.withLock { $0.unclaimed.removeValue(forKey: ObjectIdentifier(channel)) }
         let info = ConnectionInfo(id: id, remoteAddress: channel.remoteAddress)
         var logger = logger
         logger[metadataKey: "peer"] = "\(info.remoteAddress.map { "\($0)" } ?? "unknown")"
@@ -217,7 +218,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         channel: any Channel, info: ConnectionInfo, logger: Logger
     ) async {
         let permits = AsyncPermits(configuration.maxInFlightPerConnection)
-        let (queue, queueInput) = AsyncStream<Slot>.makeStream()
+        let queue = ReadyQueue<Slot> { $0.action.delivered != nil }
         await withDiscardingTaskGroup { group in
             group.addTask {
                 await Self.writeResponses(queue, outbound: outbound, permits: permits, channel: channel, logger: logger)
@@ -235,8 +236,13 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                     }
                     let pending = await handler.accept(request, connection: info)
                     let slot = OneShot<KafkaResponseAction>()
-                    queueInput.yield((request.correlationId, slot))
-                    group.addTask { slot.fulfill(await pending.complete()) }
+                    switch pending.storage {
+                    case let .ready(action):
+                        slot.fulfill(action)
+                    case let .later(complete):
+                        group.addTask { slot.fulfill(await complete()) }
+                    }
+                    queue.push((request.correlationId, slot))
                 }
                 // The request stream ended: either our shutdown half-closed it (drain what was accepted) or the peer left.
                 drain = state.withLock { $0.shuttingDown } && channel.isActive
@@ -248,7 +254,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
             } catch {
                 logger.debug("connection read failed", metadata: ["error": "\(error)"])
             }
-            queueInput.finish()
+            queue.finish()
             if !drain {
                 permits.close()
                 channel.close(promise: nil)
@@ -257,34 +263,56 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         }
     }
 
+    /// Responses written in one go when several are already computed: one write and one flush for the batch.
+    private static var maxResponsesPerWrite: Int { 64 }
+
     private static func writeResponses(
-        _ queue: AsyncStream<Slot>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, permits: AsyncPermits,
+        _ queue: ReadyQueue<Slot>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, permits: AsyncPermits,
         channel: any Channel, logger: Logger
     ) async {
-        for await slot in queue {
-            guard let action = await slot.action.value() else { return }
-            switch action {
-            case let .respond(body, headerVersion):
-                let prefix = KafkaHeaders.responsePrefix(
-                    correlationId: slot.correlationId, headerVersion: headerVersion, bodySize: body.readableBytes
-                )
+        var batch: [ByteBuffer] = []
+        while let head = await queue.next() {
+            guard let headAction = await head.action.value() else { return }
+            var settled = 0
+            var closeReason: String?
+            var next: (Slot, KafkaResponseAction)? = (head, headAction)
+            while let (slot, action) = next {
+                settled += 1
+                switch action {
+                case let .respond(body, headerVersion):
+                    batch.append(KafkaHeaders.responsePrefix(
+                        correlationId: slot.correlationId, headerVersion: headerVersion, bodySize: body.readableBytes
+                    ))
+                    batch.append(body)
+                case .noResponse:
+                    break
+                case let .close(reason):
+                    closeReason = reason
+                }
+                next = nil
+                if closeReason == nil, settled < maxResponsesPerWrite, let ready = queue.popReady(),
+                   case let .some(.some(action)) = ready.action.delivered {
+                    next = (ready, action)
+                }
+            }
+            if !batch.isEmpty {
                 do {
-                    try await outbound.write(contentsOf: [prefix, body])
+                    try await outbound.write(contentsOf: batch)
                 } catch {
                     logger.debug("response write failed", metadata: ["error": "\(error)"])
                     permits.close()
                     channel.close(promise: nil)
                     return
                 }
-            case .noResponse:
-                break
-            case let .close(reason):
-                logger.info("closing connection at handler's request", metadata: ["reason": "\(reason)"])
+                batch.removeAll(keepingCapacity: true)
+            }
+            if let closeReason {
+                logger.info("closing connection at handler's request", metadata: ["reason": "\(closeReason)"])
                 permits.close()
                 channel.close(promise: nil)
                 return
             }
-            permits.release()
+            permits.release(settled)
         }
     }
 }

@@ -26,16 +26,25 @@ public enum KafkaResponseAction: Sendable {
 
 /// The order-insensitive remainder of a request's processing, run concurrently with other requests' remainders.
 public struct KafkaPendingResponse: Sendable {
-    let complete: @Sendable () async -> KafkaResponseAction
+    enum Storage: Sendable {
+        case ready(KafkaResponseAction)
+        case later(@Sendable () async -> KafkaResponseAction)
+    }
+
+    let storage: Storage
 
     /// A response computed later by `complete`, which runs concurrently with other requests' completions.
     public init(_ complete: @escaping @Sendable () async -> KafkaResponseAction) {
-        self.complete = complete
+        storage = .later(complete)
     }
 
-    /// A response that is already known.
+    /// A response that is already known (no task is started for it).
     public static func immediate(_ action: KafkaResponseAction) -> Self {
-        Self { action }
+        Self(storage: .ready(action))
+    }
+
+    private init(storage: Storage) {
+        self.storage = storage
     }
 }
 
