@@ -309,11 +309,21 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
             if let closeReason {
                 logger.info("closing connection at handler's request", metadata: ["reason": "\(closeReason)"])
                 permits.close()
+                await flushBarrier(channel)
                 channel.close(promise: nil)
                 return
             }
             permits.release(settled)
         }
+        // Drained (graceful shutdown): the caller closes next, which must not cut off the last responses.
+        await flushBarrier(channel)
+    }
+
+    /// Returns once everything written before it has reached the socket. A close while writes are still
+    /// pending in NIO would discard them, truncating responses the client was promised.
+    private static func flushBarrier(_ channel: any Channel) async {
+        // Same event loop queue as the async writer's writes, so this empty write completes after them.
+        try? await channel.writeAndFlush(ByteBuffer())
     }
 }
 

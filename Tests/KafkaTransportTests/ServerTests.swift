@@ -223,6 +223,20 @@ private func echo(
         }
     }
 
+    @Test func closeWaitsUntilEarlierLargeResponsesAreOnTheWire() async throws {
+        let size = 16 * 1024 * 1024
+        try await withServer(handler: ScriptedHandler(), logger: LogCapture().logger()) { _, port in
+            let big = requestFrame(apiKey: 1, apiVersion: 3, correlationId: 1, clientId: nil, headerVersion: 1, body: ByteBuffer(string: "big \(size)"))
+            let closing = requestFrame(apiKey: 1, apiVersion: 3, correlationId: 2, clientId: nil, headerVersion: 1, body: ByteBuffer(string: "close"))
+            var received = try await rawExchange(port: port, chunks: [big, closing], timeout: .seconds(30))
+            let frame = try #require(try KafkaFrameDecoder.nextFrame(from: &received, maxFrameSize: 2 * size))
+            let (correlationId, body) = try KafkaHeaders.parseResponse(frame: frame, headerVersion: 0)
+            #expect(correlationId == 1)
+            #expect(body.readableBytes == size)
+            #expect(received.readableBytes == 0)
+        }
+    }
+
     @Test func idleConnectionIsClosed() async throws {
         let capture = LogCapture()
         try await withServer(handler: ScriptedHandler(), logger: capture.logger(), configure: { $0.idleTimeout = .milliseconds(200) }) { _, port in
@@ -242,6 +256,9 @@ private func echo(
         let connection = try await connect(port)
         let reply = Task { try await echo(connection, "echo last") }
         let accepted = try await withTimeout(.seconds(10)) { await handler.nextAccepted(1) }
+        // A large response queued behind the gated one must still reach the client in full.
+        let large = Task { try await echo(connection, "big 8388608").count }
+        _ = try await withTimeout(.seconds(10)) { await handler.nextAccepted(1) }
         running.cancel()
         // New connections are refused once the listener is closed; bounded retry while the close propagates.
         var refused = false
@@ -257,6 +274,7 @@ private func echo(
         #expect(refused)
         handler.release(accepted[0])
         #expect(try await withTimeout(.seconds(10)) { try await reply.value } == "echo last")
+        #expect(try await withTimeout(.seconds(10)) { try await large.value } == 8_388_608)
         try await withTimeout(.seconds(10)) { try await running.value }
         #expect(capture.lines(atLeast: .warning).isEmpty)
     }

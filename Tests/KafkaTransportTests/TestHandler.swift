@@ -5,7 +5,7 @@ import Synchronization
 
 /// A request handler whose behaviour is chosen by the request body's first word:
 /// `echo …` answers with the body (after the test releases it when `gated`), `noresp` gives `.noResponse`,
-/// `close` gives `.close`, `hang` never answers until cancelled.
+/// `close` gives `.close`, `big N` answers with N bytes, `hang` never answers until cancelled.
 final class ScriptedHandler: KafkaRequestHandler {
     struct Record: Sendable {
         var request: KafkaRequestFrame
@@ -83,6 +83,10 @@ final class ScriptedHandler: KafkaRequestHandler {
         case "close":
             complete(correlationId)
             return .immediate(.close(reason: "asked by test"))
+        case "big":
+            let size = String(buffer: request.body).split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+            complete(correlationId)
+            return .immediate(.respond(body: ByteBuffer(repeating: 0x62, count: size), headerVersion: responseHeader))
         case "hang":
             return KafkaPendingResponse {
                 _ = await OneShot<Void>().value()
