@@ -230,8 +230,18 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                     let request: KafkaRequestFrame
                     do {
                         request = try KafkaHeaders.parseRequest(frame: frame, resolver: configuration.headerVersionResolver)
+                    } catch let KafkaTransportError.unsupportedVersion(apiKey, apiVersion) {
+                        // The body layout is unknown, so the stream cannot be resynchronised: Kafka closes too.
+                        logger.warning(
+                            "closing connection: unsupported api key or version",
+                            metadata: [
+                                "kafka.api_key": "\(apiKey)", "kafka.api_version": "\(apiVersion)",
+                                "error": "\(KafkaTransportError.unsupportedVersion(apiKey: apiKey, apiVersion: apiVersion))",
+                            ]
+                        )
+                        break
                     } catch {
-                        logger.warning("closing connection: bad request header", metadata: ["error": "\(error)"])
+                        logger.warning("closing connection: malformed request header", metadata: ["error": "\(error)"])
                         break
                     }
                     let pending = await handler.accept(request, connection: info)

@@ -185,7 +185,22 @@ private func echo(
         #expect(handler.records.isEmpty)
         let warnings = capture.lines(atLeast: .warning)
         #expect(warnings.count == 1)
-        #expect(warnings.first?.metadata["error"]?.contains("99") == true)
+        #expect(warnings.first?.metadata["kafka.api_key"] == "99")
+        #expect(warnings.first?.metadata["peer"]?.contains("127.0.0.1") == true)
+    }
+
+    @Test func malformedHeaderClosesTheConnectionWithOneLogLine() async throws {
+        let handler = ScriptedHandler()
+        let capture = LogCapture()
+        try await withServer(handler: handler, logger: capture.logger()) { _, port in
+            // A frame of 6 bytes: api key, version, then half a correlation id.
+            let received = try await rawExchange(port: port, chunks: [ByteBuffer(bytes: [0, 0, 0, 6, 0, 1, 0, 3, 0, 0])])
+            #expect(received.readableBytes == 0)
+        }
+        #expect(handler.records.isEmpty)
+        let warnings = capture.lines(atLeast: .warning)
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.message.contains("malformed") == true)
     }
 
     @Test func tooNewApiVersionsIsStillDelivered() async throws {
