@@ -103,7 +103,10 @@ let package = Package(
         ),
         .testTarget(
             name: "KafkaTransportTests",
-            dependencies: ["KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log")] + nio,
+            dependencies: [
+                "KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ] + nio,
             path: "Tests/KafkaTransportTests"
         ),
         .testTarget(
