@@ -76,6 +76,7 @@ struct SimParameters {
     var proposalIntervalNanos: UInt64 = 15_000_000
     var maxFsyncNanos: UInt64 = 4_000_000
     var maxEvents = 400_000
+    var entriesPerMessage = 6
 
     static let tickNanos: UInt64 = 10_000_000
 
@@ -89,6 +90,7 @@ struct SimParameters {
         p.faultIntervalNanos = random.between(100, 500) * 1_000_000
         p.crashPermille = random.between(100, 500)
         p.maxFsyncNanos = random.between(1, 8) * 1_000_000
+        p.entriesPerMessage = [1, 2, 6][Int(random.below(3))]
         return p
     }
 
@@ -97,7 +99,7 @@ struct SimParameters {
             id: id, voters: (1...UInt64(nodeCount)).map { $0 },
             electionTimeoutMin: .milliseconds(150), electionTimeoutMax: .milliseconds(300),
             heartbeatInterval: .milliseconds(40),
-            maxEntriesPerMessage: 6, maxBytesPerMessage: 4096, maxInflightMessages: 3, maxInflightBytes: 16384,
+            maxEntriesPerMessage: entriesPerMessage, maxBytesPerMessage: 4096, maxInflightMessages: 3, maxInflightBytes: 16384,
             snapshotThreshold: 24, entriesKeptAfterSnapshot: 4, snapshotChunkBytes: 96, maxSnapshotBytes: 1 << 20)
     }
 }
@@ -367,14 +369,20 @@ final class RaftSimulation {
         queue.push(now + random.between(20, 600) * 1_000_000, .restart(node: n))
     }
 
+    /// A random node, or with probability one half the current leader, whose loss hurts the most.
+    private func pickVictim() -> Int {
+        if random.chance(500), let leader = nodes.indices.last(where: { nodes[$0].raft?.role == .leader }) { return leader }
+        return Int(random.below(UInt64(nodes.count)))
+    }
+
     private func injectFault() {
         let count = nodes.count
         let roll = random.below(1000)
         if roll < parameters.crashPermille {
-            crash(Int(random.below(UInt64(count))))
+            crash(pickVictim())
         } else if roll < parameters.crashPermille + 300, count > 1 {
             blocked = []
-            let victim = Int(random.below(UInt64(count)))
+            let victim = pickVictim()
             let oneWay = random.chance(400)
             let inbound = random.chance(500)
             for other in 0..<count where other != victim {
