@@ -408,6 +408,8 @@ public struct RaftNode: Sendable {
     // MARK: Messages
 
     private mutating func receive(_ message: RaftMessage, from peer: RaftNodeID) {
+        // No legitimate cluster gets near this; refusing it keeps `term + 1` from overflowing.
+        guard message.term < RaftTerm.max / 2 else { return }
         switch message {
         case let .vote(request):
             handleVote(request, from: peer)
@@ -725,7 +727,7 @@ public struct RaftNode: Sendable {
             return
         }
         if response.installed {
-            pr.match = max(pr.match, response.matchIndex)
+            pr.match = max(pr.match, min(response.matchIndex, log.lastIndex))
             pr.becomeProbe(next: pr.match + 1)
             progress[peer] = pr
             maybeCommit()
@@ -772,7 +774,7 @@ public struct RaftNode: Sendable {
         // A rejection only matters if it answers the append we are waiting on.
         let stale: Bool = switch pr.mode {
         case .probe: response.rejectedIndex != pr.next - 1
-        case .replicate: response.rejectedIndex <= pr.match
+        case .replicate: response.rejectedIndex <= pr.match || response.rejectedIndex >= pr.next
         case .snapshot: true
         }
         guard !stale, response.rejectedIndex > 0 else {
@@ -784,7 +786,7 @@ public struct RaftNode: Sendable {
            let last = log.lastIndex(ofTerm: conflictTerm, atOrBefore: response.rejectedIndex) {
             next = last + 1
         }
-        next = min(max(next, 1), response.rejectedIndex)
+        next = min(max(next, 1), response.rejectedIndex, log.lastIndex + 1)
         pr.becomeProbe(next: next)
         progress[peer] = pr
         sendAppends(to: peer)

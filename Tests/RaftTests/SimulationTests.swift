@@ -45,6 +45,14 @@ private func environmentValue(_ name: String) -> String? {
         }
     }
 
+    /// Seeds that once exposed a bug (in the core or the checker); they run on every CI pass.
+    static let regressionSeeds: [UInt64] = [2853]
+
+    @Test(arguments: regressionSeeds) func regressionSeed(_ seed: UInt64) {
+        var totals = Totals()
+        Self.runSeed(seed, totals: &totals)
+    }
+
     @Test func seededRuns() {
         var totals = Totals()
         defer {
@@ -56,7 +64,8 @@ private func environmentValue(_ name: String) -> String? {
         }
         let count = environmentValue("FLOE_RAFT_SEEDS").flatMap(UInt64.init) ?? 1000
         var failures = 0
-        for seed in 1...max(count, 1) {
+        let first = environmentValue("FLOE_RAFT_FIRST_SEED").flatMap(UInt64.init) ?? 1
+        for seed in first..<first + max(count, 1) {
             if !Self.runSeed(seed, totals: &totals) {
                 failures += 1
                 if failures >= 3 { break }

@@ -323,7 +323,7 @@ final class RaftSimulation {
             try step(n, .snapshotCreated(index: index, data: data))
         case .fault:
             if !healed {
-                injectFault()
+                try injectFault()
                 queue.push(now + parameters.faultIntervalNanos / 2 + random.below(parameters.faultIntervalNanos), .fault)
             }
         case let .restart(n):
@@ -375,7 +375,7 @@ final class RaftSimulation {
         return Int(random.below(UInt64(nodes.count)))
     }
 
-    private func injectFault() {
+    private func injectFault() throws(SimFailure) {
         let count = nodes.count
         let roll = random.below(1000)
         if roll < parameters.crashPermille {
@@ -397,6 +397,11 @@ final class RaftSimulation {
                 blocked.insert(b * 16 + a)
                 record("cut link \(a + 1)<->\(b + 1)")
             }
+        } else if roll < parameters.crashPermille + 530, count > 1,
+                  let leader = nodes.indices.last(where: { nodes[$0].raft?.role == .leader }) {
+            let target = random.chance(300) ? nil : RaftNodeID(random.below(UInt64(count)) + 1)
+            record("node \(leader + 1) asked to transfer leadership to \(target.map(String.init) ?? "best")")
+            try step(leader, .transferLeadership(to: target))
         } else {
             blocked = []
             record("network healed")
@@ -527,7 +532,8 @@ final class RaftSimulation {
         let disk = nodes[n].disk
         switch envelope.message {
         case let .voteResponse(response) where response.granted && !response.isPreVote:
-            guard disk.hardState.term == response.term, disk.hardState.votedFor == envelope.to else {
+            // A later durable term supersedes the vote, which was persisted first (writes are ordered).
+            guard disk.hardState.term > response.term || (disk.hardState.term == response.term && disk.hardState.votedFor == envelope.to) else {
                 throw fail("node \(n + 1) granted a vote in term \(response.term) before persisting it")
             }
         case let .appendResponse(response) where response.success && response.matchIndex > 0:
@@ -535,7 +541,7 @@ final class RaftSimulation {
                 throw fail("node \(n + 1) acknowledged index \(response.matchIndex) before it was durable")
             }
         case .vote(let request) where !request.isPreVote:
-            guard disk.hardState.term == request.term, disk.hardState.votedFor == UInt64(n + 1) else {
+            guard disk.hardState.term > request.term || (disk.hardState.term == request.term && disk.hardState.votedFor == UInt64(n + 1)) else {
                 throw fail("node \(n + 1) requested votes for term \(request.term) before persisting its own vote")
             }
         default:
