@@ -211,6 +211,22 @@ private func applied(_ actions: [RaftAction]) -> [RaftLogEntry] {
         #expect(cluster.applied[Int(follower - 1)] == cluster.applied[Int(leader - 1)])
     }
 
+    @Test func restartWithDurablyAppliedStateDoesNotReapply() throws {
+        var cluster = try ManualCluster(count: 1)
+        let entries = (1...5).map { RaftLogEntry(term: 1, index: RaftIndex($0), payload: [UInt8($0)]) }
+        try cluster.restore(1, RaftPersistentState(hardState: RaftHardState(term: 1, votedFor: 1), entries: entries, appliedIndex: 3))
+        #expect(cluster.node(1).commitIndex == 3)
+        #expect(cluster.node(1).appliedIndex == 3)
+        let elected = cluster.run(milliseconds: 1_000, ticking: [1], until: { $0.node(1).commitIndex == 6 })
+        #expect(elected)
+        // Only entries after the durably applied index are handed out, then the new term's no-op.
+        #expect(cluster.applied[0].map(\.index) == [4, 5, 6])
+        #expect(throws: RaftError.self) {
+            try RaftNode(configuration: RaftConfiguration(id: 1, voters: [1]),
+                         restoring: RaftPersistentState(entries: entries, appliedIndex: 9), seed: 1, now: .zero)
+        }
+    }
+
     @Test func lostUnflushedWritesAreNotAcknowledged() throws {
         var cluster = try ManualCluster(count: 3)
         let append = RaftEnvelope(from: 1, to: 2, message: .append(RaftAppendRequest(

@@ -91,6 +91,9 @@ struct SimParameters {
         p.crashPermille = random.between(100, 500)
         p.maxFsyncNanos = random.between(1, 8) * 1_000_000
         p.entriesPerMessage = [1, 2, 6][Int(random.below(3))]
+        p.chaosNanos = random.between(10, 30) * 100_000_000
+        // Some disks are slow enough that durability, not the network, paces replication and elections.
+        if random.chance(100) { p.maxFsyncNanos = random.between(20, 80) * 1_000_000 }
         return p
     }
 
