@@ -45,8 +45,10 @@ private func environmentValue(_ name: String) -> String? {
         }
     }
 
-    /// Seeds that once exposed a bug (in the core or the checker); they run on every CI pass.
-    static let regressionSeeds: [UInt64] = [2853]
+    /// Seeds that exposed a bug (in the core, the checker, or a deliberately broken commit rule);
+    /// they run on every CI pass. 2853: a vote request released after a later term was persisted.
+    /// 1313: commits a previous-term entry by counting if the §5.4.2 term check is removed.
+    static let regressionSeeds: [UInt64] = [2853, 1313]
 
     @Test(arguments: regressionSeeds) func regressionSeed(_ seed: UInt64) {
         var totals = Totals()

@@ -77,6 +77,7 @@ struct SimParameters {
     var maxFsyncNanos: UInt64 = 4_000_000
     var maxEvents = 400_000
     var entriesPerMessage = 6
+    var leaderCrashAfterCommitPermille: UInt64 = 0
 
     static let tickNanos: UInt64 = 10_000_000
 
@@ -92,6 +93,7 @@ struct SimParameters {
         p.maxFsyncNanos = random.between(1, 8) * 1_000_000
         p.entriesPerMessage = [1, 2, 6][Int(random.below(3))]
         p.chaosNanos = random.between(10, 30) * 100_000_000
+        p.leaderCrashAfterCommitPermille = random.chance(500) ? random.between(5, 40) : 0
         // Some disks are slow enough that durability, not the network, paces replication and elections.
         if random.chance(100) { p.maxFsyncNanos = random.between(20, 80) * 1_000_000 }
         return p
@@ -202,6 +204,7 @@ final class RaftSimulation {
         case appSnapshot(node: Int, incarnation: Int, index: RaftIndex, data: [UInt8])
         case fault
         case restart(node: Int)
+        case crash(node: Int, incarnation: Int)
         case propose
         case livenessProbe
     }
@@ -329,6 +332,8 @@ final class RaftSimulation {
                 try injectFault()
                 queue.push(now + parameters.faultIntervalNanos / 2 + random.below(parameters.faultIntervalNanos), .fault)
             }
+        case let .crash(n, incarnation):
+            if !healed, nodes[n].incarnation == incarnation { crash(n) }
         case let .restart(n):
             guard nodes[n].raft == nil else { return }
             try start(n)
@@ -477,7 +482,13 @@ final class RaftSimulation {
             }
             stats.applied += entries.count
             try checkAgainstCommitted(entries[...], node: n, what: "apply")
-            if nodes[n].raft?.role == .leader, let last = entries.last { try checkCommitIsDurableOnQuorum(last) }
+            if nodes[n].raft?.role == .leader, let last = entries.last {
+                try checkCommitIsDurableOnQuorum(last)
+                // Leaders dying right after committing, before followers learn of it, stress leader completeness.
+                if !healed, random.chance(parameters.leaderCrashAfterCommitPermille) {
+                    queue.push(now + random.below(2_000_000), .crash(node: n, incarnation: nodes[n].incarnation))
+                }
+            }
         case let .takeSnapshot(through):
             guard Int(through) == nodes[n].applied.count else { throw fail("snapshot requested at \(through) with \(nodes[n].applied.count) applied") }
             let data = SimStateMachine.encode(nodes[n].applied[...])
