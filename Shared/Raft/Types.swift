@@ -24,7 +24,7 @@ public struct RaftInstant: Comparable, Hashable, Sendable, CustomStringConvertib
         return RaftInstant(nanoseconds: overflow ? .max : sum)
     }
 
-    public var description: String { "\(nanoseconds / 1_000_000).\(nanoseconds / 1000 % 1000)ms" }
+    public var description: String { "\(nanoseconds)ns" }
 }
 
 /// One replicated log entry.
