@@ -17,6 +17,7 @@ let package = Package(
     products: [
         .executable(name: "floe", targets: ["floe"]),
         .executable(name: "floe-protocol-gen", targets: ["ProtocolGen"]),
+        .executable(name: "floe-capture", targets: ["CaptureListener"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -88,6 +89,11 @@ let package = Package(
         ),
 
         // MARK: Tests
+        .executableTarget(
+            name: "CaptureListener",
+            dependencies: ["KafkaProtocol", "KafkaTransport", .product(name: "Logging", package: "swift-log")] + nio,
+            path: "Tests/CaptureListener"
+        ),
         .testTarget(
             name: "KafkaProtocolTests",
             dependencies: ["KafkaProtocol", "KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],

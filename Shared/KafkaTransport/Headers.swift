@@ -20,12 +20,16 @@ public struct KafkaRequestFrame: Sendable {
     public var headerTaggedFields: [UnknownTaggedField]
     /// Everything after the header (for an unsupported ApiVersions version, possibly including its header tagged fields).
     public var body: ByteBuffer
+    /// The whole frame as received (header and body, without the size field), sharing storage with `body`;
+    /// kept for tools that record or forward requests byte for byte.
+    public var frame: ByteBuffer
 
-    /// Builds a frame by hand (tests, in-process callers).
+    /// Builds a frame by hand (tests, in-process callers). Without `frame`, only the body is known.
     public init(
         apiKey: Int16, apiVersion: Int16, correlationId: Int32, clientId: String?, headerVersion: Int16,
-        headerTaggedFields: [UnknownTaggedField] = [], body: ByteBuffer
+        headerTaggedFields: [UnknownTaggedField] = [], body: ByteBuffer, frame: ByteBuffer? = nil
     ) {
+        self.frame = frame ?? body
         self.apiKey = apiKey
         self.apiVersion = apiVersion
         self.correlationId = correlationId
@@ -74,7 +78,7 @@ public enum KafkaHeaders {
             }
             return KafkaRequestFrame(
                 apiKey: apiKey, apiVersion: apiVersion, correlationId: correlationId, clientId: clientId,
-                headerVersion: headerVersion, headerTaggedFields: tagged, body: buffer
+                headerVersion: headerVersion, headerTaggedFields: tagged, body: buffer, frame: frame
             )
         } catch let error as KafkaTransportError {
             throw error
