@@ -68,6 +68,17 @@ let package = Package(
             path: "Shared/ObjectStorage"
         ),
 
+        // MARK: Services
+        .target(
+            name: "WALWriterCore",
+            dependencies: [
+                "KafkaRecords",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ] + nio,
+            path: "Services/WALWriter/WALWriterCore"
+        ),
+
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
@@ -103,6 +114,16 @@ let package = Package(
             name: "ObjectStorageTests",
             dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/ObjectStorageTests"
+        ),
+        .executableTarget(
+            name: "wal-crash-helper",
+            dependencies: ["WALWriterCore", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/WALCrashHelper"
+        ),
+        .testTarget(
+            name: "WALWriterCoreTests",
+            dependencies: ["WALWriterCore", "wal-crash-helper", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/WALWriterCoreTests"
         ),
         .testTarget(
             name: "RaftTests",
