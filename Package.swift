@@ -75,6 +75,7 @@ let package = Package(
                 "KafkaRecords",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ] + nio,
             path: "Services/WALWriter/WALWriterCore"
         ),

@@ -56,26 +56,52 @@ func microseconds(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
 }
 
-func bench(directory: String) async throws {
-    let count = 2000
-    // Raw: 1 KiB pwrite + fdatasync into a preallocated file on the same volume.
-    let path = directory + "/raw-sync.tmp"
-    mkdir(directory, 0o755)
-    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
-    guard fd >= 0 else { emit("cannot open \(path)"); return }
-    _ = posix_fallocate(fd, 0, off_t(count * 1024 + 4096))
+/// Latency of 4 KiB sequential writes each made durable, on a preallocated file.
+func rawSync(path: String, count: Int, zeroFill: Bool, direct: Bool) -> [Double] {
+    let size = count * 4096 + 4096
+    var fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { return [] }
+    if zeroFill {
+        let zeros = [UInt8](repeating: 0, count: size)
+        _ = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    } else {
+        _ = posix_fallocate(fd, 0, off_t(size))
+    }
     _ = fsync(fd)
-    let block = [UInt8](repeating: 7, count: 1024)
-    var raw: [Double] = []
+    if direct {
+        close(fd)
+        // O_DIRECT (0o40000 on Linux x86_64 and arm64) is not exported by the Glibc module.
+        fd = open(path, O_RDWR | 0o40000 | O_DSYNC)
+        guard fd >= 0 else { return [] }
+    }
+    defer { close(fd); unlink(path) }
+    guard let block = UnsafeMutableRawBufferPointer.allocateAligned(4096) else { return [] }
+    defer { block.deallocate() }
+    var latencies: [Double] = []
     for i in 0..<count {
         let start = ContinuousClock.now
-        _ = block.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(i * 1024)) }
-        _ = fdatasync(fd)
-        raw.append(microseconds(.now - start))
+        guard pwrite(fd, block.baseAddress, 4096, off_t(i * 4096)) == 4096 else { return latencies }
+        if !direct { _ = fdatasync(fd) }
+        latencies.append(microseconds(.now - start))
     }
-    close(fd)
-    unlink(path)
-    emit(String(format: "raw 1KiB pwrite+fdatasync: n=%d p50=%.0fus p99=%.0fus", count, percentile(raw, 0.5), percentile(raw, 0.99)))
+    return latencies
+}
+
+extension UnsafeMutableRawBufferPointer {
+    static func allocateAligned(_ size: Int) -> UnsafeMutableRawBufferPointer? {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        buffer.initializeMemory(as: UInt8.self, repeating: 7)
+        return buffer
+    }
+}
+
+func bench(directory: String) async throws {
+    let count = 2000
+    mkdir(directory, 0o755)
+    for mode in ["fallocate", "zero-filled", "zero-filled O_DIRECT|O_DSYNC"] {
+        let latencies = rawSync(path: directory + "/raw-sync.tmp", count: count, zeroFill: mode != "fallocate", direct: mode.hasSuffix("O_DSYNC"))
+        emit("raw 4KiB pwrite+sync (\(mode)): " + String(format: "n=%d p50=%.0fus p99=%.0fus", latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99)))
+    }
 
     let engine = try await WALEngine.open(configuration: .init(directory: directory + "/wal", segmentSize: 64 << 20))
     var single: [Double] = []

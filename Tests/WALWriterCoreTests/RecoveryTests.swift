@@ -148,4 +148,19 @@ import WALWriterCore
         #expect(await reopened.streamState(3)?.durableEnd == 200)
         await reopened.close()
     }
+
+    @Test func damagedSegmentHeaderRefusesToOpen() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        _ = try await populate(dir, count: 3)
+        let path = try segmentPath(dir)
+        var image = try Data(contentsOf: URL(fileURLWithPath: path))
+        image[5] ^= 1
+        try image.write(to: URL(fileURLWithPath: path))
+        await #expect(throws: WALError.corruptVolume("segment 1 has an invalid header")) {
+            _ = try await WALEngine.open(configuration: config(dir))
+        }
+        // The data was left in place for inspection.
+        #expect(segmentFiles(dir.path).count == 1)
+    }
 }

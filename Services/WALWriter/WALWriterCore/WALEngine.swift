@@ -102,8 +102,14 @@ public actor WALEngine {
         public var maxBufferedBytes: Int
         /// Bound on one group write.
         public var maxWriteBytes: Int
+        /// Zero-fill new segments ahead of use (cheaper syncs than fallocated extents).
+        public var zeroFillSegments: Bool
 
-        public init(directory: String, segmentSize: Int = 64 << 20, maxBufferedBytes: Int = 256 << 20, maxWriteBytes: Int = 8 << 20) {
+        public init(
+            directory: String, segmentSize: Int = 64 << 20, maxBufferedBytes: Int = 256 << 20, maxWriteBytes: Int = 8 << 20,
+            zeroFillSegments: Bool = true
+        ) {
+            self.zeroFillSegments = zeroFillSegments
             self.directory = directory
             self.segmentSize = segmentSize
             self.maxBufferedBytes = maxBufferedBytes
@@ -145,7 +151,7 @@ public actor WALEngine {
         }
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
-        let volume = WALVolume(directory: configuration.directory, segmentSize: configuration.segmentSize)
+        let volume = WALVolume(directory: configuration.directory, segmentSize: configuration.segmentSize, zeroFill: configuration.zeroFillSegments)
         let recovered: Result<RecoveredState, WALError>
         do {
             recovered = try await pool.runIfActive {
@@ -173,6 +179,14 @@ public actor WALEngine {
         guard !closed else { return }
         closed = true
         try? await pool.shutdownGracefully()
+        volume.shutdown()
+    }
+
+    deinit {
+        if !closed {
+            pool.shutdownGracefully { _ in }
+            volume.shutdown()
+        }
     }
 
     /// Appends batches of one stream; returns once they are durable.

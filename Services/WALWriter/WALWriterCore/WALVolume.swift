@@ -4,7 +4,9 @@ import Glibc
 import Darwin
 #endif
 import KafkaRecords
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 /// A durable, untrimmed append found by recovery or written since.
 public struct StoredBatch: Sendable, Equatable {
@@ -94,20 +96,82 @@ final class WALVolume: @unchecked Sendable {
         var firstLSN: LSN
     }
 
+    /// State of the zero-filled file kept ready for the next segment.
+    enum Spare: Sendable {
+        case none, preparing, ready
+    }
+
     let directory: String
     let segmentSize: Int
     private(set) var segments: [Segment] = []
     private var fd: Int32 = -1
     private var writePosition = 0
     private var trimLSN: LSN = 0
+    /// Zero-filling a segment takes long enough to stall appends, so the next one is prepared
+    /// on its own thread. fdatasync into written-zero blocks is cheaper than into fallocated
+    /// (unwritten) extents, whose conversion costs a journal commit on every sync.
+    private let spareThread: NIOThreadPool
+    private let spare = NIOLockedValueBox(Spare.none)
+    private let stopped = NIOLockedValueBox(false)
+    /// Whether new segments are zero-filled in the background (otherwise only fallocated).
+    let zeroFill: Bool
 
-    init(directory: String, segmentSize: Int) {
+    init(directory: String, segmentSize: Int, zeroFill: Bool = true) {
         self.directory = directory
         self.segmentSize = segmentSize
+        self.zeroFill = zeroFill
+        spareThread = NIOThreadPool(numberOfThreads: 1)
+        spareThread.start()
     }
 
     deinit {
         if fd >= 0 { close(fd) }
+        shutdown()
+    }
+
+    /// Stops the spare-preparation thread.
+    func shutdown() {
+        let first = stopped.withLockedValue { stopped in
+            defer { stopped = true }
+            return !stopped
+        }
+        if first { spareThread.shutdownGracefully { _ in } }
+    }
+
+    private var sparePath: String { directory + "/spare.tmp" }
+
+    /// Starts zero-filling the spare segment in the background unless one is ready or under way.
+    func prepareSpare() {
+        guard zeroFill else { return }
+        let start = spare.withLockedValue { state -> Bool in
+            guard case .none = state else { return false }
+            state = .preparing
+            return true
+        }
+        guard start else { return }
+        let path = sparePath
+        let size = segmentSize
+        let spare = self.spare
+        spareThread.submit { work in
+            guard case .active = work else { return }
+            let ok = Self.zeroFilledFile(path: path, size: size)
+            spare.withLockedValue { $0 = ok ? .ready : .none }
+        }
+    }
+
+    private static func zeroFilledFile(path: String, size: Int) -> Bool {
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var position = 0
+        while position < size {
+            let n = chunk.withUnsafeBytes { pwrite(fd, $0.baseAddress, min($0.count, size - position), off_t(position)) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { return false }
+            position += n
+        }
+        return fsync(fd) == 0
     }
 
     private func path(_ sequence: UInt64) -> String {
@@ -147,6 +211,9 @@ final class WALVolume: @unchecked Sendable {
         var index = startIndex
         while index < headers.count {
             let sequence = headers[index].0
+            // Segments appear only by rename after their header is synced: a bad header is damage,
+            // and deleting what follows it would be silent data loss. An operator has to look.
+            guard headers[index].1 != nil else { throw .corruptVolume("segment \(sequence) has an invalid header") }
             let image = try readFile(path(sequence))
             let result = image.withUnsafeBytes { bytes in
                 WALScanner.scan(segment: bytes, sequence: sequence, expectedFirstLSN: expected, into: &state)
@@ -170,6 +237,7 @@ final class WALVolume: @unchecked Sendable {
             state.truncatedAt = (sequence, position)
         }
         try syncDirectory()
+        prepareSpare()
         return state
     }
 
@@ -318,11 +386,23 @@ final class WALVolume: @unchecked Sendable {
         }
         let sequence = (segments.last?.sequence ?? 0) + 1
         let final = path(sequence)
-        let temporary = final + ".tmp"
-        let newFD = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard newFD >= 0 else { throw .volume(operation: "create segment", errno: errno) }
-        fd = newFD
-        try preallocate()
+        var temporary = final + ".tmp"
+        let useSpare = spare.withLockedValue { state -> Bool in
+            guard case .ready = state else { return false }
+            state = .none
+            return true
+        }
+        if useSpare {
+            temporary = sparePath
+            let newFD = open(temporary, O_RDWR | O_CLOEXEC)
+            guard newFD >= 0 else { throw .volume(operation: "open spare segment", errno: errno) }
+            fd = newFD
+        } else {
+            let newFD = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard newFD >= 0 else { throw .volume(operation: "create segment", errno: errno) }
+            fd = newFD
+            try preallocate()
+        }
         var header = ByteBuffer()
         WALFormat.writeSegmentHeader(into: &header, sequence: sequence, firstLSN: firstLSN)
         try writeAll(header, at: 0)
@@ -331,6 +411,7 @@ final class WALVolume: @unchecked Sendable {
         try syncDirectory()
         segments.append(Segment(sequence: sequence, firstLSN: firstLSN))
         writePosition = WALFormat.segmentHeaderSize
+        prepareSpare()
     }
 
     // MARK: Trim
