@@ -123,7 +123,11 @@ let package = Package(
         ),
         .testTarget(
             name: "WALWriterCoreTests",
-            dependencies: ["WALWriterCore", "wal-crash-helper", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "WALWriterCore", "wal-crash-helper",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/WALWriterCoreTests"
         ),
         .testTarget(

@@ -7,7 +7,7 @@ import WALWriterCore
     @Test func concurrentAppendersShareSyncs() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }
-        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20))
+        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20), logger: quietLogger)
         let streams = 64, perStream = 20
         try await withThrowingTaskGroup(of: Void.self) { group in
             for s in 0..<streams {
@@ -40,7 +40,7 @@ import WALWriterCore
         defer { dir.cleanup() }
         let record = WALFormat.encodedSize(batchBytes: 100)
         let limit = record * 10
-        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20, maxBufferedBytes: limit))
+        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20, maxBufferedBytes: limit), logger: quietLogger)
         let payload = ByteBuffer(repeating: 9, count: 100)
         for i in 0..<10 {
             _ = try await wal.append(stream: 1, epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: payload)

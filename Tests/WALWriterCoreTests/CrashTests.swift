@@ -72,7 +72,7 @@ import WALWriterCore
                 }
                 acknowledged[s, default: []].append((b, l))
             }
-            let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 256 << 10))
+            let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 256 << 10), logger: quietLogger)
             for stream in acknowledged.keys.sorted() {
                 let acked = acknowledged[stream] ?? []
                 let all = try await wal.read(stream: stream, from: 0, maxBytes: 1 << 30)

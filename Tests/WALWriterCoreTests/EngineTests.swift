@@ -9,7 +9,7 @@ import WALWriterCore
         defer { dir.cleanup() }
         let config = WALEngine.Configuration(directory: dir.path, segmentSize: 64 << 10)
         do {
-            let wal = try await WALEngine.open(configuration: config)
+            let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
             let a = try await wal.append(stream: 7, epoch: 1, baseOffset: 0, lastOffset: 2, batches: bytes("abc"))
             let b = try await wal.append(stream: 7, epoch: 1, baseOffset: 3, lastOffset: 3, batches: bytes("d"))
             #expect(b.lsn == a.lsn + 1)
@@ -42,7 +42,7 @@ import WALWriterCore
             await wal.close()
         }
         // Fence, epochs and ends survive restart even after everything was trimmed.
-        let wal = try await WALEngine.open(configuration: config)
+        let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
         #expect(await wal.streamState(7)?.epoch == 3)
         #expect(await wal.streamState(7)?.durableEnd == 5)
         await #expect(throws: WALError.fenced(stream: 7, currentEpoch: 3)) {
@@ -58,18 +58,34 @@ import WALWriterCore
         defer { dir.cleanup() }
         let config = WALEngine.Configuration(directory: dir.path, segmentSize: 64 << 10)
         do {
-            let wal = try await WALEngine.open(configuration: config)
+            let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
             _ = try await wal.append(stream: 1, epoch: 4, baseOffset: 10, lastOffset: 19, batches: bytes("ten"))
             #expect(try await wal.fence(stream: 1, epoch: 6) == 20)
             #expect(try await wal.fence(stream: 2, epoch: 1) == nil)
             await wal.close()
         }
-        let wal = try await WALEngine.open(configuration: config)
+        let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
         await #expect(throws: WALError.fenced(stream: 1, currentEpoch: 6)) {
             try await wal.append(stream: 1, epoch: 5, baseOffset: 20, lastOffset: 20, batches: bytes("x"))
         }
         #expect(try await wal.read(stream: 1, from: 10, maxBytes: 100) == [bytes("ten")])
         #expect(await wal.streamState(2)?.epoch == 1)
+        await wal.close()
+    }
+
+    @Test func oversizedAppendIsRefused() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 8192), logger: quietLogger)
+        let limit = 8192 - WALFormat.segmentHeaderSize
+        await #expect(throws: WALError.tooLarge(bytes: WALFormat.encodedSize(batchBytes: 9000), limit: limit)) {
+            try await wal.append(stream: 1, epoch: 0, baseOffset: 0, lastOffset: 0, batches: ByteBuffer(repeating: 1, count: 9000))
+        }
+        // The largest record that fits a segment is accepted, and the stream carries on.
+        let fitting = limit - WALFormat.encodedSize(batchBytes: 0)
+        _ = try await wal.append(stream: 1, epoch: 0, baseOffset: 0, lastOffset: 0, batches: ByteBuffer(repeating: 2, count: fitting))
+        _ = try await wal.append(stream: 1, epoch: 0, baseOffset: 1, lastOffset: 1, batches: ByteBuffer(repeating: 3, count: fitting))
+        #expect(try await wal.read(stream: 1, from: 1, maxBytes: 0) == [ByteBuffer(repeating: 3, count: fitting)])
         await wal.close()
     }
 }

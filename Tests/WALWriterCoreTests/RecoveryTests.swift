@@ -12,7 +12,7 @@ import WALWriterCore
 
     /// Writes `count` single-offset appends to stream 1 and returns each record's byte range in the first segment.
     func populate(_ dir: TempDir, count: Int) async throws -> [Range<Int>] {
-        let wal = try await WALEngine.open(configuration: config(dir))
+        let wal = try await WALEngine.open(configuration: config(dir), logger: quietLogger)
         var ranges: [Range<Int>] = []
         var position = WALFormat.segmentHeaderSize
         for i in 0..<count {
@@ -34,7 +34,7 @@ import WALWriterCore
 
     /// Reopens, checks exactly offsets 0..<expected survive, appends the next one and checks it survives another restart.
     func expectRecovered(_ dir: TempDir, count expected: Int, comment: String = "") async throws {
-        let wal = try await WALEngine.open(configuration: config(dir))
+        let wal = try await WALEngine.open(configuration: config(dir), logger: quietLogger)
         #expect(await wal.streamState(1)?.durableEnd == (expected == 0 ? nil : Int64(expected)), "\(comment)")
         if expected > 0 {
             let all = try await wal.read(stream: 1, from: 0, maxBytes: 1 << 20)
@@ -42,7 +42,7 @@ import WALWriterCore
         }
         _ = try await wal.append(stream: 1, epoch: 1, baseOffset: Int64(expected), lastOffset: Int64(expected), batches: bytes("after"))
         await wal.close()
-        let again = try await WALEngine.open(configuration: config(dir))
+        let again = try await WALEngine.open(configuration: config(dir), logger: quietLogger)
         let tail = try await again.read(stream: 1, from: Int64(expected), maxBytes: 1 << 20)
         #expect(tail == [bytes("after")], "\(comment)")
         #expect(await again.streamState(1)?.durableEnd == Int64(expected + 1), "\(comment)")
@@ -113,11 +113,11 @@ import WALWriterCore
         var image = try Data(contentsOf: URL(fileURLWithPath: path))
         image[ranges[1].lowerBound] = 0xFF
         try image.write(to: URL(fileURLWithPath: path))
-        let wal = try await WALEngine.open(configuration: config(dir))
+        let wal = try await WALEngine.open(configuration: config(dir), logger: quietLogger)
         #expect(await wal.streamState(1)?.durableEnd == 1)
         _ = try await wal.append(stream: 1, epoch: 1, baseOffset: 1, lastOffset: 1, batches: bytes("record-1"))
         await wal.close()
-        let again = try await WALEngine.open(configuration: config(dir))
+        let again = try await WALEngine.open(configuration: config(dir), logger: quietLogger)
         #expect(await again.streamState(1)?.durableEnd == 2)
         await again.close()
     }
@@ -126,7 +126,7 @@ import WALWriterCore
         let dir = TempDir()
         defer { dir.cleanup() }
         let config = WALEngine.Configuration(directory: dir.path, segmentSize: 4096)
-        let wal = try await WALEngine.open(configuration: config)
+        let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
         var lsns: [LSN] = []
         for i in 0..<200 {
             let result = try await wal.append(stream: 3, epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: bytes(String(repeating: "x", count: 100) + "\(i)"))
@@ -139,7 +139,7 @@ import WALWriterCore
         #expect(after < before)
         #expect(after <= 3)
         await wal.close()
-        let reopened = try await WALEngine.open(configuration: config)
+        let reopened = try await WALEngine.open(configuration: config, logger: quietLogger)
         await #expect(throws: WALError.offsetNotInWAL(stream: 3, offset: 100)) { try await reopened.read(stream: 3, from: 100, maxBytes: 1) }
         let first = try await reopened.read(stream: 3, from: 150, maxBytes: 0)
         #expect(first == [bytes(String(repeating: "x", count: 100) + "150")])
@@ -158,7 +158,7 @@ import WALWriterCore
         image[5] ^= 1
         try image.write(to: URL(fileURLWithPath: path))
         await #expect(throws: WALError.corruptVolume("segment 1 has an invalid header")) {
-            _ = try await WALEngine.open(configuration: config(dir))
+            _ = try await WALEngine.open(configuration: config(dir), logger: quietLogger)
         }
         // The data was left in place for inspection.
         #expect(segmentFiles(dir.path).count == 1)

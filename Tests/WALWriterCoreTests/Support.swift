@@ -25,3 +25,12 @@ func bytes(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 func segmentFiles(_ dir: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".wal") }.sorted()
 }
+
+import Logging
+
+/// Engines in tests log only problems.
+let quietLogger: Logger = {
+    var logger = Logger(label: "floe.wal.test")
+    logger.logLevel = .warning
+    return logger
+}()

@@ -230,11 +230,17 @@ final class WALVolume: @unchecked Sendable {
         }
         // Nothing after the first bad record is ever replayed: later segments go.
         for (sequence, _) in headers[index...] { unlink(path(sequence)) }
-        if state.nextLSN < state.trimLSN { state.nextLSN = state.trimLSN }
         segments = kept
         if let (sequence, position) = cut {
             try openForAppend(sequence: sequence, position: position)
             state.truncatedAt = (sequence, position)
+        }
+        if state.nextLSN < state.trimLSN {
+            // The log ended below the trim point (damage in trimmed data): continue in a fresh
+            // segment starting at the trim point, so LSNs stay consecutive within each segment.
+            state.nextLSN = state.trimLSN
+            if fd >= 0 { close(fd) }
+            fd = -1
         }
         try syncDirectory()
         prepareSpare()
