@@ -118,7 +118,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "wal-crash-helper",
-            dependencies: ["WALWriterCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "WALWriterCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/WALCrashHelper"
         ),
         .testTarget(

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import Logging
 import NIOCore
 import WALWriterCore
 
@@ -25,7 +26,9 @@ func emit(_ line: String) {
 }
 
 func runAppenders(directory: String, streams: Int, maxAppends: Int) async throws {
-    let engine = try await WALEngine.open(configuration: .init(directory: directory, segmentSize: 256 << 10))
+    var logger = Logger(label: "wal-crash-helper")
+    logger.logLevel = .warning
+    let engine = try await WALEngine.open(configuration: .init(directory: directory, segmentSize: 256 << 10), logger: logger)
     emit("READY")
     try await withThrowingTaskGroup(of: Void.self) { group in
         for s in 0..<streams {
