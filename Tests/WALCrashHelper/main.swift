@@ -106,7 +106,9 @@ func bench(directory: String) async throws {
         emit("raw 4KiB pwrite+sync (\(mode)): " + String(format: "n=%d p50=%.0fus p99=%.0fus", latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99)))
     }
 
-    let engine = try await WALEngine.open(configuration: .init(directory: directory + "/wal", segmentSize: 64 << 20))
+    var logger = Logger(label: "wal-bench")
+    logger.logLevel = .warning
+    let engine = try await WALEngine.open(configuration: .init(directory: directory + "/wal", segmentSize: 64 << 20), logger: logger)
     var single: [Double] = []
     let data = ByteBuffer(repeating: 1, count: 1024)
     for i in 0..<count {
@@ -115,6 +117,8 @@ func bench(directory: String) async throws {
         single.append(microseconds(.now - start))
     }
     emit(String(format: "engine 1KiB append, 1 appender: n=%d p50=%.0fus p99=%.0fus", count, percentile(single, 0.5), percentile(single, 0.99)))
+    let histogram = await engine.stats().syncLatency
+    emit("engine write+fdatasync histogram: n=\(histogram.count) mean=\(histogram.sumMicros / Int64(max(histogram.count, 1)))us p50<=\(histogram.quantileUpperBoundMicros(0.5).map(String.init) ?? "inf")us p99<=\(histogram.quantileUpperBoundMicros(0.99).map(String.init) ?? "inf")us")
 
     let before = await engine.stats()
     let appenders = 64

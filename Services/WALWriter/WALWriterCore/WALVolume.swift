@@ -242,6 +242,11 @@ final class WALVolume: @unchecked Sendable {
             if fd >= 0 { close(fd) }
             fd = -1
         }
+        if cut == nil, zeroFill {
+            // An empty volume: the first segment is needed at once, so prepare it now (startup
+            // may wait; the first appends should not land in a slower fallocated segment).
+            spare.withLockedValue { $0 = Self.zeroFilledFile(path: sparePath, size: segmentSize) ? .ready : .none }
+        }
         try syncDirectory()
         prepareSpare()
         return state
