@@ -65,4 +65,26 @@ import WALWriterCore
         #expect(after.blockedAppends == 0)
         await wal.close()
     }
+
+    @Test func pipelinedAppendsOfOneStreamShareSyncsAndStayInOrder() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20), logger: quietLogger)
+        var tickets: [AppendTicket] = []
+        for i in 0..<200 {
+            tickets.append(await wal.enqueueAppend(stream: 5, epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: helperPayload(stream: 5, base: Int64(i))))
+        }
+        // A wrong offset in the middle of the pipeline is refused without disturbing the rest.
+        let gap = await wal.enqueueAppend(stream: 5, epoch: 1, baseOffset: 500, lastOffset: 500, batches: bytes("gap"))
+        let tail = await wal.enqueueAppend(stream: 5, epoch: 1, baseOffset: 200, lastOffset: 200, batches: bytes("tail"))
+        var lsns: [LSN] = []
+        for ticket in tickets { lsns.append(try await ticket.result().lsn) }
+        #expect(lsns == lsns.sorted() && Set(lsns).count == lsns.count)
+        await #expect(throws: WALError.offsetMismatch(stream: 5, expectedBaseOffset: 200)) { try await gap.result() }
+        #expect(try await tail.result().lsn > lsns.last ?? 0)
+        let stats = await wal.stats()
+        #expect(stats.syncs * 10 < stats.appends, "syncs \(stats.syncs) for \(stats.appends) appends")
+        #expect(try await wal.read(stream: 5, from: 0, maxBytes: 1 << 30).count == 201)
+        await wal.close()
+    }
 }

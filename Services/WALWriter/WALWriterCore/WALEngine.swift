@@ -1,7 +1,58 @@
 import DequeModule
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+
+/// A submitted append whose durability can be awaited later, so a caller can pipeline
+/// several appends of one stream in a fixed order.
+public final class AppendTicket: Sendable {
+    private enum State {
+        case waiting([CheckedContinuation<WALBatcher.Outcome, Never>])
+        case done(WALBatcher.Outcome)
+    }
+
+    private let state = NIOLockedValueBox(State.waiting([]))
+    /// The append's offsets.
+    public let baseOffset: Int64
+    public let lastOffset: Int64
+
+    init(baseOffset: Int64, lastOffset: Int64) {
+        self.baseOffset = baseOffset
+        self.lastOffset = lastOffset
+    }
+
+    func complete(_ outcome: WALBatcher.Outcome) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<WALBatcher.Outcome, Never>] in
+            guard case .waiting(let waiters) = state else { return [] }
+            state = .done(outcome)
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(returning: outcome) }
+    }
+
+    /// Waits until the append is durable (or refused).
+    public func result() async throws -> AppendResult {
+        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<WALBatcher.Outcome, Never>) in
+            let done = state.withLockedValue { state -> WALBatcher.Outcome? in
+                switch state {
+                case .waiting(var waiters):
+                    waiters.append(continuation)
+                    state = .waiting(waiters)
+                    return nil
+                case .done(let outcome):
+                    return outcome
+                }
+            }
+            if let done { continuation.resume(returning: done) }
+        }
+        switch outcome {
+        case .appended(let lsn): return AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)
+        case .failed(let error): throw error
+        case .fenced: throw WALError.unavailable("unexpected outcome")
+        }
+    }
+}
 
 /// Result of a durable append.
 public struct AppendResult: Sendable, Equatable {
@@ -123,7 +174,12 @@ public actor WALEngine {
     private var core: WALBatcher
     private var index: [UInt64: Deque<StoredBatch>]
     private var committedEnds: [UInt64: Int64] = [:]
-    private var waiting: [WALRequestID: (CheckedContinuation<WALBatcher.Outcome, Never>, ContinuousClock.Instant)] = [:]
+    private enum Waiter {
+        case continuation(CheckedContinuation<WALBatcher.Outcome, Never>)
+        case ticket(AppendTicket)
+    }
+
+    private var waiting: [WALRequestID: (Waiter, ContinuousClock.Instant)] = [:]
     private var payloads: [WALRequestID: ByteBuffer] = [:]
     private var nextRequest: WALRequestID = 1
     private var durableLSN: LSN
@@ -201,6 +257,22 @@ public actor WALEngine {
         case .failed(let error): throw error
         case .fenced: throw WALError.unavailable("unexpected outcome")
         }
+    }
+
+    /// Submits an append and returns at once; checks and ordering are fixed in call order, durability is awaited on the ticket.
+    public func enqueueAppend(stream: UInt64, epoch: Int32, baseOffset: Int64, lastOffset: Int64, batches: ByteBuffer) -> AppendTicket {
+        let ticket = AppendTicket(baseOffset: baseOffset, lastOffset: lastOffset)
+        if closed {
+            ticket.complete(.failed(.unavailable("closed")))
+            return ticket
+        }
+        let id = nextRequest
+        nextRequest += 1
+        payloads[id] = batches
+        waiting[id] = (.ticket(ticket), .now)
+        let size = WALFormat.encodedSize(batchBytes: batches.readableBytes)
+        run(core.step(.submit(id, .append(stream: stream, epoch: epoch, baseOffset: baseOffset, lastOffset: lastOffset, size: size))))
+        return ticket
     }
 
     /// Raises a stream's epoch durably; returns its durable end offset (nil if this WAL never held data of it).
@@ -317,7 +389,7 @@ public actor WALEngine {
             return .failed(.unavailable("closed"))
         }
         return await withCheckedContinuation { continuation in
-            waiting[id] = (continuation, .now)
+            waiting[id] = (.continuation(continuation), .now)
             run(core.step(.submit(id, request)))
         }
     }
@@ -327,9 +399,12 @@ public actor WALEngine {
             switch action {
             case .answer(let id, let outcome):
                 payloads[id] = nil
-                guard let (continuation, start) = waiting.removeValue(forKey: id) else { continue }
+                guard let (waiter, start) = waiting.removeValue(forKey: id) else { continue }
                 if case .appended = outcome { statistics.appendLatency.record(.now - start) }
-                continuation.resume(returning: outcome)
+                switch waiter {
+                case .continuation(let continuation): continuation.resume(returning: outcome)
+                case .ticket(let ticket): ticket.complete(outcome)
+                }
             case .write(let batch, let entries):
                 var records: [(record: WALFormat.Record, lsn: LSN)] = []
                 records.reserveCapacity(entries.count)
