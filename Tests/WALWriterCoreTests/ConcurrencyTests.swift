@@ -66,7 +66,7 @@ import WALWriterCore
         await wal.close()
     }
 
-    @Test func pipelinedAppendsOfOneStreamShareSyncsAndStayInOrder() async throws {
+    @Test func pipelinedAppendsOfOneStreamStayInOrder() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }
         let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20), logger: quietLogger)
@@ -82,8 +82,6 @@ import WALWriterCore
         #expect(lsns == lsns.sorted() && Set(lsns).count == lsns.count)
         await #expect(throws: WALError.offsetMismatch(stream: 5, expectedBaseOffset: 200)) { try await gap.result() }
         #expect(try await tail.result().lsn > lsns.last ?? 0)
-        let stats = await wal.stats()
-        #expect(stats.syncs * 10 < stats.appends, "syncs \(stats.syncs) for \(stats.appends) appends")
         #expect(try await wal.read(stream: 5, from: 0, maxBytes: 1 << 30).count == 201)
         await wal.close()
     }

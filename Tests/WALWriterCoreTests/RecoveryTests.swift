@@ -163,4 +163,47 @@ import WALWriterCore
         // The data was left in place for inspection.
         #expect(segmentFiles(dir.path).count == 1)
     }
+
+    @Test func smallerSegmentSizeOnRestartKeepsEverything() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        _ = try await populate(dir, count: 5)
+        let smaller = WALEngine.Configuration(directory: dir.path, segmentSize: 8192)
+        do {
+            let wal = try await WALEngine.open(configuration: smaller, logger: quietLogger)
+            #expect(try await wal.read(stream: 1, from: 0, maxBytes: 1 << 20).count == 5)
+            for i in 5..<300 {
+                _ = try await wal.append(stream: 1, epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: bytes("record-\(i)"))
+            }
+            await wal.close()
+        }
+        #expect(segmentFiles(dir.path).count > 1)
+        let wal = try await WALEngine.open(configuration: smaller, logger: quietLogger)
+        #expect(try await wal.read(stream: 1, from: 0, maxBytes: 1 << 20) == (0..<300).map { bytes("record-\($0)") })
+        await wal.close()
+    }
+
+    @Test func checkpointWithManyStreamsOnSmallSegments() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let config = WALEngine.Configuration(directory: dir.path, segmentSize: 4096)
+        do {
+            let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
+            var ends: [UInt64: Int64] = [:]
+            for stream in 0..<500 as Range<UInt64> {
+                _ = try await wal.append(stream: stream, epoch: 2, baseOffset: 10, lastOffset: 11, batches: bytes("s"))
+                ends[stream] = 12
+            }
+            let snapshot = await wal.pendingUpload()
+            try await wal.trim(upTo: snapshot.upToLSN, committedEnds: ends)
+            await wal.close()
+        }
+        // The checkpoint (500 streams, larger than a segment) restores every stream's epoch and end.
+        let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
+        for stream in [0, 250, 499] as [UInt64] {
+            #expect(await wal.streamState(stream)?.epoch == 2)
+            #expect(await wal.streamState(stream)?.durableEnd == 12)
+        }
+        await wal.close()
+    }
 }

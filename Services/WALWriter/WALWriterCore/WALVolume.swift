@@ -286,8 +286,10 @@ final class WALVolume: @unchecked Sendable {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .volume(operation: "fstat", errno: errno) }
-        // A segment never legitimately exceeds the configured size; read no more than that.
-        let size = min(Int(st.st_size), segmentSize)
+        // Files on the volume are written by this engine (segments of an earlier, possibly larger
+        // configuration included); the cap only guards against absurd sizes.
+        guard st.st_size <= 1 << 32 else { throw .corruptVolume("\(path) is \(st.st_size) bytes") }
+        let size = Int(st.st_size)
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < size {
@@ -309,7 +311,9 @@ final class WALVolume: @unchecked Sendable {
         self.fd = fd
         writePosition = position
         // Erase everything after the cut so a later append can never line up with stale records.
-        try zero(from: position, to: segmentSize)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .volume(operation: "fstat", errno: errno) }
+        try zero(from: position, to: max(segmentSize, Int(st.st_size)))
         try preallocate()
         guard fdatasync(fd) == 0 else { throw .volume(operation: "fdatasync", errno: errno) }
     }
