@@ -3,6 +3,12 @@ import NIOCore
 import Testing
 import WALWriterCore
 
+/// Whether the helper was reaped, so the watchdog never signals a recycled pid.
+final class ExitFlag: @unchecked Sendable {
+    let lock = NSLock()
+    var exited = false
+}
+
 /// Runs wal-crash-helper, kills it with SIGKILL after a seeded number of acknowledgements and
 /// checks that a fresh engine on the same directory holds every acknowledged append.
 @Suite struct CrashTests {
@@ -25,6 +31,14 @@ import WALWriterCore
         process.standardOutput = pipe
         try process.run()
         let handle = pipe.fileHandleForReading
+        // A helper that hangs without output would block the reader: a watchdog kills it.
+        let reaped = ExitFlag()
+        let pid = process.processIdentifier
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout + 5) {
+            reaped.lock.lock()
+            if !reaped.exited { kill(pid, SIGKILL) }
+            reaped.lock.unlock()
+        }
         return await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 var lines: [String] = []
@@ -48,6 +62,9 @@ import WALWriterCore
                     }
                 }
                 process.waitUntilExit()
+                reaped.lock.lock()
+                reaped.exited = true
+                reaped.lock.unlock()
                 continuation.resume(returning: (lines, killed))
             }
         }
