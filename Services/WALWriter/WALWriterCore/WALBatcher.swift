@@ -94,7 +94,9 @@ public struct WALBatcher: Sendable {
         }
     }
 
+    /// Limits in force.
     public let configuration: Configuration
+    /// Admitted and durable state per stream.
     public private(set) var streams: [UInt64: StreamState]
     /// LSN the next written record gets.
     public private(set) var nextLSN: LSN

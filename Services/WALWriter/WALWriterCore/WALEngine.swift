@@ -70,9 +70,13 @@ public struct PendingStreamRange: Sendable, Equatable {
     public var baseOffset: Int64
     /// Exclusive end offset.
     public var endOffset: Int64
+    /// Batch bytes pending.
     public var bytes: Int
+    /// Appends pending.
     public var batchCount: Int
+    /// LSN of the first pending append.
     public var firstLSN: LSN
+    /// LSN of the last pending append.
     public var lastLSN: LSN
 
     public init(stream: UInt64, epoch: Int32, baseOffset: Int64, endOffset: Int64, bytes: Int, batchCount: Int, firstLSN: LSN, lastLSN: LSN) {
@@ -101,7 +105,9 @@ public struct LatencyHistogram: Sendable, Equatable {
     public static let boundsMicros: [Int64] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 250_000]
     /// Counts per bucket (one more than `boundsMicros`).
     public var counts = [UInt64](repeating: 0, count: boundsMicros.count + 1)
+    /// Samples recorded.
     public var count: UInt64 = 0
+    /// Sum of all samples in microseconds.
     public var sumMicros: Int64 = 0
 
     mutating func record(_ duration: Duration) {
@@ -127,11 +133,17 @@ public struct LatencyHistogram: Sendable, Equatable {
 
 /// Counters for metrics.
 public struct WALStats: Sendable, Equatable {
+    /// Durable appends.
     public var appends: UInt64 = 0
+    /// Batch bytes of durable appends.
     public var appendedBytes: UInt64 = 0
+    /// Durable fences.
     public var fences: UInt64 = 0
+    /// Group writes, each ending in one fdatasync.
     public var syncs: UInt64 = 0
+    /// From submission to durable answer.
     public var appendLatency = LatencyHistogram()
+    /// Of one group write including its fdatasync.
     public var syncLatency = LatencyHistogram()
     /// Bytes durable but not yet trimmed.
     public var durableUntrimmedBytes: Int = 0
@@ -146,6 +158,7 @@ public struct WALStats: Sendable, Equatable {
 public actor WALEngine {
     /// Engine settings.
     public struct Configuration: Sendable {
+        /// The volume's directory (created if missing).
         public var directory: String
         /// Preallocated size of each segment file.
         public var segmentSize: Int
