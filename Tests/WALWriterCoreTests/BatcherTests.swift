@@ -42,6 +42,8 @@ import WALWriterCore
         #expect(core.step(.submit(4, append(1, 60, 60, epoch: 4))) == [])
         #expect(core.step(.submit(5, append(1, 60, 60, epoch: 4))) == [.answer(5, .failed(.offsetMismatch(stream: 1, expectedBaseOffset: 61)))])
         #expect(core.step(.submit(6, append(1, 61, 60, epoch: 4))) == [.answer(6, .failed(.invalidOffsets(stream: 1, baseOffset: 61, lastOffset: 60)))])
+        #expect(core.step(.submit(8, append(1, 61, Int64.max, epoch: 4))) == [.answer(8, .failed(.invalidOffsets(stream: 1, baseOffset: 61, lastOffset: Int64.max)))])
+        #expect(core.step(.submit(9, append(2, -1, 0))) == [.answer(9, .failed(.invalidOffsets(stream: 2, baseOffset: -1, lastOffset: 0)))])
         #expect(core.step(.submit(7, append(1, 61, 61, size: 501))) == [.answer(7, .failed(.tooLarge(bytes: 501, limit: 500)))])
         #expect(core.streams[1]?.epoch == 4)
         #expect(core.streams[1]?.durableEpoch == 3)

@@ -204,7 +204,7 @@ public struct WALBatcher: Sendable {
     private func validate(_ request: Request) -> WALError? {
         switch request {
         case .append(let stream, let epoch, let base, let last, _):
-            if base < 0 || last < base { return .invalidOffsets(stream: stream, baseOffset: base, lastOffset: last) }
+            if base < 0 || last < base || last == Int64.max { return .invalidOffsets(stream: stream, baseOffset: base, lastOffset: last) }
             guard let state = streams[stream] else { return nil }
             if epoch < state.epoch { return .fenced(stream: stream, currentEpoch: state.epoch) }
             if let end = state.acceptedEnd, end != base { return .offsetMismatch(stream: stream, expectedBaseOffset: end) }

@@ -165,6 +165,8 @@ public enum WALFormat {
             let epoch = Int32(bitPattern: bigEndian(payload, 8, as: UInt32.self))
             let base = Int64(bitPattern: bigEndian(payload, 12, as: UInt64.self))
             let last = Int64(bitPattern: bigEndian(payload, 20, as: UInt64.self))
+            // Never written by the engine (it refuses such offsets): treat as damage.
+            guard base >= 0, last >= base, last < Int64.max else { return .end }
             let batches = ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: payload[appendPayloadFixed...]))
             return .record(.append(stream: stream, epoch: epoch, baseOffset: base, lastOffset: last, batches: batches), size: size)
         case .fence:
