@@ -40,13 +40,26 @@ import WALWriterCore
         #expect(core.step(.submit(3, append(1, 50, 59, epoch: 4))).count == 1)
         // Pipelined: the next append continues after the admitted (not yet durable) one.
         #expect(core.step(.submit(4, append(1, 60, 60, epoch: 4))) == [])
-        #expect(core.step(.submit(5, append(1, 60, 60, epoch: 4))) == [.answer(5, .failed(.offsetMismatch(stream: 1, expectedBaseOffset: 61)))])
-        #expect(core.step(.submit(6, append(1, 61, 60, epoch: 4))) == [.answer(6, .failed(.invalidOffsets(stream: 1, baseOffset: 61, lastOffset: 60)))])
-        #expect(core.step(.submit(8, append(1, 61, Int64.max, epoch: 4))) == [.answer(8, .failed(.invalidOffsets(stream: 1, baseOffset: 61, lastOffset: Int64.max)))])
+        // Refusals of stream 1 wait behind its appends still on their way to disk; stream 2's do not.
+        #expect(core.step(.submit(5, append(1, 60, 60, epoch: 4))) == [])
+        #expect(core.step(.submit(6, append(1, 61, 60, epoch: 4))) == [])
+        #expect(core.step(.submit(8, append(1, 61, Int64.max, epoch: 4))) == [])
         #expect(core.step(.submit(9, append(2, -1, 0))) == [.answer(9, .failed(.invalidOffsets(stream: 2, baseOffset: -1, lastOffset: 0)))])
-        #expect(core.step(.submit(7, append(1, 61, 61, size: 501))) == [.answer(7, .failed(.tooLarge(bytes: 501, limit: 500)))])
+        #expect(core.step(.submit(7, append(1, 61, 61, size: 501))) == [])
         #expect(core.streams[1]?.epoch == 4)
         #expect(core.streams[1]?.durableEpoch == 3)
+        let first = core.step(.writeCompleted(batch: 1))
+        #expect(first == [.answer(3, .appended(lsn: 0)), .write(batch: 2, entries: [.init(id: 4, lsn: 1, request: append(1, 60, 60, epoch: 4))])])
+        #expect(core.step(.writeCompleted(batch: 2)) == [
+            .answer(4, .appended(lsn: 1)),
+            .answer(5, .failed(.offsetMismatch(stream: 1, expectedBaseOffset: 61))),
+            .answer(6, .failed(.invalidOffsets(stream: 1, baseOffset: 61, lastOffset: 60))),
+            .answer(8, .failed(.invalidOffsets(stream: 1, baseOffset: 61, lastOffset: Int64.max))),
+            .answer(7, .failed(.tooLarge(bytes: 501, limit: 500))),
+        ])
+        #expect(core.streams[1]?.durableEpoch == 4)
+        // Nothing in flight for the stream: a refusal is answered at once.
+        #expect(core.step(.submit(10, append(1, 50, 50, epoch: 4))) == [.answer(10, .failed(.offsetMismatch(stream: 1, expectedBaseOffset: 61)))])
     }
 
     @Test func backpressureBlocksUntilTrimAndFencesBypassIt() {
@@ -69,10 +82,14 @@ import WALWriterCore
         // A fence is admitted at once and written.
         let fence = core.step(.submit(102, .fence(stream: 1, epoch: 2, size: 29)))
         #expect(fence == [.write(batch: 11, entries: [.init(id: 102, lsn: 10, request: .fence(stream: 1, epoch: 2, size: 29))])])
-        #expect(core.step(.writeCompleted(batch: 11)) == [.answer(102, .fenced(durableEnd: 10))])
-        // Freeing two records admits the blocked appends, which now fail: they carry the old epoch.
-        let freed = core.step(.trimmed(upTo: 2))
-        #expect(freed == [.answer(100, .failed(.fenced(stream: 1, currentEpoch: 2))), .answer(101, .failed(.fenced(stream: 1, currentEpoch: 2)))])
+        // Once the fence is durable the blocked appends are refused without waiting for space: old epoch.
+        #expect(core.step(.writeCompleted(batch: 11)) == [
+            .answer(102, .fenced(durableEnd: 10)),
+            .answer(100, .failed(.fenced(stream: 1, currentEpoch: 2))),
+            .answer(101, .failed(.fenced(stream: 1, currentEpoch: 2))),
+        ])
+        #expect(core.blockedCount == 0)
+        #expect(core.step(.trimmed(upTo: 2)) == [])
         #expect(core.bufferedBytes == 829)
         #expect(core.step(.submit(103, append(1, 10, 10, epoch: 2))).count == 1)
     }
@@ -84,5 +101,25 @@ import WALWriterCore
         let failed = core.step(.writeFailed(batch: 1, .volume(operation: "fdatasync", errno: 5)))
         #expect(failed == [.answer(1, .failed(.volume(operation: "fdatasync", errno: 5))), .answer(2, .failed(.volume(operation: "fdatasync", errno: 5)))])
         #expect(core.step(.submit(3, append(1, 2, 2))) == [.answer(3, .failed(.volume(operation: "fdatasync", errno: 5)))])
+    }
+
+    @Test func unsyncedLimitHoldsAppendsUntilAWriteCompletes() {
+        var core = WALBatcher(configuration: .init(maxBufferedBytes: 10_000, maxWriteBytes: 10_000, maxRecordBytes: 500, maxUnsyncedBytes: 300), nextLSN: 0)
+        #expect(core.step(.submit(1, append(1, 0, 0))).count == 1)
+        #expect(core.step(.submit(2, append(1, 1, 1))) == [])
+        #expect(core.step(.submit(3, append(1, 2, 2))) == [])
+        #expect(core.step(.submit(4, append(1, 3, 3))) == [])
+        #expect(core.unsyncedBytes == 300)
+        #expect(core.blockedCount == 1)
+        // The first write frees 100 bytes: the blocked append joins the next write with the others.
+        #expect(core.step(.writeCompleted(batch: 1)) == [
+            .answer(1, .appended(lsn: 0)),
+            .write(batch: 2, entries: [
+                .init(id: 2, lsn: 1, request: append(1, 1, 1)),
+                .init(id: 3, lsn: 2, request: append(1, 2, 2)),
+                .init(id: 4, lsn: 3, request: append(1, 3, 3)),
+            ]),
+        ])
+        #expect(core.blockedCount == 0)
     }
 }

@@ -28,6 +28,8 @@ struct WALSimulation {
     var inFlight: (batch: UInt64, bytes: [UInt8])?
     var acknowledged: [UInt64: [(Int64, Int64, ByteBuffer, LSN)]] = [:]
     var answerOrder: [UInt64: [Int64]] = [:]
+    /// Request ids of every answered append per stream (ids grow with submission order).
+    var answeredIDs: [UInt64: [WALRequestID]] = [:]
     var nextEnd: [UInt64: Int64] = [:]
     var nextID: WALRequestID = 1
     /// Epoch the simulated leader of each stream uses; raised by fences.
@@ -40,7 +42,7 @@ struct WALSimulation {
     var totalAcks = 0
     var fencedRefusals = 0
     var sawBlocked = false
-    let config = WALBatcher.Configuration(maxBufferedBytes: 1500, maxWriteBytes: 1024, maxRecordBytes: 1024)
+    let config = WALBatcher.Configuration(maxBufferedBytes: 1500, maxWriteBytes: 1024, maxRecordBytes: 1024, maxUnsyncedBytes: 700)
 
     init(seed: UInt64) {
         random = SeededRandom(seed: seed)
@@ -60,6 +62,7 @@ struct WALSimulation {
                     continue
                 }
                 guard let (stream, base, last, bytes) = pendingPayloads.removeValue(forKey: id) else { continue }
+                answeredIDs[stream, default: []].append(id)
                 if case .failed(.fenced) = outcome { fencedRefusals += 1 }
                 if case .appended(let lsn) = outcome {
                     totalAcks += 1
@@ -182,6 +185,9 @@ struct WALSimulation {
         }
         for (stream, order) in answerOrder where order != order.sorted() {
             violations.append("stream \(stream): answers out of offset order")
+        }
+        for (stream, ids) in answeredIDs where ids != ids.sorted() {
+            violations.append("stream \(stream): answers (refusals included) out of submission order")
         }
         // Erase the cut tail, as the volume does, and carry on from the recovered state.
         if result.end < highWater { durable.replaceSubrange(result.end..<highWater, with: repeatElement(0, count: highWater - result.end)) }

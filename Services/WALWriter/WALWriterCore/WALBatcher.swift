@@ -19,8 +19,11 @@ public struct WALBatcher: Sendable {
         public var maxWriteBytes: Int
         /// Largest single record.
         public var maxRecordBytes: Int
+        /// Bytes admitted but not yet durable (waiting for or in a write).
+        public var maxUnsyncedBytes: Int
 
-        public init(maxBufferedBytes: Int, maxWriteBytes: Int, maxRecordBytes: Int) {
+        public init(maxBufferedBytes: Int, maxWriteBytes: Int, maxRecordBytes: Int, maxUnsyncedBytes: Int = .max) {
+            self.maxUnsyncedBytes = maxUnsyncedBytes
             self.maxBufferedBytes = maxBufferedBytes
             self.maxWriteBytes = maxWriteBytes
             self.maxRecordBytes = maxRecordBytes
@@ -35,6 +38,12 @@ public struct WALBatcher: Sendable {
         var size: Int {
             switch self {
             case .append(_, _, _, _, let s), .fence(_, _, let s): s
+            }
+        }
+
+        var stream: UInt64 {
+            switch self {
+            case .append(let s, _, _, _, _), .fence(let s, _, _): s
             }
         }
     }
@@ -104,6 +113,8 @@ public struct WALBatcher: Sendable {
     public private(set) var bufferedBytes: Int
     /// Bytes durable and not yet trimmed.
     public private(set) var durableBytes: Int
+    /// Bytes admitted and not yet durable.
+    public private(set) var unsyncedBytes = 0
     /// Set once a write failed; every request is then refused.
     public private(set) var failure: WALError?
 
@@ -113,6 +124,10 @@ public struct WALBatcher: Sendable {
     private var nextBatch: UInt64 = 1
     /// Durable, untrimmed records in LSN order, for byte accounting on trim.
     private var durableRecords: Deque<(lsn: LSN, size: Int)> = []
+    /// Appends of each stream in submission order with their outcome once known: an answer
+    /// leaves only when every earlier append of the stream has been answered, so a refusal
+    /// never overtakes an earlier append that is still on its way to disk.
+    private var answerOrder: [UInt64: Deque<(id: WALRequestID, outcome: Outcome?)>] = [:]
 
     /// Starts from recovered state: stream states and the sizes of durable untrimmed records.
     public init(
@@ -140,11 +155,17 @@ public struct WALBatcher: Sendable {
         var actions: [Action] = []
         switch input {
         case .submit(let id, let request):
-            if let failure {
-                return [.answer(id, .failed(failure))]
+            if case .append(let stream, _, _, _, _) = request {
+                answerOrder[stream, default: []].append((id, nil))
             }
-            if request.size > configuration.maxRecordBytes || request.size > configuration.maxBufferedBytes {
-                return [.answer(id, .failed(.tooLarge(bytes: request.size, limit: min(configuration.maxRecordBytes, configuration.maxBufferedBytes))))]
+            if let failure {
+                answer(id, request, .failed(failure), into: &actions)
+                return actions
+            }
+            let limit = min(configuration.maxRecordBytes, configuration.maxBufferedBytes, configuration.maxUnsyncedBytes)
+            if request.size > limit {
+                answer(id, request, .failed(.tooLarge(bytes: request.size, limit: limit)), into: &actions)
+                return actions
             }
             if case .fence = request {
                 // A fence must not wait behind a full upload buffer: leader hand-off depends on it.
@@ -159,23 +180,25 @@ public struct WALBatcher: Sendable {
             for entry in flight.entries {
                 durableRecords.append((entry.lsn, entry.request.size))
                 durableBytes += entry.request.size
+                unsyncedBytes -= entry.request.size
                 switch entry.request {
                 case .append(let stream, let epoch, _, let last, _):
                     streams[stream]?.durableEnd = last + 1
                     if let e = streams[stream]?.durableEpoch, epoch > e { streams[stream]?.durableEpoch = epoch }
-                    actions.append(.answer(entry.id, .appended(lsn: entry.lsn)))
+                    answer(entry.id, entry.request, .appended(lsn: entry.lsn), into: &actions)
                 case .fence(let stream, let epoch, _):
                     if let e = streams[stream]?.durableEpoch, epoch > e { streams[stream]?.durableEpoch = epoch }
-                    actions.append(.answer(entry.id, .fenced(durableEnd: streams[stream]?.durableEnd)))
+                    answer(entry.id, entry.request, .fenced(durableEnd: streams[stream]?.durableEnd), into: &actions)
                 }
             }
+            admitBlocked(into: &actions)
         case .writeFailed(let batch, let error):
             guard let flight = inFlight, flight.batch == batch else { return [] }
             inFlight = nil
             failure = error
-            for entry in flight.entries { actions.append(.answer(entry.id, .failed(error))) }
-            for (id, _) in pending { actions.append(.answer(id, .failed(error))) }
-            for (id, _) in blocked { actions.append(.answer(id, .failed(error))) }
+            for entry in flight.entries { answer(entry.id, entry.request, .failed(error), into: &actions) }
+            for (id, request) in pending { answer(id, request, .failed(error), into: &actions) }
+            for (id, request) in blocked { answer(id, request, .failed(error), into: &actions) }
             pending.removeAll()
             blocked.removeAll()
             return actions
@@ -193,8 +216,10 @@ public struct WALBatcher: Sendable {
 
     private mutating func admitBlocked(into actions: inout [Action]) {
         while let (id, request) = blocked.first {
-            if validate(request) == nil, bufferedBytes > 0, bufferedBytes + request.size > configuration.maxBufferedBytes {
-                return
+            if validate(request) == nil {
+                let bufferFull = bufferedBytes > 0 && bufferedBytes + request.size > configuration.maxBufferedBytes
+                let writesFull = unsyncedBytes > 0 && unsyncedBytes + request.size > configuration.maxUnsyncedBytes
+                if bufferFull || writesFull { return }
             }
             blocked.removeFirst()
             admit(id, request, into: &actions)
@@ -219,7 +244,7 @@ public struct WALBatcher: Sendable {
 
     private mutating func admit(_ id: WALRequestID, _ request: Request, into actions: inout [Action]) {
         if let error = validate(request) {
-            actions.append(.answer(id, .failed(error)))
+            answer(id, request, .failed(error), into: &actions)
             return
         }
         switch request {
@@ -245,7 +270,24 @@ public struct WALBatcher: Sendable {
             }
         }
         bufferedBytes += request.size
+        unsyncedBytes += request.size
         pending.append((id, request))
+    }
+
+    /// Emits an outcome, holding an append's answer back until earlier appends of its stream are answered.
+    private mutating func answer(_ id: WALRequestID, _ request: Request, _ outcome: Outcome, into actions: inout [Action]) {
+        guard case .append(let stream, _, _, _, _) = request, var queue = answerOrder[stream],
+              let index = queue.firstIndex(where: { $0.id == id })
+        else {
+            actions.append(.answer(id, outcome))
+            return
+        }
+        queue[index].outcome = outcome
+        while let head = queue.first, let ready = head.outcome {
+            queue.removeFirst()
+            actions.append(.answer(head.id, ready))
+        }
+        answerOrder[stream] = queue.isEmpty ? nil : queue
     }
 
     private mutating func scheduleWrite(into actions: inout [Action]) {

@@ -166,13 +166,16 @@ public actor WALEngine {
         public var maxBufferedBytes: Int
         /// Bound on one group write.
         public var maxWriteBytes: Int
+        /// Bound on admitted bytes not yet durable; appends wait beyond it.
+        public var maxUnsyncedBytes: Int
         /// Zero-fill new segments ahead of use (cheaper syncs than fallocated extents).
         public var zeroFillSegments: Bool
 
         public init(
             directory: String, segmentSize: Int = 64 << 20, maxBufferedBytes: Int = 256 << 20, maxWriteBytes: Int = 8 << 20,
-            zeroFillSegments: Bool = true
+            maxUnsyncedBytes: Int = 64 << 20, zeroFillSegments: Bool = true
         ) {
+            self.maxUnsyncedBytes = maxUnsyncedBytes
             self.zeroFillSegments = zeroFillSegments
             self.directory = directory
             self.segmentSize = segmentSize
@@ -206,7 +209,9 @@ public actor WALEngine {
         self.pool = pool
         let maxRecord = configuration.segmentSize - WALFormat.segmentHeaderSize
         self.core = WALBatcher(
-            configuration: .init(maxBufferedBytes: configuration.maxBufferedBytes, maxWriteBytes: configuration.maxWriteBytes, maxRecordBytes: maxRecord),
+            configuration: .init(
+                maxBufferedBytes: configuration.maxBufferedBytes, maxWriteBytes: configuration.maxWriteBytes,
+                maxRecordBytes: maxRecord, maxUnsyncedBytes: configuration.maxUnsyncedBytes),
             nextLSN: recovered.nextLSN, streams: recovered.streams, durableRecords: recovered.records)
         self.index = recovered.batches.mapValues { Deque($0) }
         self.durableLSN = recovered.nextLSN
@@ -215,7 +220,8 @@ public actor WALEngine {
 
     /// Opens (and recovers) the WAL in `configuration.directory`.
     public static func open(configuration: Configuration, logger: Logger = Logger(label: "floe.wal")) async throws -> WALEngine {
-        guard configuration.segmentSize >= 4096, configuration.maxBufferedBytes > 0, configuration.maxWriteBytes > 0 else {
+        guard configuration.segmentSize >= 4096, configuration.maxBufferedBytes > 0, configuration.maxWriteBytes > 0,
+              configuration.maxUnsyncedBytes > 0 else {
             throw WALError.unavailable("invalid configuration")
         }
         let pool = NIOThreadPool(numberOfThreads: 1)
