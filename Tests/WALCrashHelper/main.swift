@@ -35,11 +35,21 @@ func runAppenders(directory: String, streams: Int, maxAppends: Int) async throws
             group.addTask {
                 let stream = UInt64(s + 1)
                 var base = await engine.streamState(stream)?.durableEnd ?? 0
+                // Odd streams await each append; even ones keep up to four in flight, like a producer pipelining.
+                let depth = stream % 2 == 0 ? 4 : 1
+                var inFlight: [AppendTicket] = []
                 for _ in 0..<(maxAppends / max(streams, 1)) {
                     let last = base + base % 5
-                    _ = try await engine.append(stream: stream, epoch: 1, baseOffset: base, lastOffset: last, batches: payload(stream: stream, base: base))
-                    emit("ACK \(stream) \(base) \(last)")
+                    inFlight.append(await engine.enqueueAppend(stream: stream, epoch: 1, baseOffset: base, lastOffset: last, batches: payload(stream: stream, base: base)))
                     base = last + 1
+                    if inFlight.count >= depth {
+                        let done = try await inFlight.removeFirst().result()
+                        emit("ACK \(stream) \(done.baseOffset) \(done.lastOffset)")
+                    }
+                }
+                for ticket in inFlight {
+                    let done = try await ticket.result()
+                    emit("ACK \(stream) \(done.baseOffset) \(done.lastOffset)")
                 }
             }
         }

@@ -76,7 +76,7 @@ final class ExitFlag: @unchecked Sendable {
         defer { dir.cleanup() }
         var random = SeededRandom(seed: 2024)
         var acknowledged: [UInt64: [(Int64, Int64)]] = [:]
-        for round in 0..<5 {
+        for round in 0..<8 {
             let target = Int.random(in: 1...1500, using: &random)
             let (lines, killed) = try await Self.runUntilKilled(directory: dir.path, acks: target, timeout: 30)
             #expect(killed, "round \(round): helper exited by itself: \(lines.suffix(3))")
