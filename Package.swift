@@ -93,14 +93,21 @@ let package = Package(
             path: "Shared/FloeService"
         ),
 
+        .target(
+            name: "DevCluster",
+            dependencies: ["FloeService", .product(name: "Logging", package: "swift-log")],
+            path: "Shared/DevCluster"
+        ),
+
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
             name: "floe",
             dependencies: [
-                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService",
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ] + nio,
             path: "Tools/floe"
         ),
@@ -151,6 +158,11 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ] + nio,
             path: "Tests/FloeServiceTests"
+        ),
+        .testTarget(
+            name: "DevClusterTests",
+            dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/DevClusterTests"
         ),
         .testTarget(
             name: "RaftTests",
