@@ -159,6 +159,16 @@ let package = Package(
             ] + nio,
             path: "Tests/FloeServiceTests"
         ),
+        .executableTarget(
+            name: "ServiceExample",
+            dependencies: [
+                "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Tests/ServiceExample"
+        ),
         .testTarget(
             name: "DevClusterTests",
             dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")],

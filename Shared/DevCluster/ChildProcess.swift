@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// How a child process ended.
-public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+public enum ChildExit: Sendable, Equatable, CustomStringConvertible {
     case exited(Int32)
     case signalled(Int32)
 
@@ -82,7 +82,7 @@ public enum ChildProcess {
     }
 
     /// Waits for `pid` to exit and reaps it; `waitpid` blocks, so it runs on its own thread, not the cooperative pool.
-    public static func waitForExit(_ pid: Int32) async -> ExitStatus {
+    public static func waitForExit(_ pid: Int32) async -> ChildExit {
         await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 var status: Int32 = 0
@@ -94,7 +94,7 @@ public enum ChildProcess {
                     continuation.resume(returning: .exited(-1))
                     return
                 }
-                continuation.resume(returning: ExitStatus(waitStatus: status))
+                continuation.resume(returning: ChildExit(waitStatus: status))
             }
         }
     }

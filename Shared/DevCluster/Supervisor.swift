@@ -63,7 +63,7 @@ public struct RestartPolicy: Sendable, Equatable {
 /// Something that happened to a supervised child.
 public enum SupervisorEvent: Sendable, Equatable {
     case started(name: String, pid: Int32)
-    case exited(name: String, pid: Int32, status: ExitStatus)
+    case exited(name: String, pid: Int32, status: ChildExit)
     case restartScheduled(name: String, delay: Duration, failures: Int)
     case spawnFailed(name: String, reason: String)
     case stopped(name: String)
@@ -87,6 +87,8 @@ public actor Supervisor {
     private var loops: [Task<Void, Never>] = []
     private var stopping = false
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var stoppedWaiters: [CheckedContinuation<Void, Never>] = []
+    private var stopped = false
     private let dataDirectory: String
     private let policy: RestartPolicy
     private let logger: Logger
@@ -165,8 +167,18 @@ public actor Supervisor {
             children[index].pid = nil
         }
         writeClusterFile()
+        stopped = true
         eventContinuation.yield(.allStopped)
         eventContinuation.finish()
+        let waiters = stoppedWaiters
+        stoppedWaiters.removeAll()
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once ``stop(gracePeriod:)`` has finished (at once if it already has).
+    public func waitUntilStopped() async {
+        if stopped { return }
+        await withCheckedContinuation { stoppedWaiters.append($0) }
     }
 
     /// SIGKILL every running child at once (a second Ctrl-C); ``stop(gracePeriod:)`` then finishes quickly.

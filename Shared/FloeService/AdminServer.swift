@@ -111,14 +111,19 @@ public final class AdminServer: Service, Sendable {
     /// Serves until cancelled or until graceful shutdown, then closes the listener and every connection.
     public func run() async throws {
         logger.info("admin server listening", metadata: ["admin.address": "\(boundAddress)"])
-        try await cancelWhenGracefulShutdown {
-            try await self.channel.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
+        do {
+            // Cancellation, not just closing the listener, so idle keep-alive connections end too.
+            try await cancelWhenGracefulShutdown {
+                try await self.channel.executeThenClose { inbound in
+                    try await withThrowingDiscardingTaskGroup { group in
+                        for try await connection in inbound {
+                            group.addTask { await self.serve(connection) }
+                        }
                     }
                 }
             }
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            // Being stopped on purpose is a clean exit.
         }
     }
 

@@ -35,7 +35,9 @@ public enum ServiceRunner {
         gracefulShutdownTimeout: Duration = .seconds(20)
     ) async throws {
         var configuration = ServiceGroupConfiguration(
-            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            services: services.map {
+                ServiceGroupConfiguration.ServiceConfiguration(service: $0, serviceName: String(describing: type(of: $0)))
+            },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )

@@ -76,7 +76,7 @@ struct DevUp: AsyncParsableCommand {
         let binDirectory = DevClusterPlan.binDirectory()
         let (specs, skipped) = plan.resolve(binDirectory: binDirectory)
         if !skipped.isEmpty {
-            print("skipped (no executable in \(binDirectory)): \(skipped.joined(separator: ", "))")
+            say("skipped (no executable in \(binDirectory)): \(skipped.joined(separator: ", "))")
         }
         guard !specs.isEmpty else {
             throw ValidationError("no service executables found in \(binDirectory); build them or set FLOE_BIN_DIR")
@@ -87,37 +87,28 @@ struct DevUp: AsyncParsableCommand {
         let supervisor = Supervisor(specs: specs, dataDirectory: dataDirectory, logger: logger)
         try await supervisor.start()
 
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await Self.announceWhenReady(specs: specs, plan: plan, clusterFile: supervisor.clusterFilePath)
-            }
+        let announcer = Task {
+            await Self.announceWhenReady(specs: specs, plan: plan, clusterFile: supervisor.clusterFilePath)
+        }
+        let grace = Duration.seconds(gracePeriod)
+        // UnixSignals allows one iterator, so one task sees every signal: the first stops, later ones kill.
+        let signalHandler = Task {
             var received = 0
             for await signal in signals {
                 received += 1
                 if received == 1 {
-                    print("\n\(signal): stopping \(specs.count) services (Ctrl-C again to kill them now)")
-                    group.cancelAll()
-                    let grace = Duration.seconds(gracePeriod)
-                    group.addTask { await supervisor.stop(gracePeriod: grace) }
-                    group.addTask {
-                        // stop() finishing ends the wait for a second signal.
-                        for await event in supervisor.events where event == .allStopped { break }
-                    }
-                    break
-                }
-            }
-            // A second signal while stopping kills everything at once.
-            group.addTask {
-                for await _ in signals {
-                    print("killing all services now")
+                    announcer.cancel()
+                    say("\n\(signal): stopping \(specs.count) services (Ctrl-C again to kill them now)")
+                    Task { await supervisor.stop(gracePeriod: grace) }
+                } else {
+                    say("\(signal) again: killing all services now")
                     await supervisor.killAll()
                 }
             }
-            try await group.next()
-            try await group.next()
-            group.cancelAll()
         }
-        print("stopped; logs are in \(dataDirectory)/logs")
+        await supervisor.waitUntilStopped()
+        signalHandler.cancel()
+        say("stopped; logs are in \(dataDirectory)/logs")
     }
 
     /// Waits (bounded) until every service answers /readyz, then prints what runs where.
@@ -145,7 +136,7 @@ struct DevUp: AsyncParsableCommand {
             : "Connect Kafka clients to: \(brokers.joined(separator: ","))   (e.g. kcat -b \(brokers[0]) -L)")
         lines.append("Services, pids and ports: \(clusterFile)   (`floe dev status` probes them)")
         lines.append("Ctrl-C stops the cluster.")
-        print(lines.joined(separator: "\n"))
+        say(lines.joined(separator: "\n"))
     }
 }
 
@@ -167,7 +158,7 @@ struct DevStatus: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot read \(path): \(error.localizedDescription) (is `floe dev` running with this --data-dir?)")
         }
-        print("bootstrap: \(file.bootstrap.isEmpty ? "(no brokers)" : file.bootstrap)")
+        say("bootstrap: \(file.bootstrap.isEmpty ? "(no brokers)" : file.bootstrap)")
         let rows = await withTaskGroup(of: (Int, [String]).self) { group in
             for (index, service) in file.services.enumerated() {
                 group.addTask { (index, await Self.probe(service)) }
@@ -177,7 +168,7 @@ struct DevStatus: AsyncParsableCommand {
             return rows.sorted { $0.0 < $1.0 }.map(\.1)
         }
         let header = ["KIND", "NODE", "ZONE", "PID", "LISTEN", "ADMIN", "READY", "STATUS"]
-        print(Self.table([header] + rows))
+        say(Self.table([header] + rows))
     }
 
     static func probe(_ service: ClusterFile.Service) async -> [String] {
@@ -209,6 +200,12 @@ struct DevStatus: AsyncParsableCommand {
         let widths = (0..<(rows.first?.count ?? 0)).map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in
             zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                .replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
         }.joined(separator: "\n")
     }
+}
+
+/// Prints a line straight to stdout: `print` is block-buffered when stdout is a file or pipe, and the summary must show up at once.
+func say(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }
