@@ -67,6 +67,8 @@ public enum SupervisorEvent: Sendable, Equatable {
     case restartScheduled(name: String, delay: Duration, failures: Int)
     case spawnFailed(name: String, reason: String)
     case stopped(name: String)
+    /// ``Supervisor/stop(gracePeriod:)`` has begun: SIGTERM has been sent to every child.
+    case stopping
     /// Every child has exited after ``Supervisor/stop(gracePeriod:)``.
     case allStopped
 }
@@ -155,6 +157,7 @@ public actor Supervisor {
         // Children waiting out a backoff are not running; cancelling ends their loops.
         for loop in loops { loop.cancel() }
         signalAll(SIGTERM)
+        eventContinuation.yield(.stopping)
         if !(await waitUntilNoneRunning(timeout: gracePeriod)) {
             let survivors = children.compactMap { $0.pid.map { "\($0)" } }
             logger.warning("children still running after the grace period, sending SIGKILL", metadata: ["pids": "\(survivors.joined(separator: ","))"])

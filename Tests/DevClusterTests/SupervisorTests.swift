@@ -181,4 +181,49 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         let file = try ClusterFile.read(from: supervisor.clusterFilePath)
         #expect(file.services.first?.pid == nil)
     }
+
+    @Test func backoffIsForgivenAfterAChildRanLongEnough() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Each run outlives resetAfter, so every restart counts as the first failure again.
+        let spec = shell("broker", 103, "sleep 0.15; exit 1")
+        let supervisor = Supervisor(
+            specs: [spec], dataDirectory: directory,
+            policy: RestartPolicy(initial: .milliseconds(10), maximum: .seconds(5), resetAfter: .milliseconds(100)), logger: logger
+        )
+        let recorder = EventRecorder(supervisor.events)
+        try await supervisor.start()
+        let enough = await recorder.wait {
+            $0.filter { if case .restartScheduled = $0 { true } else { false } }.count >= 3
+        }
+        #expect(enough)
+        await supervisor.stop(gracePeriod: .seconds(5))
+        let failures = await recorder.events.compactMap { if case .restartScheduled(_, _, let failures) = $0 { failures } else { nil } }
+        #expect(Array(failures.prefix(3)) == [1, 1, 1])
+    }
+
+    @Test func killAllCutsAGracefulStopShort() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let stubborn = shell("controller", 5, "trap '' TERM; echo ready; while true; do sleep 0.05; done")
+        let supervisor = Supervisor(specs: [stubborn], dataDirectory: directory, logger: logger)
+        let recorder = EventRecorder(supervisor.events)
+        try await supervisor.start()
+        var trapped = false
+        for _ in 0..<200 where !trapped {
+            trapped = (try? String(contentsOfFile: supervisor.logPath(for: stubborn), encoding: .utf8))?.contains("ready") ?? false
+            if !trapped { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(trapped)
+        let pids = await supervisor.runningPids()
+        let clock = ContinuousClock()
+        let started = clock.now
+        // A 60 s grace period that killAll (the second Ctrl-C) must cut short.
+        let stopping = Task { await supervisor.stop(gracePeriod: .seconds(60)) }
+        #expect(await recorder.wait { $0.contains(.stopping) })
+        await supervisor.killAll()
+        await stopping.value
+        #expect(clock.now - started < .seconds(30))
+        for pid in pids { #expect(!ChildProcess.isAlive(pid)) }
+    }
 }
