@@ -79,3 +79,18 @@ public struct ClusterFile: Codable, Sendable, Equatable {
         }
     }
 }
+
+extension ClusterFile {
+    /// Services the file lists whose pid still runs one of `executables`, e.g. left behind by a `floe dev` that was SIGKILLed.
+    ///
+    /// Comparing `/proc/PID/exe` keeps a recycled pid of some unrelated process from counting.
+    public func survivors(amongExecutables executables: Set<String>) -> [Service] {
+        let resolved = Set(executables.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path })
+        return services.filter { service in
+            guard let pid = service.pid, ChildProcess.isAlive(pid),
+                let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+            else { return false }
+            return resolved.contains(URL(fileURLWithPath: exe).resolvingSymlinksInPath().path)
+        }
+    }
+}

@@ -47,6 +47,15 @@ func startedPids(_ events: [SupervisorEvent], _ name: String) -> [Int32] {
     events.compactMap { if case .started(name, let pid) = $0 { pid } else { nil } }
 }
 
+/// Polls a child's log (another process writes it, so there is no event) every 10 ms for at most 5 s.
+func logContains(_ path: String, _ condition: (String) -> Bool) async -> Bool {
+    for _ in 0..<500 {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8), condition(text) { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return false
+}
+
 func temporaryDirectory() throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("floe-dev-test-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -103,10 +112,10 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         let exits = await recorder.events.filter { if case .exited(spec.name, firstPid, .signalled(SIGKILL)) = $0 { true } else { false } }
         #expect(exits.count == 1)
 
+        // Both runs append to the same log; the second may still be starting, so wait for its line before stopping it.
+        let bothLogged = await logContains(supervisor.logPath(for: spec)) { $0.components(separatedBy: "started\n").count - 1 == 2 }
+        #expect(bothLogged)
         await supervisor.stop(gracePeriod: .seconds(5))
-        // Both runs appended to the same log.
-        let log = try String(contentsOfFile: supervisor.logPath(for: spec), encoding: .utf8)
-        #expect(log.components(separatedBy: "started\n").count - 1 == 2)
     }
 
     @Test func backoffGrowsForAChildThatExitsImmediately() async throws {
@@ -145,11 +154,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         let pids = await supervisor.runningPids()
         #expect(pids.count == 3)
         // The trap must be installed before SIGTERM is sent, or the test would not need SIGKILL.
-        var trapped = false
-        for _ in 0..<200 where !trapped {
-            trapped = (try? String(contentsOfFile: supervisor.logPath(for: stubborn), encoding: .utf8))?.contains("ready") ?? false
-            if !trapped { try await Task.sleep(for: .milliseconds(10)) }
-        }
+        let trapped = await logContains(supervisor.logPath(for: stubborn)) { $0.contains("ready") }
         #expect(trapped)
 
         let clock = ContinuousClock()
@@ -209,11 +214,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         let supervisor = Supervisor(specs: [stubborn], dataDirectory: directory, logger: logger)
         let recorder = EventRecorder(supervisor.events)
         try await supervisor.start()
-        var trapped = false
-        for _ in 0..<200 where !trapped {
-            trapped = (try? String(contentsOfFile: supervisor.logPath(for: stubborn), encoding: .utf8))?.contains("ready") ?? false
-            if !trapped { try await Task.sleep(for: .milliseconds(10)) }
-        }
+        let trapped = await logContains(supervisor.logPath(for: stubborn)) { $0.contains("ready") }
         #expect(trapped)
         let pids = await supervisor.runningPids()
         let clock = ContinuousClock()
@@ -225,5 +226,21 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         await stopping.value
         #expect(clock.now - started < .seconds(30))
         for pid in pids { #expect(!ChildProcess.isAlive(pid)) }
+    }
+
+    @Test func survivorsAreFoundOnlyForLiveMatchingExecutables() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let sleeper = ServiceSpec(
+            kind: "controller", nodeID: 1, zone: "z", executable: "/bin/sleep", arguments: ["30"],
+            listen: HostPort(host: "127.0.0.1", port: 1), admin: HostPort(host: "127.0.0.1", port: 2)
+        )
+        let supervisor = Supervisor(specs: [sleeper], dataDirectory: directory, logger: logger)
+        try await supervisor.start()
+        let file = try ClusterFile.read(from: supervisor.clusterFilePath)
+        #expect(file.survivors(amongExecutables: ["/bin/sleep"]).map(\.nodeID) == [1])
+        #expect(file.survivors(amongExecutables: ["/bin/true"]).isEmpty)
+        await supervisor.stop(gracePeriod: .seconds(5))
+        #expect(file.survivors(amongExecutables: ["/bin/sleep"]).isEmpty)
     }
 }

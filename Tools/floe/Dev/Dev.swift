@@ -81,6 +81,13 @@ struct DevUp: AsyncParsableCommand {
         guard !specs.isEmpty else {
             throw ValidationError("no service executables found in \(binDirectory); build them or set FLOE_BIN_DIR")
         }
+        if let previous = try? ClusterFile.read(from: dataDirectory + "/cluster.json") {
+            let survivors = previous.survivors(amongExecutables: Set(specs.map(\.executable)))
+            guard survivors.isEmpty else {
+                let list = survivors.map { "\($0.kind)-\($0.nodeID) pid \($0.pid ?? 0)" }.joined(separator: ", ")
+                throw ValidationError("services of an earlier floe dev in \(dataDirectory) are still running (\(list)); stop or kill them first")
+            }
+        }
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         // Trap before any child exists so an early Ctrl-C still stops them in order.
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
