@@ -5,8 +5,8 @@ import Testing
 
 /// `floe dev` end to end: the real `floe` binary supervising stand-in controllers (ServiceExample under the name floe-controller).
 @Suite struct FloeDevTests {
-    /// Polls `condition` every 50 ms for at most `attempts` tries; the services are other processes, so there is no event to await.
-    func eventually(_ attempts: Int = 200, _ condition: () async -> Bool) async -> Bool {
+    /// Polls `condition` every 50 ms for at most `attempts` tries (30 s); the services are other processes, so there is no event to await.
+    func eventually(_ attempts: Int = 600, _ condition: () async -> Bool) async -> Bool {
         for _ in 0..<attempts {
             if await condition() { return true }
             try? await Task.sleep(for: .milliseconds(50))

@@ -25,7 +25,7 @@ actor EventRecorder {
     }
 
     /// True once `predicate` holds for the events seen so far; false after `timeout`.
-    func wait(timeout: Duration = .seconds(10), until predicate: @escaping @Sendable ([SupervisorEvent]) -> Bool) async -> Bool {
+    func wait(timeout: Duration = .seconds(30), until predicate: @escaping @Sendable ([SupervisorEvent]) -> Bool) async -> Bool {
         if predicate(events) { return true }
         let id = nextID
         nextID += 1
@@ -47,9 +47,9 @@ func startedPids(_ events: [SupervisorEvent], _ name: String) -> [Int32] {
     events.compactMap { if case .started(name, let pid) = $0 { pid } else { nil } }
 }
 
-/// Polls a child's log (another process writes it, so there is no event) every 10 ms for at most 5 s.
+/// Polls a child's log (another process writes it, so there is no event) every 10 ms for at most 20 s.
 func logContains(_ path: String, _ condition: (String) -> Bool) async -> Bool {
-    for _ in 0..<500 {
+    for _ in 0..<2_000 {
         if let text = try? String(contentsOfFile: path, encoding: .utf8), condition(text) { return true }
         try? await Task.sleep(for: .milliseconds(10))
     }
@@ -164,10 +164,10 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         #expect(await supervisor.runningPids().isEmpty)
         let file = try ClusterFile.read(from: supervisor.clusterFilePath)
         #expect(file.services.allSatisfy { $0.pid == nil && $0.state == "stopped" })
+        #expect(await recorder.wait { $0.last == .allStopped })
         let events = await recorder.events
         #expect(events.contains { if case .exited(stubborn.name, _, .signalled(SIGKILL)) = $0 { true } else { false } })
         #expect(events.contains { if case .exited("controller-1", _, .signalled(SIGTERM)) = $0 { true } else { false } })
-        #expect(events.last == .allStopped)
         // No restart after stop.
         #expect(startedPids(events, "controller-1").count == 1)
     }
