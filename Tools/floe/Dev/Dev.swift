@@ -91,7 +91,9 @@ struct DevUp: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         // Trap before any child exists so an early Ctrl-C still stops them in order.
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
-        let supervisor = Supervisor(specs: specs, dataDirectory: dataDirectory, logger: logger)
+        // Every setting a child needs is on its command line; a stray FLOE_* in this shell must not reconfigure it.
+        let childEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FLOE_") }
+        let supervisor = Supervisor(specs: specs, dataDirectory: dataDirectory, environment: childEnvironment, logger: logger)
         try await supervisor.start()
 
         let announcer = Task {
