@@ -74,6 +74,12 @@ public final class AdminServer: Service, Sendable {
     public static let maxConnections = 128
 
     private let openConnections = Atomic<Int>(0)
+    private let draining = Atomic<Bool>(false)
+
+    /// From now on `/readyz` answers 503 whatever the readiness closure says, so load balancers stop sending work during a drain.
+    public func markDraining() {
+        draining.store(true, ordering: .relaxed)
+    }
 
     private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
     private let handlers: Handlers
@@ -202,6 +208,7 @@ public final class AdminServer: Service, Sendable {
         case "/healthz":
             return Response(status: .ok, text: "ok\n")
         case "/readyz":
+            if draining.load(ordering: .relaxed) { return Response(status: .serviceUnavailable, text: "draining\n") }
             return await handlers.ready()
                 ? Response(status: .ok, text: "ready\n")
                 : Response(status: .serviceUnavailable, text: "not ready\n")

@@ -71,6 +71,29 @@ struct ControllerDetails: Encodable, Sendable {
             ready.value = true
             let after = try await AdminClient.get(address, path: "/readyz")
             #expect(after.status == 200)
+            ready.value = false
+            let again = try await AdminClient.get(address, path: "/readyz")
+            #expect(again.status == 503)
+        }
+    }
+
+    @Test func drainingOverridesReadiness() async throws {
+        let server = try await AdminServer.bind(
+            HostPort(host: "127.0.0.1", port: 0),
+            handlers: AdminServer.Handlers(ready: { true }, status: { ServiceStatus(nodeID: 1, kind: "k", zone: "z", incarnation: 0) }),
+            logger: Logger(label: "test")
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            let before = try await AdminClient.get(server.boundAddress, path: "/readyz")
+            #expect(before.status == 200)
+            server.markDraining()
+            let after = try await AdminClient.get(server.boundAddress, path: "/readyz")
+            #expect(after.status == 503)
+            #expect(after.text == "draining\n")
+            let health = try await AdminClient.get(server.boundAddress, path: "/healthz")
+            #expect(health.status == 200)
         }
     }
 

@@ -89,6 +89,9 @@ struct DevUp: AsyncParsableCommand {
             }
         }
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        if plan.objectStore.hasPrefix("file://") {
+            try FileManager.default.createDirectory(atPath: String(plan.objectStore.dropFirst("file://".count)), withIntermediateDirectories: true)
+        }
         // Trap before any child exists so an early Ctrl-C still stops them in order.
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         // Every setting a child needs is on its command line; a stray FLOE_* in this shell must not reconfigure it.
