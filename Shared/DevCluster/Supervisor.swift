@@ -126,6 +126,7 @@ public actor Supervisor {
 
     /// Creates the directories, starts every child and returns once each has been spawned (or failed to spawn).
     public func start() throws {
+        guard loops.isEmpty, !stopping else { return }
         try FileManager.default.createDirectory(atPath: dataDirectory + "/logs", withIntermediateDirectories: true)
         writeClusterFile()
         for index in children.indices {
