@@ -123,6 +123,25 @@ import Testing
         #expect(output.contains("drained, exiting"))
     }
 
+    @Test func invalidEnvironmentValueStopsTheServiceWithAClearMessage() async throws {
+        let products = try #require(productsDirectory(), "build with `swift build --build-tests` first")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("floe-env-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOE_LOG_LEVEL"] = "loud"
+        let log = root + "/out.log"
+        let pid = try ChildProcess.spawn(
+            executable: products + "/ServiceExample", arguments: ["--node-id", "1", "--listen", "127.0.0.1:1", "--admin", "127.0.0.1:2"],
+            environment: environment, logPath: log
+        )
+        let exit = await ChildProcess.waitForExit(pid)
+        #expect(exit == .exited(64))
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(output.contains("environment variable FLOE_LOG_LEVEL='loud' is invalid"))
+        #expect(output.contains("not one of trace, debug, info"))
+    }
+
     func runToCompletion(_ executable: String, _ arguments: [String], logPath: String) async throws -> (exit: ChildExit, output: String) {
         let pid = try ChildProcess.spawn(executable: executable, arguments: arguments, environment: ProcessInfo.processInfo.environment, logPath: logPath)
         let exit = await ChildProcess.waitForExit(pid)
