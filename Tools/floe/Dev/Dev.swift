@@ -92,8 +92,9 @@ struct DevUp: AsyncParsableCommand {
         if plan.objectStore.hasPrefix("file://") {
             try FileManager.default.createDirectory(atPath: String(plan.objectStore.dropFirst("file://".count)), withIntermediateDirectories: true)
         }
-        // Trap before any child exists so an early Ctrl-C still stops them in order.
-        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+        // Trap before any child exists so an early Ctrl-C still stops them in order; SIGHUP (terminal closed) too,
+        // since children in their own process group would not get it and would be orphaned.
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup)
         // Every setting a child needs is on its command line; a stray FLOE_* in this shell must not reconfigure it.
         let childEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FLOE_") }
         let supervisor = Supervisor(specs: specs, dataDirectory: dataDirectory, environment: childEnvironment, logger: logger)
