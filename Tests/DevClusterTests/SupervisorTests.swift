@@ -84,9 +84,9 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     @Test func killedChildIsRestartedWithANewPidAndClusterFileFollows() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let spec = shell("controller", 1, "echo started; exec sleep 30")
+        let spec = shell("controller", 1, "echo started; exec sleep 600")
         let supervisor = Supervisor(
-            specs: [spec, shell("broker", 101, "exec sleep 30")], dataDirectory: directory,
+            specs: [spec, shell("broker", 101, "exec sleep 600")], dataDirectory: directory,
             policy: RestartPolicy(initial: .milliseconds(20)), logger: logger
         )
         let recorder = EventRecorder(supervisor.events)
@@ -146,7 +146,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let stubborn = shell("broker", 102, "trap '' TERM; echo ready; while true; do sleep 0.05; done")
         let supervisor = Supervisor(
-            specs: [shell("controller", 1, "exec sleep 30"), shell("controller", 2, "exec sleep 30"), stubborn],
+            specs: [shell("controller", 1, "exec sleep 600"), shell("controller", 2, "exec sleep 600"), stubborn],
             dataDirectory: directory, logger: logger
         )
         let recorder = EventRecorder(supervisor.events)
@@ -232,7 +232,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let sleeper = ServiceSpec(
-            kind: "controller", nodeID: 1, zone: "z", executable: "/bin/sleep", arguments: ["30"],
+            kind: "controller", nodeID: 1, zone: "z", executable: "/bin/sleep", arguments: ["600"],
             listen: HostPort(host: "127.0.0.1", port: 1), admin: HostPort(host: "127.0.0.1", port: 2)
         )
         let supervisor = Supervisor(specs: [sleeper], dataDirectory: directory, logger: logger)
