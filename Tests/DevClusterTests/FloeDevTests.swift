@@ -84,6 +84,8 @@ import Testing
         #expect(controllerLog.contains("drained, exiting"))
         let floeOutput = try String(contentsOfFile: floeLog, encoding: .utf8)
         #expect(floeOutput.components(separatedBy: "stopped: exited with code 0").count - 1 == 3)
+        #expect(floeOutput.contains("controller-2 (pid \(victim)) killed by signal 9"))
+        #expect(floeOutput.contains("restarting controller-2 (restart 1"))
     }
 
     @Test func serviceConfiguredOnlyByEnvironmentServesAdminAndDrainsOnSIGTERM() async throws {
