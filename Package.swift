@@ -34,6 +34,7 @@ let package = Package(
         systemLibrary("CZstd", pkgConfig: "libzstd", apt: ["libzstd-dev"]),
         systemLibrary("CCurl", pkgConfig: "libcurl", apt: ["libcurl4-openssl-dev"]),
         systemLibrary("CLibCrypto", pkgConfig: "libcrypto", apt: ["libssl-dev"]),
+        systemLibrary("CSQLite", pkgConfig: "sqlite3", apt: ["libsqlite3-dev"]),
 
         // MARK: Shared libraries
         .target(
@@ -76,12 +77,40 @@ let package = Package(
             exclude: ["README.md"]
         ),
 
+        .target(
+            name: "ControllerClient",
+            dependencies: [
+                "KafkaProtocol", "KafkaTransport", "ClusterMetadata",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Shared/ControllerClient"
+        ),
+
+        // MARK: Services
+        .target(
+            name: "ControllerCore",
+            dependencies: [
+                "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Services/Controller/ControllerCore"
+        ),
+        .executableTarget(
+            name: "floe-controller",
+            dependencies: [
+                "ControllerCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Services/Controller/floe-controller"
+        ),
+
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
             name: "floe",
             dependencies: [
-                "KafkaProtocol", "KafkaRecords", "KafkaTransport",
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "ControllerClient", "ClusterMetadata",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
@@ -124,6 +153,14 @@ let package = Package(
             name: "ClusterMetadataTests",
             dependencies: ["ClusterMetadata", "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/ClusterMetadataTests"
+        ),
+        .testTarget(
+            name: "ControllerTests",
+            dependencies: [
+                "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Tests/ControllerTests"
         ),
         .testTarget(
             name: "RaftTests",

@@ -1,0 +1,2 @@
+// Placeholder until the service runner lands.
+print("floe-controller")
