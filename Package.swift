@@ -88,6 +88,16 @@ let package = Package(
 
         // MARK: Services
         .target(
+            name: "WALWriterCore",
+            dependencies: [
+                "KafkaRecords",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ] + nio,
+            path: "Services/WALWriter/WALWriterCore"
+        ),
+        .target(
             name: "ControllerCore",
             dependencies: [
                 "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
@@ -148,6 +158,24 @@ let package = Package(
             name: "ObjectStorageTests",
             dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/ObjectStorageTests"
+        ),
+        .executableTarget(
+            name: "wal-crash-helper",
+            dependencies: [
+                "WALWriterCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/WALCrashHelper"
+        ),
+        .testTarget(
+            name: "WALWriterCoreTests",
+            dependencies: [
+                "WALWriterCore", "wal-crash-helper",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/WALWriterCoreTests"
         ),
         .testTarget(
             name: "ClusterMetadataTests",

@@ -1,0 +1,479 @@
+import DequeModule
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A submitted append whose durability can be awaited later, so a caller can pipeline
+/// several appends of one stream in a fixed order.
+public final class AppendTicket: Sendable {
+    private enum State {
+        case waiting([CheckedContinuation<WALBatcher.Outcome, Never>])
+        case done(WALBatcher.Outcome)
+    }
+
+    private let state = NIOLockedValueBox(State.waiting([]))
+    /// The append's offsets.
+    public let baseOffset: Int64
+    public let lastOffset: Int64
+
+    init(baseOffset: Int64, lastOffset: Int64) {
+        self.baseOffset = baseOffset
+        self.lastOffset = lastOffset
+    }
+
+    func complete(_ outcome: WALBatcher.Outcome) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<WALBatcher.Outcome, Never>] in
+            guard case .waiting(let waiters) = state else { return [] }
+            state = .done(outcome)
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(returning: outcome) }
+    }
+
+    /// Waits until the append is durable (or refused).
+    public func result() async throws -> AppendResult {
+        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<WALBatcher.Outcome, Never>) in
+            let done = state.withLockedValue { state -> WALBatcher.Outcome? in
+                switch state {
+                case .waiting(var waiters):
+                    waiters.append(continuation)
+                    state = .waiting(waiters)
+                    return nil
+                case .done(let outcome):
+                    return outcome
+                }
+            }
+            if let done { continuation.resume(returning: done) }
+        }
+        switch outcome {
+        case .appended(let lsn): return AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)
+        case .failed(let error): throw error
+        case .fenced: throw WALError.unavailable("unexpected outcome")
+        }
+    }
+}
+
+/// Result of a durable append.
+public struct AppendResult: Sendable, Equatable {
+    /// LSN of the WAL record holding the batches.
+    public var lsn: LSN
+    public var baseOffset: Int64
+    public var lastOffset: Int64
+}
+
+/// Durable, untrimmed data of one stream, for the uploader.
+public struct PendingStreamRange: Sendable, Equatable {
+    public var stream: UInt64
+    /// Highest epoch among the pending batches.
+    public var epoch: Int32
+    public var baseOffset: Int64
+    /// Exclusive end offset.
+    public var endOffset: Int64
+    /// Batch bytes pending.
+    public var bytes: Int
+    /// Appends pending.
+    public var batchCount: Int
+    /// LSN of the first pending append.
+    public var firstLSN: LSN
+    /// LSN of the last pending append.
+    public var lastLSN: LSN
+
+    public init(stream: UInt64, epoch: Int32, baseOffset: Int64, endOffset: Int64, bytes: Int, batchCount: Int, firstLSN: LSN, lastLSN: LSN) {
+        self.stream = stream
+        self.epoch = epoch
+        self.baseOffset = baseOffset
+        self.endOffset = endOffset
+        self.bytes = bytes
+        self.batchCount = batchCount
+        self.firstLSN = firstLSN
+        self.lastLSN = lastLSN
+    }
+}
+
+/// What the uploader should pack next.
+public struct UploadSnapshot: Sendable, Equatable {
+    /// Trimming up to this LSN releases everything listed (once committed).
+    public var upToLSN: LSN
+    /// Ranges by ascending stream id.
+    public var streams: [PendingStreamRange]
+}
+
+/// A latency histogram with fixed bucket bounds.
+public struct LatencyHistogram: Sendable, Equatable {
+    /// Upper bounds of the buckets in microseconds; the last bucket is unbounded.
+    public static let boundsMicros: [Int64] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 250_000]
+    /// Counts per bucket (one more than `boundsMicros`).
+    public var counts = [UInt64](repeating: 0, count: boundsMicros.count + 1)
+    /// Samples recorded.
+    public var count: UInt64 = 0
+    /// Sum of all samples in microseconds.
+    public var sumMicros: Int64 = 0
+
+    mutating func record(_ duration: Duration) {
+        let micros = duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
+        let index = Self.boundsMicros.firstIndex { micros <= $0 } ?? Self.boundsMicros.count
+        counts[index] += 1
+        count += 1
+        sumMicros += micros
+    }
+
+    /// Upper bound (µs) of the bucket holding the given quantile; nil when empty or in the last bucket.
+    public func quantileUpperBoundMicros(_ q: Double) -> Int64? {
+        guard count > 0 else { return nil }
+        let target = UInt64((Double(count) * q).rounded(.up))
+        var seen: UInt64 = 0
+        for (index, c) in counts.enumerated() {
+            seen += c
+            if seen >= max(target, 1) { return index < Self.boundsMicros.count ? Self.boundsMicros[index] : nil }
+        }
+        return nil
+    }
+}
+
+/// Counters for metrics.
+public struct WALStats: Sendable, Equatable {
+    /// Durable appends.
+    public var appends: UInt64 = 0
+    /// Batch bytes of durable appends.
+    public var appendedBytes: UInt64 = 0
+    /// Durable fences.
+    public var fences: UInt64 = 0
+    /// Group writes, each ending in one fdatasync.
+    public var syncs: UInt64 = 0
+    /// From submission to durable answer.
+    public var appendLatency = LatencyHistogram()
+    /// Of one group write including its fdatasync.
+    public var syncLatency = LatencyHistogram()
+    /// Bytes durable but not yet trimmed.
+    public var durableUntrimmedBytes: Int = 0
+    /// Bytes admitted (waiting, in flight or durable) not yet trimmed.
+    public var bufferedBytes: Int = 0
+    /// Appends waiting for buffer space.
+    public var blockedAppends: Int = 0
+}
+
+/// The WAL of one volume: durable appends with group commit, reads of the untrimmed tail,
+/// fencing and trimming. Blocking file work runs on a dedicated thread.
+public actor WALEngine {
+    /// Engine settings.
+    public struct Configuration: Sendable {
+        /// The volume's directory (created if missing).
+        public var directory: String
+        /// Preallocated size of each segment file.
+        public var segmentSize: Int
+        /// Bound on admitted-but-untrimmed bytes; appends wait beyond it.
+        public var maxBufferedBytes: Int
+        /// Bound on one group write.
+        public var maxWriteBytes: Int
+        /// Bound on admitted bytes not yet durable; appends wait beyond it.
+        public var maxUnsyncedBytes: Int
+        /// Zero-fill new segments ahead of use (cheaper syncs than fallocated extents).
+        public var zeroFillSegments: Bool
+
+        public init(
+            directory: String, segmentSize: Int = 64 << 20, maxBufferedBytes: Int = 256 << 20, maxWriteBytes: Int = 8 << 20,
+            maxUnsyncedBytes: Int = 64 << 20, zeroFillSegments: Bool = true
+        ) {
+            self.maxUnsyncedBytes = maxUnsyncedBytes
+            self.zeroFillSegments = zeroFillSegments
+            self.directory = directory
+            self.segmentSize = segmentSize
+            self.maxBufferedBytes = maxBufferedBytes
+            self.maxWriteBytes = maxWriteBytes
+        }
+    }
+
+    private let logger: Logger
+    private let volume: WALVolume
+    private let pool: NIOThreadPool
+    private var core: WALBatcher
+    private var index: [UInt64: Deque<StoredBatch>]
+    private var committedEnds: [UInt64: Int64] = [:]
+    private enum Waiter {
+        case continuation(CheckedContinuation<WALBatcher.Outcome, Never>)
+        case ticket(AppendTicket)
+    }
+
+    private var waiting: [WALRequestID: (Waiter, ContinuousClock.Instant)] = [:]
+    private var payloads: [WALRequestID: ByteBuffer] = [:]
+    private var nextRequest: WALRequestID = 1
+    private var durableLSN: LSN
+    private var trimLSN: LSN
+    private var statistics = WALStats()
+    private var closed = false
+
+    private init(configuration: Configuration, logger: Logger, volume: WALVolume, pool: NIOThreadPool, recovered: RecoveredState) {
+        self.logger = logger
+        self.volume = volume
+        self.pool = pool
+        let maxRecord = configuration.segmentSize - WALFormat.segmentHeaderSize
+        self.core = WALBatcher(
+            configuration: .init(
+                maxBufferedBytes: configuration.maxBufferedBytes, maxWriteBytes: configuration.maxWriteBytes,
+                maxRecordBytes: maxRecord, maxUnsyncedBytes: configuration.maxUnsyncedBytes),
+            nextLSN: recovered.nextLSN, streams: recovered.streams, durableRecords: recovered.records)
+        self.index = recovered.batches.mapValues { Deque($0) }
+        self.durableLSN = recovered.nextLSN
+        self.trimLSN = recovered.trimLSN
+    }
+
+    /// Opens (and recovers) the WAL in `configuration.directory`.
+    public static func open(configuration: Configuration, logger: Logger = Logger(label: "floe.wal")) async throws -> WALEngine {
+        guard configuration.segmentSize >= 4096, configuration.maxBufferedBytes > 0, configuration.maxWriteBytes > 0,
+              configuration.maxUnsyncedBytes > 0 else {
+            throw WALError.unavailable("invalid configuration")
+        }
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let volume = WALVolume(directory: configuration.directory, segmentSize: configuration.segmentSize, zeroFill: configuration.zeroFillSegments)
+        let recovered: Result<RecoveredState, WALError>
+        do {
+            recovered = try await pool.runIfActive {
+                do throws(WALError) { return .success(try volume.recover()) } catch { return .failure(error) }
+            }
+        } catch {
+            try? await pool.shutdownGracefully()
+            throw WALError.unavailable("I/O thread stopped")
+        }
+        switch recovered {
+        case .success(let state):
+            logger.info("WAL recovered", metadata: [
+                "wal.next_lsn": "\(state.nextLSN)", "wal.trim_lsn": "\(state.trimLSN)",
+                "wal.streams": "\(state.streams.count)", "wal.untrimmed_records": "\(state.records.count)",
+            ])
+            return WALEngine(configuration: configuration, logger: logger, volume: volume, pool: pool, recovered: state)
+        case .failure(let error):
+            try? await pool.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Stops the I/O thread; pending requests fail.
+    public func close() async {
+        guard !closed else { return }
+        closed = true
+        try? await pool.shutdownGracefully()
+        volume.shutdown()
+    }
+
+    deinit {
+        if !closed {
+            pool.shutdownGracefully { _ in }
+            volume.shutdown()
+        }
+    }
+
+    /// Appends batches of one stream; returns once they are durable.
+    public func append(stream: UInt64, epoch: Int32, baseOffset: Int64, lastOffset: Int64, batches: ByteBuffer) async throws -> AppendResult {
+        let size = WALFormat.encodedSize(batchBytes: batches.readableBytes)
+        let id = nextRequest
+        nextRequest += 1
+        payloads[id] = batches
+        let outcome = await submit(id, .append(stream: stream, epoch: epoch, baseOffset: baseOffset, lastOffset: lastOffset, size: size))
+        switch outcome {
+        case .appended(let lsn): return AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)
+        case .failed(let error): throw error
+        case .fenced: throw WALError.unavailable("unexpected outcome")
+        }
+    }
+
+    /// Submits an append and returns at once; checks and ordering are fixed in call order, durability is awaited on the ticket.
+    public func enqueueAppend(stream: UInt64, epoch: Int32, baseOffset: Int64, lastOffset: Int64, batches: ByteBuffer) -> AppendTicket {
+        let ticket = AppendTicket(baseOffset: baseOffset, lastOffset: lastOffset)
+        if closed {
+            ticket.complete(.failed(.unavailable("closed")))
+            return ticket
+        }
+        let id = nextRequest
+        nextRequest += 1
+        payloads[id] = batches
+        waiting[id] = (.ticket(ticket), .now)
+        let size = WALFormat.encodedSize(batchBytes: batches.readableBytes)
+        run(core.step(.submit(id, .append(stream: stream, epoch: epoch, baseOffset: baseOffset, lastOffset: lastOffset, size: size))))
+        return ticket
+    }
+
+    /// Raises a stream's epoch durably; returns its durable end offset (nil if this WAL never held data of it).
+    public func fence(stream: UInt64, epoch: Int32) async throws -> Int64? {
+        let id = nextRequest
+        nextRequest += 1
+        let outcome = await submit(id, .fence(stream: stream, epoch: epoch, size: WALFormat.encodedSize(batchBytes: nil)))
+        switch outcome {
+        case .fenced(let end): return end
+        case .failed(let error): throw error
+        case .appended: throw WALError.unavailable("unexpected outcome")
+        }
+    }
+
+    /// Durable, untrimmed batches from `offset`: whole appends, at least one if any exists, then up to `maxBytes`.
+    public func read(stream: UInt64, from offset: Int64, maxBytes: Int) throws -> [ByteBuffer] {
+        guard let entries = index[stream], let first = entries.first else {
+            if let end = core.streams[stream]?.durableEnd, offset >= end { return [] }
+            throw WALError.offsetNotInWAL(stream: stream, offset: offset)
+        }
+        guard offset >= first.baseOffset else { throw WALError.offsetNotInWAL(stream: stream, offset: offset) }
+        // Binary search for the first entry that ends at or after `offset`.
+        var low = 0, high = entries.count
+        while low < high {
+            let mid = (low + high) / 2
+            if entries[mid].lastOffset < offset { low = mid + 1 } else { high = mid }
+        }
+        var result: [ByteBuffer] = []
+        var bytes = 0
+        while low < entries.count {
+            let entry = entries[low]
+            if !result.isEmpty, bytes + entry.batches.readableBytes > maxBytes { break }
+            result.append(entry.batches)
+            bytes += entry.batches.readableBytes
+            low += 1
+        }
+        return result
+    }
+
+    /// Durable ranges per stream not yet trimmed.
+    public func pendingUpload() -> UploadSnapshot {
+        var ranges: [PendingStreamRange] = []
+        for stream in index.keys.sorted() {
+            guard let entries = index[stream], let first = entries.first, let last = entries.last else { continue }
+            ranges.append(PendingStreamRange(
+                stream: stream, epoch: entries.map(\.epoch).max() ?? first.epoch,
+                baseOffset: first.baseOffset, endOffset: last.lastOffset + 1,
+                bytes: entries.reduce(0) { $0 + $1.batches.readableBytes }, batchCount: entries.count,
+                firstLSN: first.lsn, lastLSN: last.lsn))
+        }
+        return UploadSnapshot(upToLSN: durableLSN, streams: ranges)
+    }
+
+    /// Drops records below `lsn`, which the uploader committed up to `committedEnds`; durable before returning.
+    public func trim(upTo lsn: LSN, committedEnds ends: [UInt64: Int64]) async throws {
+        guard lsn <= durableLSN else { throw WALError.trimBeyondDurable(requested: lsn, durableEnd: durableLSN) }
+        for (stream, end) in ends { committedEnds[stream] = max(committedEnds[stream] ?? end, end) }
+        for stream in index.keys.sorted() {
+            guard let entries = index[stream] else { continue }
+            for entry in entries where entry.lsn < lsn {
+                let committed = committedEnds[stream]
+                if (committed ?? Int64.min) < entry.lastOffset + 1 {
+                    throw WALError.trimUncommitted(stream: stream, committedEnd: committed, needed: entry.lastOffset + 1)
+                }
+            }
+        }
+        guard lsn > trimLSN else { return }
+        var states: [(UInt64, Int32, Int64?)] = []
+        for stream in core.streams.keys.sorted() {
+            guard let state = core.streams[stream], state.durableEpoch != Int32.min || state.durableEnd != nil else { continue }
+            states.append((stream, state.durableEpoch, state.durableEnd))
+        }
+        let volume = self.volume
+        let checkpoint = states
+        let result: Result<Void, WALError>
+        do {
+            result = try await pool.runIfActive {
+                do throws(WALError) { try volume.trim(upTo: lsn, streams: checkpoint); return .success(()) } catch { return .failure(error) }
+            }
+        } catch {
+            throw WALError.unavailable("I/O thread stopped")
+        }
+        if case .failure(let error) = result { throw error }
+        guard lsn > trimLSN else { return }
+        trimLSN = lsn
+        for stream in index.keys.sorted() {
+            guard var entries = index[stream] else { continue }
+            while let first = entries.first, first.lsn < lsn { entries.removeFirst() }
+            index[stream] = entries.isEmpty ? nil : entries
+        }
+        run(core.step(.trimmed(upTo: lsn)))
+    }
+
+    /// Current counters.
+    public func stats() -> WALStats {
+        var s = statistics
+        s.durableUntrimmedBytes = core.durableBytes
+        s.bufferedBytes = core.bufferedBytes
+        s.blockedAppends = core.blockedCount
+        return s
+    }
+
+    /// Durable state of a stream: (epoch, end offset), nil if unknown.
+    public func streamState(_ stream: UInt64) -> (epoch: Int32, durableEnd: Int64?)? {
+        guard let s = core.streams[stream], s.durableEpoch != Int32.min || s.durableEnd != nil else { return nil }
+        return (s.durableEpoch, s.durableEnd)
+    }
+
+    // MARK: Driver
+
+    private func submit(_ id: WALRequestID, _ request: WALBatcher.Request) async -> WALBatcher.Outcome {
+        if closed {
+            payloads[id] = nil
+            return .failed(.unavailable("closed"))
+        }
+        return await withCheckedContinuation { continuation in
+            waiting[id] = (.continuation(continuation), .now)
+            run(core.step(.submit(id, request)))
+        }
+    }
+
+    private func run(_ actions: [WALBatcher.Action]) {
+        for action in actions {
+            switch action {
+            case .answer(let id, let outcome):
+                payloads[id] = nil
+                guard let (waiter, start) = waiting.removeValue(forKey: id) else { continue }
+                if case .appended = outcome { statistics.appendLatency.record(.now - start) }
+                switch waiter {
+                case .continuation(let continuation): continuation.resume(returning: outcome)
+                case .ticket(let ticket): ticket.complete(outcome)
+                }
+            case .write(let batch, let entries):
+                var records: [(record: WALFormat.Record, lsn: LSN)] = []
+                records.reserveCapacity(entries.count)
+                for entry in entries {
+                    switch entry.request {
+                    case .append(let stream, let epoch, let base, let last, _):
+                        records.append((.append(stream: stream, epoch: epoch, baseOffset: base, lastOffset: last, batches: payloads[entry.id] ?? ByteBuffer()), entry.lsn))
+                    case .fence(let stream, let epoch, _):
+                        records.append((.fence(stream: stream, epoch: epoch), entry.lsn))
+                    }
+                }
+                let volume = self.volume
+                let pool = self.pool
+                let written = records
+                Task {
+                    let start = ContinuousClock.now
+                    let result: Result<Void, WALError>
+                    do {
+                        result = try await pool.runIfActive {
+                            do throws(WALError) { try volume.append(written); return .success(()) } catch { return .failure(error) }
+                        }
+                    } catch {
+                        result = .failure(.unavailable("I/O thread stopped"))
+                    }
+                    self.writeFinished(batch: batch, records: written, result: result, duration: .now - start)
+                }
+            }
+        }
+    }
+
+    private func writeFinished(batch: UInt64, records: [(record: WALFormat.Record, lsn: LSN)], result: Result<Void, WALError>, duration: Duration) {
+        switch result {
+        case .success:
+            statistics.syncs += 1
+            statistics.syncLatency.record(duration)
+            for (record, lsn) in records {
+                switch record {
+                case .append(let stream, let epoch, let base, let last, let bytes):
+                    index[stream, default: []].append(StoredBatch(lsn: lsn, epoch: epoch, baseOffset: base, lastOffset: last, batches: bytes))
+                    statistics.appends += 1
+                    statistics.appendedBytes += UInt64(bytes.readableBytes)
+                case .fence:
+                    statistics.fences += 1
+                }
+                durableLSN = lsn + 1
+            }
+            run(core.step(.writeCompleted(batch: batch)))
+        case .failure(let error):
+            logger.critical("WAL write failed; refusing further writes", metadata: ["error": "\(error)"])
+            run(core.step(.writeFailed(batch: batch, error)))
+        }
+    }
+}
