@@ -24,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -85,6 +88,19 @@ let package = Package(
             ] + nio,
             path: "Shared/ControllerClient"
         ),
+        .target(
+            name: "FloeService",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ] + nio,
+            path: "Shared/FloeService"
+        ),
 
         // MARK: Services
         .target(
@@ -108,9 +124,10 @@ let package = Package(
         .executableTarget(
             name: "floe-controller",
             dependencies: [
-                "ControllerCore",
+                "ControllerCore", "ControllerClient", "FloeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Services/Controller/floe-controller"
         ),
@@ -120,7 +137,7 @@ let package = Package(
         .executableTarget(
             name: "floe",
             dependencies: [
-                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "ControllerClient", "ClusterMetadata",
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "ControllerClient", "ClusterMetadata",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
@@ -189,6 +206,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
             path: "Tests/ControllerTests"
+        ),
+        .testTarget(
+            name: "FloeServiceTests",
+            dependencies: [
+                "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ] + nio,
+            path: "Tests/FloeServiceTests"
         ),
         .testTarget(
             name: "RaftTests",

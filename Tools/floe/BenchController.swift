@@ -175,7 +175,7 @@ final class LocalControllers: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
             "--node-id", "\(k + 1)", "--listen", "127.0.0.1:\(ports[k])", "--voters", voters,
-            "--data-dir", "\(directory)/c\(k + 1)", "--log-level", "warning",
+            "--data-dir", "\(directory)/c\(k + 1)", "--log-level", "warning", "--admin", "127.0.0.1:0",
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

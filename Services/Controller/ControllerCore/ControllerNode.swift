@@ -531,9 +531,10 @@ public actor ControllerNode {
 
     /// Role, term, leader and indexes.
     public var currentStatus: ControllerSnapshotStatus {
+        // The status action carries the commit index only when role, term or leader change; read it live.
         ControllerSnapshotStatus(
             nodeId: configuration.nodeId, role: status.role.rawValue, term: status.term,
-            leaderId: status.leaderID.map { Int32(truncatingIfNeeded: $0) }, commitIndex: status.commitIndex,
+            leaderId: status.leaderID.map { Int32(truncatingIfNeeded: $0) }, commitIndex: raft.commitIndex,
             appliedIndex: appliedIndex, lastLogIndex: raft.lastLogIndex)
     }
 

@@ -1,11 +1,9 @@
 import ArgumentParser
 import ControllerClient
 import ControllerCore
-import Dispatch
+import FloeService
 import Logging
-#if canImport(Glibc)
-import Glibc
-#endif
+import ServiceLifecycle
 
 /// `floe-controller`: one voter of the controller Raft group.
 @main
@@ -13,53 +11,87 @@ struct FloeController: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floe-controller", abstract: "Floe controller: Raft-replicated cluster metadata in SQLite.")
 
-    @Option(help: "This controller's node id (one of --voters).") var nodeId: Int32
-    @Option(help: "Zone label.") var zone = "default"
-    @Option(help: "HOST:PORT to listen on for Kafka-framed requests.") var listen: String
-    @Option(help: "HOST:PORT other services reach this controller at.") var advertise: String?
-    @Option(help: "Static voters: ID@HOST:PORT,…") var voters: String
-    @Option(help: "Directory of the SQLite database.") var dataDir: String
-    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
-    @Option(help: "Fence a registered node after this many ms without a heartbeat.") var sessionTimeoutMs = 6000
-    @Option(help: "Lower bound of the Raft election timeout in ms (the upper bound is twice it).") var electionTimeoutMs = 1000
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Static voters: ID@HOST:PORT,… (FLOE_VOTERS).") var voters: String
+    @Option(name: .customLong("data-dir"), help: "Directory of the SQLite database (FLOE_DATA_DIR).") var dataDir: String
+    @Option(name: .customLong("session-timeout-ms"), help: "Fence a registered node after this many ms without a heartbeat (FLOE_SESSION_TIMEOUT_MS).")
+    var sessionTimeoutMs = 6000
+    @Option(name: .customLong("election-timeout-ms"), help: "Lower bound of the Raft election timeout in ms; the upper bound is twice it (FLOE_ELECTION_TIMEOUT_MS).")
+    var electionTimeoutMs = 1000
+
+    static func main() async { await mainWithEnvironment() }
+
+    func validate() throws {
+        guard (100...600_000).contains(sessionTimeoutMs) else { throw ValidationError("--session-timeout-ms must be in 100...600000") }
+        guard (50...60_000).contains(electionTimeoutMs) else { throw ValidationError("--election-timeout-ms must be in 50...60000") }
+    }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        var logger = Logger(label: "floe-controller")
-        logger[metadataKey: "zone"] = "\(zone)"
-        let listenEndpoint = try parseEndpoint(listen)
+        let logger = ServiceRunner.bootstrap(kind: "controller", options: common)
         let voterList = try ControllerVoter.parseList(voters)
-        guard voterList.contains(where: { $0.id == nodeId }) else {
-            throw ValidationError("--node-id \(nodeId) is not in --voters")
+        guard voterList.contains(where: { $0.id == common.nodeID }) else {
+            throw ValidationError("--node-id \(common.nodeID) is not in --voters")
         }
         let configuration = ControllerConfiguration(
-            nodeId: nodeId, zone: zone, voters: voterList, listenHost: listenEndpoint.host, listenPort: listenEndpoint.port,
+            nodeId: common.nodeID, zone: common.zone, voters: voterList,
+            listenHost: common.listen.host, listenPort: common.listen.port,
             dataDirectory: dataDir, sessionTimeout: .milliseconds(sessionTimeoutMs),
             electionTimeoutMin: .milliseconds(electionTimeoutMs), electionTimeoutMax: .milliseconds(2 * electionTimeoutMs),
             raftHeartbeatInterval: .milliseconds(max(10, electionTimeoutMs / 10)))
         let service = try await ControllerService.start(configuration: configuration, logger: logger)
-        let port = try await service.boundPort()
-        logger.info("controller started", metadata: ["listen": "\(listen)", "port": "\(port)"])
+        let node = service.node
+        let options = common
+        let handlers = AdminServer.Handlers(
+            ready: { await node.currentStatus.leaderId != nil },
+            status: {
+                let status = await node.currentStatus
+                return ServiceStatus(
+                    nodeID: options.nodeID, kind: "controller", zone: options.zone, incarnation: 0,
+                    details: ControllerStatusDetails(status))
+            })
+        do {
+            try await ServiceRunner.run(services: [ControllerLifecycle(service: service)], options: common, handlers: handlers, logger: logger)
+        } catch is CancellationError {
+            // The admin server ends graceful shutdown by throwing CancellationError; the controller itself stopped
+            // cleanly by then, so SIGTERM still exits 0.
+            logger.info("controller exited after graceful shutdown")
+        }
+    }
+}
 
-        let (signals, continuation) = AsyncStream<Int32>.makeStream()
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber)
-            source.setEventHandler { continuation.yield(signalNumber) }
-            source.resume()
-            sources.append(source)
-        }
-        for await signalNumber in signals {
-            logger.info("stopping", metadata: ["signal": "\(signalNumber)"])
-            break
-        }
+/// The controller-specific `/status` fields.
+struct ControllerStatusDetails: Encodable, Sendable {
+    var role: String
+    var term: UInt64
+    var leaderID: Int32
+    var commitIndex: UInt64
+    var appliedIndex: UInt64
+    var lastLogIndex: UInt64
+
+    init(_ status: ControllerSnapshotStatus) {
+        role = status.role
+        term = status.term
+        leaderID = status.leaderId ?? -1
+        commitIndex = status.commitIndex
+        appliedIndex = status.appliedIndex
+        lastLogIndex = status.lastLogIndex
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case role, term
+        case leaderID = "leader_id"
+        case commitIndex = "commit_index"
+        case appliedIndex = "applied_index"
+        case lastLogIndex = "last_log_index"
+    }
+}
+
+/// Keeps the controller running until graceful shutdown, then hands leadership away, stops serving and flushes.
+struct ControllerLifecycle: Service {
+    let service: ControllerService
+
+    func run() async throws {
+        try? await gracefulShutdown()
         await service.stop(transferLeadership: true)
-        for source in sources { source.cancel() }
     }
 }
