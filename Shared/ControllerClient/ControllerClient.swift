@@ -215,6 +215,7 @@ public actor ControllerClient {
         var backoff = Duration.milliseconds(5)
         var lastFailure = "no attempt"
         var attempts = 0
+        var hintsFollowed = 0
         while clock.now < deadline, attempts < 10_000 {
             attempts += 1
             try Task.checkCancellation()
@@ -228,8 +229,10 @@ public actor ControllerClient {
                 }
                 guard code == notControllerErrorCode else { throw ControllerClientError.server(code: code, message: message) }
                 lastFailure = "\(endpoint) is not the controller leader"
-                if let leader, let hinted = try? parseEndpoint(leader), hinted != endpoint {
-                    // A hint to a different node is worth following right away.
+                if let leader, let hinted = try? parseEndpoint(leader), hinted != endpoint, hintsFollowed < 3 {
+                    // A hint to a different node is worth following right away, but not forever: two nodes with
+                    // stale views could point at each other.
+                    hintsFollowed += 1
                     leaderHint = hinted
                     continue
                 }
@@ -242,6 +245,7 @@ public actor ControllerClient {
                 lastFailure = "\(endpoint): \(error)"
                 if leaderHint == endpoint { leaderHint = nil }
             }
+            hintsFollowed = 0
             try await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .milliseconds(200))
         }

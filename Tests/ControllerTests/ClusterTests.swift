@@ -11,6 +11,7 @@ final class InProcessCluster: @unchecked Sendable {
     let voters: [ControllerVoter]
     let sessionTimeout: Duration
     var services: [ControllerService?]
+    var configure: @Sendable (inout ControllerConfiguration) -> Void = { _ in }
 
     init(count: Int = 3, sessionTimeout: Duration = .seconds(6)) throws {
         let ports = try freePorts(count)
@@ -24,7 +25,8 @@ final class InProcessCluster: @unchecked Sendable {
     var endpoints: [KafkaEndpoint] { voters.map(\.endpoint) }
 
     func start(_ k: Int) async throws {
-        let configuration = testConfiguration(id: Int32(k + 1), voters: voters, port: ports[k], directory: directories[k], sessionTimeout: sessionTimeout)
+        var configuration = testConfiguration(id: Int32(k + 1), voters: voters, port: ports[k], directory: directories[k], sessionTimeout: sessionTimeout)
+        configure(&configuration)
         services[k] = try await ControllerService.start(configuration: configuration, logger: testLogger)
     }
 

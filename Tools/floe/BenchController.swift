@@ -75,6 +75,28 @@ struct BenchController: AsyncParsableCommand {
         latencies.sort()
         print("  sequential commit latency: p50 \(ms(percentile(latencies, 0.50))) ms, p99 \(ms(percentile(latencies, 0.99))) ms, max \(ms(latencies.last ?? .zero)) ms")
 
+        // Propagation to a metadata follower reading from a follower controller.
+        var followerIndex = 0
+        for (k, endpoint) in endpoints.enumerated() {
+            if let status = try? await client.describe(endpoint), status.role != "leader" { followerIndex = k }
+        }
+        let image = MetadataFollower(client: ControllerClient(endpoints: [endpoints[followerIndex]], logger: logger), logger: logger)
+        let following = Task { await image.run() }
+        var propagation: [Duration] = []
+        let rounds = min(writes, 500)
+        for _ in 0..<rounds {
+            let start = clock.now
+            let (_, index) = try await client.writeWithIndex(.expirePrepared(now: 0))
+            guard await image.waitForVersion(index, timeout: .seconds(5)) else {
+                print("  follower did not reach version \(index) within 5 s")
+                break
+            }
+            propagation.append(start.duration(to: clock.now))
+        }
+        following.cancel()
+        propagation.sort()
+        print("  write start → follower image (via controller \(followerIndex + 1)): p50 \(ms(percentile(propagation, 0.50))) ms, p99 \(ms(percentile(propagation, 0.99))) ms over \(propagation.count) writes")
+
         let deadline = clock.now.advanced(by: .milliseconds(Int64(seconds * 1000)))
         let started = clock.now
         let total = try await withThrowingTaskGroup(of: Int.self) { group in

@@ -538,6 +538,9 @@ public actor ControllerNode {
             appliedIndex: appliedIndex, lastLogIndex: raft.lastLogIndex)
     }
 
+    /// The index the in-memory Raft log starts after (entries up to it are only in the snapshot).
+    var logStartForTesting: UInt64 { raft.logStartIndex }
+
     /// Waits until `condition` holds for the Raft status or `timeout` passes; returns whether it holds.
     public func waitForStatus(timeout: Duration, _ condition: @Sendable (ControllerSnapshotStatus) -> Bool) async -> Bool {
         let deadline = clock.now.advanced(by: timeout)
