@@ -51,7 +51,8 @@ public struct ControllerConfiguration: Sendable {
     public var electionTimeoutMin: Duration
     /// Upper bound of the randomized election timeout.
     public var electionTimeoutMax: Duration
-    /// How often the leader sends Raft heartbeats.
+    /// How often the leader sends Raft heartbeats. Followers learn the commit index from the next append or
+    /// heartbeat, so this bounds how stale metadata served by a follower controller is.
     public var raftHeartbeatInterval: Duration
     /// How often the Raft node is ticked.
     public var tickInterval: Duration
@@ -67,7 +68,7 @@ public struct ControllerConfiguration: Sendable {
         nodeId: Int32, zone: String = "default", voters: [ControllerVoter], listenHost: String = "127.0.0.1", listenPort: Int,
         dataDirectory: String, sessionTimeout: Duration = .seconds(6),
         electionTimeoutMin: Duration = .milliseconds(1000), electionTimeoutMax: Duration = .milliseconds(2000),
-        raftHeartbeatInterval: Duration = .milliseconds(100), tickInterval: Duration = .milliseconds(20),
+        raftHeartbeatInterval: Duration = .milliseconds(10), tickInterval: Duration = .milliseconds(5),
         appliedStateInterval: UInt64 = 1000, snapshotThreshold: UInt64 = 10_000, entriesKeptAfterSnapshot: UInt64 = 1000
     ) {
         self.nodeId = nodeId

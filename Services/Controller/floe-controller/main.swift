@@ -37,7 +37,8 @@ struct FloeController: AsyncParsableCommand {
             listenHost: common.listen.host, listenPort: common.listen.port,
             dataDirectory: dataDir, sessionTimeout: .milliseconds(sessionTimeoutMs),
             electionTimeoutMin: .milliseconds(electionTimeoutMs), electionTimeoutMax: .milliseconds(2 * electionTimeoutMs),
-            raftHeartbeatInterval: .milliseconds(max(10, electionTimeoutMs / 10)))
+            // Frequent heartbeats carry the commit index to followers quickly, so their FetchMetadata answers stay fresh.
+            raftHeartbeatInterval: .milliseconds(max(5, electionTimeoutMs / 100)))
         let service = try await ControllerService.start(configuration: configuration, logger: logger)
         let node = service.node
         let options = common
