@@ -122,6 +122,41 @@ final class InProcessCluster: @unchecked Sendable {
         await cluster.stopAll()
     }
 
+    @Test func followerBehindTheCompactedLogCatchesUpBySnapshotAndKeepsItAcrossRestart() async throws {
+        let cluster = try InProcessCluster()
+        cluster.configure = {
+            $0.snapshotThreshold = 20
+            $0.entriesKeptAfterSnapshot = 3
+            $0.appliedStateInterval = 1000
+        }
+        defer { cluster.cleanup() }
+        try await cluster.startAll()
+        let leader = try #require(await cluster.leader())
+        let lagging = (leader + 1) % 3
+        await cluster.stop(lagging)
+        let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
+        var lastIndex: UInt64 = 0
+        for k in 0..<60 { lastIndex = try await client.writeWithIndex(.createTopics([topic("snap\(k)")])).index }
+        let leaderNode = try #require(cluster.services[leader]?.node)
+        #expect(await leaderNode.logStartForTesting > 0)
+
+        // The restarted follower's next entry is gone from the leader's log: it must take the snapshot.
+        try await cluster.start(lagging)
+        let node = try #require(cluster.services[lagging]?.node)
+        let target = lastIndex
+        #expect(await node.waitForStatus(timeout: .seconds(10)) { $0.appliedIndex >= target })
+        #expect(await node.metadata.topicNames == (await leaderNode.metadata.topicNames))
+
+        // What it installed is durable: after a restart it still has everything, even alone.
+        await cluster.stopAll()
+        try await cluster.start(lagging)
+        let restarted = try #require(cluster.services[lagging]?.node)
+        let restoredAt = await restarted.currentStatus.appliedIndex
+        #expect(restoredAt >= 40)
+        #expect(await restarted.metadata.topicNames.count >= 40)
+        await cluster.stopAll()
+    }
+
     @Test func silentNodeIsFencedAndUnfencedWhenItHeartbeatsAgain() async throws {
         let cluster = try InProcessCluster(count: 1, sessionTimeout: .milliseconds(400))
         defer { cluster.cleanup() }

@@ -83,6 +83,28 @@ import Testing
         await reopened.close()
     }
 
+    @Test func aFailedBatchLeavesNothingBehind() async throws {
+        let directory = try temporaryDirectory("storage")
+        defer { removeDirectory(directory) }
+        let storage = try await ControllerStorage.open(directory: directory)
+        try await storage.write([.hardState(RaftHardState(term: 1, votedFor: 1)), .append([entry(1, term: 1, "a")])])
+        // The duplicate index makes the last insert fail: the term change before it must not survive either,
+        // or a vote could be durable without the writes the driver thought came with it.
+        await #expect(throws: ControllerStorageError.self) {
+            try await storage.write([
+                .hardState(RaftHardState(term: 9, votedFor: 3)),
+                .append([entry(2, term: 9, "b"), entry(2, term: 9, "c")]),
+            ])
+        }
+        let state = try await storage.load()
+        #expect(state.raft.hardState == RaftHardState(term: 1, votedFor: 1))
+        #expect(state.raft.entries.map(\.index) == [1])
+        // The database is still usable afterwards.
+        try await storage.write([.append([entry(2, term: 2, "d")])])
+        #expect(try await storage.load().raft.entries.map(\.index) == [1, 2])
+        await storage.close()
+    }
+
     @Test func controllerRestartRebuildsMetadataFromDatabase() async throws {
         let directory = try temporaryDirectory("restart")
         defer { removeDirectory(directory) }
