@@ -84,6 +84,7 @@ public actor ControllerNode {
     private var sessionProposals: Set<NodeID> = []
     private var lastSessionCheck: ContinuousClock.Instant
     private var stopped = false
+    private var draining = false
     private var statusWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
     /// Opens the database in the configured data directory and rebuilds the Raft node and metadata state from it.
@@ -177,6 +178,12 @@ public actor ControllerNode {
         guard status.role == .leader, configuration.voters.count > 1 else { return }
         step(.transferLeadership(to: nil))
         _ = await waitForStatus(timeout: timeout) { $0.role != "leader" }
+    }
+
+    /// Answers waiting and future metadata long polls at once, so a graceful stop does not wait out their timeouts.
+    public func beginShutdown() {
+        draining = true
+        wakeFetchers()
     }
 
     /// Stops accepting work, fails waiting proposals, waits for pending writes to become durable and closes the database.
@@ -475,7 +482,7 @@ public actor ControllerNode {
 
     /// Committed changes after `fromVersion`, waiting up to `maxWait` for one when there are none yet.
     public func fetchMetadata(fromVersion: UInt64, maxWait: Duration, maxEntries: Int) async -> FetchMetadataResponse {
-        if appliedIndex <= fromVersion, maxWait > .zero, !stopped {
+        if appliedIndex <= fromVersion, maxWait > .zero, !stopped, !draining {
             let id = nextFetchWaiter
             nextFetchWaiter += 1
             let timer = Task {

@@ -240,6 +240,7 @@ public final class ControllerService: Sendable {
     /// Graceful stop: optionally hands leadership away, stops serving, flushes storage.
     public func stop(transferLeadership: Bool = true) async {
         if transferLeadership { await node.transferLeadership(timeout: .seconds(2)) }
+        await node.beginShutdown()
         let running = serverTask.withLock { task -> Task<Void, any Error>? in
             defer { task = nil }
             return task
