@@ -158,7 +158,7 @@ final class InProcessCluster: @unchecked Sendable {
     }
 
     @Test func silentNodeIsFencedAndUnfencedWhenItHeartbeatsAgain() async throws {
-        let cluster = try InProcessCluster(count: 1, sessionTimeout: .milliseconds(400))
+        let cluster = try InProcessCluster(count: 1, sessionTimeout: .milliseconds(1000))
         defer { cluster.cleanup() }
         try await cluster.startAll()
         _ = try #require(await cluster.leader())
@@ -166,7 +166,7 @@ final class InProcessCluster: @unchecked Sendable {
         let registration = try await client.register(
             NodeRegistration(id: 7, kind: .broker, zone: "a", listener: "127.0.0.1:9092", admin: "127.0.0.1:9093"))
         #expect(registration.incarnation > 0)
-        #expect(registration.sessionTimeout == .milliseconds(400))
+        #expect(registration.sessionTimeout == .milliseconds(1000))
 
         let image = MetadataFollower(client: client, logger: testLogger)
         let following = Task { await image.run() }
@@ -178,7 +178,7 @@ final class InProcessCluster: @unchecked Sendable {
             await client.runHeartbeats(nodeId: 7, incarnation: registration.incarnation, interval: .milliseconds(100)) { 0 }
         }
         let clock = ContinuousClock()
-        let keepUntil = clock.now.advanced(by: .milliseconds(1000))
+        let keepUntil = clock.now.advanced(by: .milliseconds(1500))
         while clock.now < keepUntil { try await Task.sleep(for: .milliseconds(100)) }
         #expect(await image.state.nodes[7]?.state == .active)
 
