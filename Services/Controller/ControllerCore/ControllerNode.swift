@@ -5,6 +5,7 @@ import KafkaTransport
 import Logging
 import NIOCore
 import Raft
+import Synchronization
 
 /// How a proposal ended.
 public enum ProposalOutcome: Sendable {
@@ -75,7 +76,8 @@ public actor ControllerNode {
     private var fetchWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextFetchWaiter: UInt64 = 0
 
-    private var voterEndpoints: [Int32: KafkaEndpoint]
+    /// Shared with the peer senders, which run off the actor so network writes never wait behind Raft work.
+    private let voterEndpoints: EndpointTable
     private var peerQueues: [RaftNodeID: AsyncStream<ByteBuffer>.Continuation] = [:]
     private var peerTasks: [Task<Void, Never>] = []
     private let transport: KafkaClient
@@ -129,7 +131,7 @@ public actor ControllerNode {
         lastAppliedStateWrite = applied
         status = raft.status
         lastSessionCheck = origin
-        voterEndpoints = Dictionary(uniqueKeysWithValues: configuration.voters.map { ($0.id, $0.endpoint) })
+        voterEndpoints = EndpointTable(Dictionary(uniqueKeysWithValues: configuration.voters.map { ($0.id, $0.endpoint) }))
         transport = KafkaClient(logger: logger)
         logger.info("controller state restored", metadata: [
             "raft.term": "\(raft.term)", "applied.index": "\(applied)", "log.last": "\(raft.lastLogIndex)",
@@ -144,9 +146,10 @@ public actor ControllerNode {
             let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(4096))
             peerQueues[UInt64(voter.id)] = continuation
             let peer = voter.id
-            peerTasks.append(Task { [transport, logger] in
+            let endpoints = voterEndpoints
+            peerTasks.append(Task.detached { [transport, logger] in
                 for await body in stream {
-                    guard let endpoint = self.endpoint(of: peer) else { continue }
+                    guard let endpoint = endpoints.table.withLock({ $0[peer] }) else { continue }
                     do {
                         try await transport.sendOneway(
                             to: endpoint, apiKey: ApiKey.raftMessage.rawValue, apiVersion: 0,
@@ -161,14 +164,15 @@ public actor ControllerNode {
 
     /// Replaces voter endpoints (used when voters bound port 0 and learn each other's ports afterwards).
     public func setVoterEndpoints(_ endpoints: [Int32: KafkaEndpoint]) {
-        for (id, endpoint) in endpoints { voterEndpoints[id] = endpoint }
+        voterEndpoints.table.withLock { table in
+            for (id, endpoint) in endpoints { table[id] = endpoint }
+        }
     }
 
-    private func endpoint(of id: Int32) -> KafkaEndpoint? { voterEndpoints[id] }
 
     /// The endpoint of voter `id`, as HOST:PORT.
     public func endpointString(of id: Int32?) -> String? {
-        guard let id, let endpoint = voterEndpoints[id] else { return nil }
+        guard let id, let endpoint = voterEndpoints.table.withLock({ $0[id] }) else { return nil }
         return "\(endpoint.host):\(endpoint.port)"
     }
 
@@ -568,5 +572,14 @@ public actor ControllerNode {
 
     private func wakeStatusWaiter(_ id: UInt64) {
         statusWaiters.removeValue(forKey: id)?.resume()
+    }
+}
+
+/// Voter endpoints behind a lock, shared by the driver and its peer senders.
+final class EndpointTable: Sendable {
+    let table: Mutex<[Int32: KafkaEndpoint]>
+
+    init(_ endpoints: [Int32: KafkaEndpoint]) {
+        table = Mutex(endpoints)
     }
 }
