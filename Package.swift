@@ -102,6 +102,12 @@ let package = Package(
             path: "Shared/FloeService"
         ),
 
+        .target(
+            name: "DevCluster",
+            dependencies: ["FloeService", .product(name: "Logging", package: "swift-log")],
+            path: "Shared/DevCluster"
+        ),
+
         // MARK: Services
         .target(
             name: "WALWriterCore",
@@ -137,9 +143,10 @@ let package = Package(
         .executableTarget(
             name: "floe",
             dependencies: [
-                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "ControllerClient", "ClusterMetadata",
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster", "ControllerClient", "ClusterMetadata",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ] + nio,
             path: "Tools/floe"
         ),
@@ -216,6 +223,21 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ] + nio,
             path: "Tests/FloeServiceTests"
+        ),
+        .executableTarget(
+            name: "ServiceExample",
+            dependencies: [
+                "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Tests/ServiceExample"
+        ),
+        .testTarget(
+            name: "DevClusterTests",
+            dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/DevClusterTests"
         ),
         .testTarget(
             name: "RaftTests",

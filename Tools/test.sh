@@ -13,4 +13,6 @@ echo "== generated protocol code is current"
 Tools/generate-protocol.sh --check
 
 echo "== swift tests"
-swift test --skip-build
+# Serially: the CPU-bound suites (fuzz loops, Raft simulation) would otherwise hold both threads
+# of a 2-core machine's cooperative pool for seconds at a time and starve the socket tests.
+swift test --skip-build --no-parallel

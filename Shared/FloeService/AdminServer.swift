@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// What `/status` returns: the fields every service has, plus service-specific `details` merged into the same JSON object.
 public struct ServiceStatus: Encodable, Sendable {
@@ -69,6 +70,17 @@ public final class AdminServer: Service, Sendable {
     /// Requests with a body larger than this are answered 413 and the connection closed.
     public static let maxRequestBodyBytes = 16 * 1024
 
+    /// Connections beyond this many are closed on accept, so a misbehaving client cannot exhaust memory or descriptors.
+    public static let maxConnections = 128
+
+    private let openConnections = Atomic<Int>(0)
+    private let draining = Atomic<Bool>(false)
+
+    /// From now on `/readyz` answers 503 whatever the readiness closure says, so load balancers stop sending work during a drain.
+    public func markDraining() {
+        draining.store(true, ordering: .relaxed)
+    }
+
     private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
     private let handlers: Handlers
     private let logger: Logger
@@ -81,6 +93,7 @@ public final class AdminServer: Service, Sendable {
         _ address: HostPort,
         handlers: Handlers,
         logger: Logger,
+        idleTimeout: TimeAmount = .seconds(60),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> AdminServer {
         let channel = try await ServerBootstrap(group: group)
@@ -89,6 +102,10 @@ public final class AdminServer: Service, Sendable {
             .bind(host: address.host, port: address.port) { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Probes and scrapers reconnect cheaply; a connection silent this long is abandoned.
+                    try child.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(readTimeout: idleTimeout), CloseOnIdle(),
+                    ], position: .first)
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
                         wrappingChannelSynchronously: child
                     )
@@ -111,14 +128,27 @@ public final class AdminServer: Service, Sendable {
     /// Serves until cancelled or until graceful shutdown, then closes the listener and every connection.
     public func run() async throws {
         logger.info("admin server listening", metadata: ["admin.address": "\(boundAddress)"])
-        try await cancelWhenGracefulShutdown {
-            try await self.channel.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
+        do {
+            // Cancellation, not just closing the listener, so idle keep-alive connections end too.
+            try await cancelWhenGracefulShutdown {
+                try await self.channel.executeThenClose { inbound in
+                    try await withThrowingDiscardingTaskGroup { group in
+                        for try await connection in inbound {
+                            guard self.openConnections.add(1, ordering: .relaxed).newValue <= Self.maxConnections else {
+                                self.openConnections.subtract(1, ordering: .relaxed)
+                                connection.channel.close(promise: nil)
+                                continue
+                            }
+                            group.addTask {
+                                await self.serve(connection)
+                                self.openConnections.subtract(1, ordering: .relaxed)
+                            }
+                        }
                     }
                 }
             }
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            // Being stopped on purpose is a clean exit.
         }
     }
 
@@ -178,6 +208,7 @@ public final class AdminServer: Service, Sendable {
         case "/healthz":
             return Response(status: .ok, text: "ok\n")
         case "/readyz":
+            if draining.load(ordering: .relaxed) { return Response(status: .serviceUnavailable, text: "draining\n") }
             return await handlers.ready()
                 ? Response(status: .ok, text: "ready\n")
                 : Response(status: .serviceUnavailable, text: "not ready\n")
@@ -212,5 +243,18 @@ public final class AdminServer: Service, Sendable {
             try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: response.body))))
         }
         try await outbound.write(.end(nil))
+    }
+}
+
+/// Closes a connection when `IdleStateHandler` reports it idle.
+final class CloseOnIdle: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 }

@@ -37,9 +37,17 @@ public struct FloeLogHandler: LogHandler {
         var line = "\(Self.timestamp()) \(event.level) \(label): \(event.message)"
         if !merged.isEmpty {
             // Sorted so the same metadata always prints the same way (grep-able, diff-able).
-            line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quoted("\($0.value)"))" }.joined(separator: " ")
         }
         sink(line + "\n")
+    }
+
+    /// Quotes a value that would otherwise not read back as one `key=value` token.
+    static func quoted(_ value: String) -> String {
+        guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\n" }) else { return value }
+        let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+        return "\"\(escaped)\""
     }
 
     /// UTC with milliseconds, e.g. `2026-11-21T23:01:02.345Z`.

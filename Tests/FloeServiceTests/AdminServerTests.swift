@@ -2,6 +2,8 @@ import FloeService
 import Foundation
 import Logging
 import Metrics
+import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -69,6 +71,29 @@ struct ControllerDetails: Encodable, Sendable {
             ready.value = true
             let after = try await AdminClient.get(address, path: "/readyz")
             #expect(after.status == 200)
+            ready.value = false
+            let again = try await AdminClient.get(address, path: "/readyz")
+            #expect(again.status == 503)
+        }
+    }
+
+    @Test func drainingOverridesReadiness() async throws {
+        let server = try await AdminServer.bind(
+            HostPort(host: "127.0.0.1", port: 0),
+            handlers: AdminServer.Handlers(ready: { true }, status: { ServiceStatus(nodeID: 1, kind: "k", zone: "z", incarnation: 0) }),
+            logger: Logger(label: "test")
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            let before = try await AdminClient.get(server.boundAddress, path: "/readyz")
+            #expect(before.status == 200)
+            server.markDraining()
+            let after = try await AdminClient.get(server.boundAddress, path: "/readyz")
+            #expect(after.status == 503)
+            #expect(after.text == "draining\n")
+            let health = try await AdminClient.get(server.boundAddress, path: "/healthz")
+            #expect(health.status == 200)
         }
     }
 
@@ -90,6 +115,32 @@ struct ControllerDetails: Encodable, Sendable {
             #expect(missing.status == 404)
             let post = try await AdminClient.get(address, paths: ["/healthz"], method: .POST)
             #expect(post.first?.status == 405)
+        }
+    }
+
+    @Test func idleConnectionsAreClosed() async throws {
+        let server = try await AdminServer.bind(
+            HostPort(host: "127.0.0.1", port: 0),
+            handlers: AdminServer.Handlers(ready: { true }, status: { ServiceStatus(nodeID: 1, kind: "k", zone: "z", incarnation: 0) }),
+            logger: Logger(label: "test"), idleTimeout: .milliseconds(200)
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: server.boundAddress.port).get()
+            let clock = ContinuousClock()
+            let start = clock.now
+            // Bounded: if the server never closes it, the test fails after 10 s instead of hanging.
+            let closed = try await withThrowingTaskGroup(of: Bool.self) { waits in
+                waits.addTask { try await channel.closeFuture.get(); return true }
+                waits.addTask { try await Task.sleep(for: .seconds(10)); return false }
+                defer { waits.cancelAll() }
+                return try await waits.next() ?? false
+            }
+            if !closed { try? await channel.close() }
+            #expect(closed)
+            #expect(clock.now - start >= .milliseconds(150))
         }
     }
 

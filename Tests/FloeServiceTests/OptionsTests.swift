@@ -135,11 +135,11 @@ struct SampleService: ParsableCommand {
         }
         logger[metadataKey: "zone"] = "a"
         logger.debug("hidden")
-        logger.info("hello", metadata: ["raft.term": "3"])
+        logger.info("hello", metadata: ["raft.term": "3", "error": "bad thing: \"x\""])
         let captured = lines.all
         #expect(captured.count == 1)
         let line = captured.first ?? ""
-        #expect(line.hasSuffix(" info floe.test: hello raft.term=3 zone=a\n"))
+        #expect(line.hasSuffix(" info floe.test: hello error=\"bad thing: \\\"x\\\"\" raft.term=3 zone=a\n"))
         // 2026-11-21T23:01:02.345Z
         let timestamp = line.prefix(while: { $0 != " " })
         #expect(timestamp.count == 24 && timestamp.hasSuffix("Z") && timestamp.contains("T"))

@@ -6,7 +6,7 @@ struct Floe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floe",
         abstract: "Floe: a diskless, Kafka-compatible streaming cluster.",
-        subcommands: [Bench.self]
+        subcommands: [Dev.self, Bench.self]
     )
 }
 
