@@ -53,7 +53,7 @@ struct FloeController: AsyncParsableCommand {
         do {
             try await ServiceRunner.run(services: [ControllerLifecycle(service: service)], options: common, handlers: handlers, logger: logger)
         } catch is CancellationError {
-            // The admin server ends graceful shutdown by throwing CancellationError; the controller itself stopped
+            // A service may end graceful shutdown with CancellationError; the controller itself has stopped
             // cleanly by then, so SIGTERM still exits 0.
             logger.info("controller exited after graceful shutdown")
         }
