@@ -124,6 +124,7 @@ let package = Package(
             dependencies: [
                 "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ] + nio,
             path: "Services/Controller/ControllerCore"
         ),

@@ -3,6 +3,7 @@ import ControllerClient
 import KafkaProtocol
 import KafkaTransport
 import Logging
+import Metrics
 import NIOCore
 import Raft
 import Synchronization
@@ -50,6 +51,21 @@ public actor ControllerNode {
         var sequence: RaftStorageSequence?
         var afterDurable: RaftInput?
     }
+
+    /// Metrics with bounded labels only (no per-node or per-command label values).
+    private struct Instruments {
+        let term = Gauge(label: "floe_controller_raft_term")
+        let isLeader = Gauge(label: "floe_controller_is_leader")
+        let commitIndex = Gauge(label: "floe_controller_commit_index")
+        let appliedIndex = Gauge(label: "floe_controller_applied_index")
+        let applied = Counter(label: "floe_controller_applied_entries_total")
+        let storageBatch = Recorder(label: "floe_controller_storage_batch_operations")
+        let storageWrite = Metrics.Timer(label: "floe_controller_storage_write_seconds")
+        let proposals = Counter(label: "floe_controller_proposals_total")
+        let fenced = Counter(label: "floe_controller_session_fences_total")
+    }
+
+    private let instruments = Instruments()
 
     /// The configuration this node runs with.
     public nonisolated let configuration: ControllerConfiguration
@@ -246,6 +262,7 @@ public actor ControllerNode {
         let id = nextProposalID
         nextProposalID += 1
         let payload = Array(command.encode().readableBytesView)
+        instruments.proposals.increment()
         let timer = Task {
             try? await Task.sleep(for: timeout)
             self.finishProposal(id, .timedOut)
@@ -361,6 +378,7 @@ public actor ControllerNode {
             }
             appliedIndex = entry.index
             appliedTerm = entry.term
+            instruments.applied.increment()
             if let id = proposalByIndex.removeValue(forKey: entry.index), let proposal = proposals[id] {
                 if proposal.term == entry.term {
                     finishProposal(id, .applied(result, index: entry.index))
@@ -375,6 +393,8 @@ public actor ControllerNode {
                 index: appliedIndex, term: appliedTerm, data: Array(metadata.encodeSnapshot().readableBytesView))))
             kickFlush()
         }
+        instruments.appliedIndex.record(Double(appliedIndex))
+        instruments.commitIndex.record(Double(raft.commitIndex))
         wakeFetchers()
         for waiter in statusWaiters.values { waiter.resume() }
         statusWaiters.removeAll()
@@ -383,6 +403,8 @@ public actor ControllerNode {
     private func statusChanged(_ newStatus: RaftStatus) {
         let wasLeader = status.role == .leader
         status = newStatus
+        instruments.term.record(Double(newStatus.term))
+        instruments.isLeader.record(newStatus.role == .leader ? 1 : 0)
         logger.info("raft status", metadata: [
             "raft.role": "\(newStatus.role)", "raft.term": "\(newStatus.term)",
             "raft.leader": "\(newStatus.leaderID.map(String.init) ?? "none")",
@@ -413,9 +435,13 @@ public actor ControllerNode {
         let batch = pendingWrites
         pendingWrites.removeAll()
         let storage = storage
+        let instruments = instruments
+        instruments.storageBatch.record(batch.count)
         Task {
+            let started = ContinuousClock.now
             do {
                 try await storage.write(batch.map(\.operation))
+                instruments.storageWrite.recordNanoseconds(Int64((started.duration(to: .now) / .nanoseconds(1)).rounded()))
             } catch {
                 // A write that cannot be made durable must not be acknowledged; Raft cannot continue without it.
                 fatalError("controller storage write failed: \(error)")
@@ -468,6 +494,7 @@ public actor ControllerNode {
             let id = record.id
             let incarnation = record.incarnation
             logger.info("fencing node after session timeout", metadata: ["fenced.node": "\(id)"])
+            instruments.fenced.increment()
             Task {
                 let outcome = await self.propose(.fenceNode(id: id, incarnation: incarnation), timeout: .seconds(5))
                 self.sessionProposalDone(id, outcome, action: "fence")
