@@ -210,7 +210,7 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport",
+                "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport", "FloeService",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
             path: "Tests/ControllerTests"

@@ -1,5 +1,6 @@
 import ClusterMetadata
 import ControllerClient
+import FloeService
 import Foundation
 import KafkaTransport
 import Synchronization
@@ -155,5 +156,51 @@ final class AckList: Sendable {
 
         // SIGTERM is a clean exit.
         for k in 0..<3 { #expect(cluster.terminate(k) == 0) }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func configuredFromEnvironmentWithAdminStatusAndReadiness() async throws {
+        let binary = try #require(controllerBinary(), "floe-controller not built next to the tests")
+        let ports = try freePorts(2)
+        let directory = try temporaryDirectory("env")
+        defer { removeDirectory(directory) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = []
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOE_NODE_ID"] = "4"
+        environment["FLOE_ZONE"] = "z1"
+        environment["FLOE_LISTEN"] = "127.0.0.1:\(ports[0])"
+        environment["FLOE_ADMIN"] = "127.0.0.1:\(ports[1])"
+        environment["FLOE_VOTERS"] = "4@127.0.0.1:\(ports[0])"
+        environment["FLOE_DATA_DIR"] = directory
+        environment["FLOE_LOG_LEVEL"] = "warning"
+        process.environment = environment
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+        let admin = HostPort(host: "127.0.0.1", port: ports[1])
+        let ready = try await withTimeout(.seconds(20), "readyz") {
+            for _ in 0..<400 {
+                if let response = try? await AdminClient.get(admin, path: "/readyz"), response.status == 200 { return true }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return false
+        }
+        #expect(ready)
+        let status = try await AdminClient.get(admin, path: "/status")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(status.body)) as? [String: Any])
+        #expect(json["node_id"] as? Int == 4)
+        #expect(json["kind"] as? String == "controller")
+        #expect(json["zone"] as? String == "z1")
+        #expect(json["incarnation"] as? Int == 0)
+        #expect(json["role"] as? String == "leader")
+        #expect(json["leader_id"] as? Int == 4)
+        #expect(json["term"] as? Int ?? 0 >= 1)
+        #expect(json["commit_index"] as? Int ?? 0 >= 1)
+
+        process.terminate()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
     }
 }
