@@ -37,6 +37,7 @@ let package = Package(
         systemLibrary("CZstd", pkgConfig: "libzstd", apt: ["libzstd-dev"]),
         systemLibrary("CCurl", pkgConfig: "libcurl", apt: ["libcurl4-openssl-dev"]),
         systemLibrary("CLibCrypto", pkgConfig: "libcrypto", apt: ["libssl-dev"]),
+        systemLibrary("CSQLite", pkgConfig: "sqlite3", apt: ["libsqlite3-dev"]),
 
         // MARK: Shared libraries
         .target(
@@ -80,6 +81,14 @@ let package = Package(
         ),
 
         .target(
+            name: "ControllerClient",
+            dependencies: [
+                "KafkaProtocol", "KafkaTransport", "ClusterMetadata",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Shared/ControllerClient"
+        ),
+        .target(
             name: "FloeService",
             dependencies: [
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -110,13 +119,32 @@ let package = Package(
             ] + nio,
             path: "Services/WALWriter/WALWriterCore"
         ),
+        .target(
+            name: "ControllerCore",
+            dependencies: [
+                "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ] + nio,
+            path: "Services/Controller/ControllerCore"
+        ),
+        .executableTarget(
+            name: "floe-controller",
+            dependencies: [
+                "ControllerCore", "ControllerClient", "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Services/Controller/floe-controller"
+        ),
 
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
             name: "floe",
             dependencies: [
-                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster",
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster", "ControllerClient", "ClusterMetadata",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -178,6 +206,14 @@ let package = Package(
             name: "ClusterMetadataTests",
             dependencies: ["ClusterMetadata", "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/ClusterMetadataTests"
+        ),
+        .testTarget(
+            name: "ControllerTests",
+            dependencies: [
+                "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport", "FloeService",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Tests/ControllerTests"
         ),
         .testTarget(
             name: "FloeServiceTests",

@@ -180,6 +180,18 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
     case deleteShareGroupState = 86
     /// ReadShareGroupStateSummary: versions 0-0, flexible from v0.
     case readShareGroupStateSummary = 87
+    /// RaftMessage: versions 0-0, flexible from v0.
+    case raftMessage = 10000
+    /// ControllerWrite: versions 0-0, flexible from v0.
+    case controllerWrite = 10001
+    /// ControllerRegister: versions 0-0, flexible from v0.
+    case controllerRegister = 10002
+    /// ControllerHeartbeat: versions 0-0, flexible from v0.
+    case controllerHeartbeat = 10003
+    /// FetchMetadata: versions 0-0, flexible from v0.
+    case fetchMetadata = 10004
+    /// DescribeController: versions 0-0, flexible from v0.
+    case describeController = 10005
 
     /// The api name as Kafka prints it (request name without "Request").
     public var name: String {
@@ -272,6 +284,12 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .writeShareGroupState: return "WriteShareGroupState"
         case .deleteShareGroupState: return "DeleteShareGroupState"
         case .readShareGroupStateSummary: return "ReadShareGroupStateSummary"
+        case .raftMessage: return "RaftMessage"
+        case .controllerWrite: return "ControllerWrite"
+        case .controllerRegister: return "ControllerRegister"
+        case .controllerHeartbeat: return "ControllerHeartbeat"
+        case .fetchMetadata: return "FetchMetadata"
+        case .describeController: return "DescribeController"
         }
     }
 
@@ -366,6 +384,12 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .writeShareGroupState: return 0...0
         case .deleteShareGroupState: return 0...0
         case .readShareGroupStateSummary: return 0...0
+        case .raftMessage: return 0...0
+        case .controllerWrite: return 0...0
+        case .controllerRegister: return 0...0
+        case .controllerHeartbeat: return 0...0
+        case .fetchMetadata: return 0...0
+        case .describeController: return 0...0
         }
     }
 
@@ -460,6 +484,12 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .writeShareGroupState: return 0
         case .deleteShareGroupState: return 0
         case .readShareGroupStateSummary: return 0
+        case .raftMessage: return 0
+        case .controllerWrite: return 0
+        case .controllerRegister: return 0
+        case .controllerHeartbeat: return 0
+        case .fetchMetadata: return 0
+        case .describeController: return 0
         }
     }
 
@@ -554,6 +584,12 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .writeShareGroupState: return true
         case .deleteShareGroupState: return true
         case .readShareGroupStateSummary: return true
+        case .raftMessage: return false
+        case .controllerWrite: return false
+        case .controllerRegister: return false
+        case .controllerHeartbeat: return false
+        case .fetchMetadata: return false
+        case .describeController: return false
         }
     }
 
@@ -670,6 +706,12 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .writeShareGroupState: return WriteShareGroupStateRequest.self
         case .deleteShareGroupState: return DeleteShareGroupStateRequest.self
         case .readShareGroupStateSummary: return ReadShareGroupStateSummaryRequest.self
+        case .raftMessage: return RaftMessageRequest.self
+        case .controllerWrite: return ControllerWriteRequest.self
+        case .controllerRegister: return ControllerRegisterRequest.self
+        case .controllerHeartbeat: return ControllerHeartbeatRequest.self
+        case .fetchMetadata: return FetchMetadataRequest.self
+        case .describeController: return DescribeControllerRequest.self
         }
     }
 
@@ -764,6 +806,12 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .writeShareGroupState: return WriteShareGroupStateResponse.self
         case .deleteShareGroupState: return DeleteShareGroupStateResponse.self
         case .readShareGroupStateSummary: return ReadShareGroupStateSummaryResponse.self
+        case .raftMessage: return RaftMessageResponse.self
+        case .controllerWrite: return ControllerWriteResponse.self
+        case .controllerRegister: return ControllerRegisterResponse.self
+        case .controllerHeartbeat: return ControllerHeartbeatResponse.self
+        case .fetchMetadata: return FetchMetadataResponse.self
+        case .describeController: return DescribeControllerResponse.self
         }
     }
 }

@@ -42,8 +42,14 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
     ConsumerProtocolSubscription.self,
     ControlledShutdownRequest.self,
     ControlledShutdownResponse.self,
+    ControllerHeartbeatRequest.self,
+    ControllerHeartbeatResponse.self,
+    ControllerRegisterRequest.self,
+    ControllerRegisterResponse.self,
     ControllerRegistrationRequest.self,
     ControllerRegistrationResponse.self,
+    ControllerWriteRequest.self,
+    ControllerWriteResponse.self,
     CreateAclsRequest.self,
     CreateAclsResponse.self,
     CreateDelegationTokenRequest.self,
@@ -71,6 +77,8 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
     DescribeClusterResponse.self,
     DescribeConfigsRequest.self,
     DescribeConfigsResponse.self,
+    DescribeControllerRequest.self,
+    DescribeControllerResponse.self,
     DescribeDelegationTokenRequest.self,
     DescribeDelegationTokenResponse.self,
     DescribeGroupsRequest.self,
@@ -97,6 +105,8 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
     EnvelopeResponse.self,
     ExpireDelegationTokenRequest.self,
     ExpireDelegationTokenResponse.self,
+    FetchMetadataRequest.self,
+    FetchMetadataResponse.self,
     FetchRequest.self,
     FetchResponse.self,
     FetchSnapshotRequest.self,
@@ -145,6 +155,8 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
     ProduceResponse.self,
     PushTelemetryRequest.self,
     PushTelemetryResponse.self,
+    RaftMessageRequest.self,
+    RaftMessageResponse.self,
     ReadShareGroupStateRequest.self,
     ReadShareGroupStateResponse.self,
     ReadShareGroupStateSummaryRequest.self,
@@ -193,6 +205,6 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
 ]
 
 /// Number of schema files the generator read.
-let generatedSchemaCount: Int = 186
+let generatedSchemaCount: Int = 198
 /// Sum over all schemas of the number of valid versions: the round-trip test must run this many cases.
-let generatedMessageVersionCount: Int = 674
+let generatedMessageVersionCount: Int = 686

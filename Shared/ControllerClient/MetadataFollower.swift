@@ -1,0 +1,128 @@
+import ClusterMetadata
+import KafkaProtocol
+import KafkaTransport
+import Logging
+import NIOCore
+
+/// Keeps an in-memory `MetadataState` image current by long-polling FetchMetadata from any controller
+/// (followers serve it too), and publishes each new version.
+public actor MetadataFollower {
+    /// The current image.
+    public private(set) var state = MetadataState()
+    /// The log index the image reflects (no-op entries included); 0 before the first fetch.
+    public private(set) var version: UInt64 = 0
+
+    private let client: ControllerClient
+    private let logger: Logger
+    private let maxWait: Duration
+    private var subscribers: [UInt64: AsyncStream<UInt64>.Continuation] = [:]
+    private var nextSubscriber: UInt64 = 0
+    private var versionWaiters: [UInt64: (target: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var nextWaiter: UInt64 = 0
+    private var preferred = 0
+
+    /// A follower that fetches through `client`; each long poll waits at most `maxWait` at the controller.
+    public init(client: ControllerClient, logger: Logger, maxWait: Duration = .seconds(1)) {
+        self.client = client
+        self.logger = logger
+        self.maxWait = maxWait
+    }
+
+    /// Starts with `preferredEndpoint` (an index into the client's endpoints), e.g. to read from a nearby replica.
+    public func prefer(endpointIndex: Int) {
+        preferred = endpointIndex
+    }
+
+    /// Every new version, starting with the current one.
+    public func versions() -> AsyncStream<UInt64> {
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        let id = nextSubscriber
+        nextSubscriber += 1
+        subscribers[id] = continuation
+        continuation.yield(version)
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.unsubscribe(id) }
+        }
+        return stream
+    }
+
+    private func unsubscribe(_ id: UInt64) {
+        subscribers[id] = nil
+    }
+
+    /// Returns once the image reached `target`, or `false` after `timeout`.
+    public func waitForVersion(_ target: UInt64, timeout: Duration) async -> Bool {
+        if version >= target { return true }
+        let id = nextWaiter
+        nextWaiter += 1
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.wake(id)
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            versionWaiters[id] = (target, continuation)
+        }
+        timer.cancel()
+        return version >= target
+    }
+
+    private func wake(_ id: UInt64) {
+        versionWaiters.removeValue(forKey: id)?.continuation.resume()
+    }
+
+    private func wakeAll() {
+        let waiters = versionWaiters.values
+        versionWaiters.removeAll()
+        for waiter in waiters { waiter.continuation.resume() }
+    }
+
+    /// Fetches until the task is cancelled: from the preferred controller, moving to the next one on errors.
+    public func run() async {
+        let endpoints = client.endpoints
+        var index = preferred
+        var backoff = Duration.milliseconds(10)
+        while !Task.isCancelled {
+            let endpoint = endpoints[index % endpoints.count]
+            do {
+                let response = try await client.fetchMetadata(from: endpoint, fromVersion: version, maxWait: maxWait)
+                if response.errorCode != 0 { throw ControllerClientError.server(code: response.errorCode, message: nil) }
+                try apply(response)
+                backoff = .milliseconds(10)
+            } catch is CancellationError {
+                break
+            } catch {
+                if Task.isCancelled { break }
+                logger.debug("metadata fetch failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+                index += 1
+                do { try await Task.sleep(for: backoff) } catch { break }
+                backoff = min(backoff * 2, .milliseconds(500))
+            }
+        }
+        for continuation in subscribers.values { continuation.finish() }
+        subscribers.removeAll()
+        wakeAll()
+    }
+
+    /// Applies one FetchMetadata answer to the image.
+    func apply(_ response: FetchMetadataResponse) throws {
+        let before = version
+        if let snapshot = response.snapshot {
+            state = try MetadataState(snapshot: snapshot)
+            version = UInt64(clamping: response.snapshotVersion)
+        }
+        for entry in response.entries {
+            let index = UInt64(clamping: entry.index)
+            guard index > version else { continue }
+            let command = try MetadataCommand(decoding: entry.command)
+            _ = state.apply(command, index: index, term: UInt64(clamping: entry.term))
+            version = index
+        }
+        version = max(version, UInt64(clamping: response.version))
+        guard version != before else { return }
+        for continuation in subscribers.values { continuation.yield(version) }
+        for (id, waiter) in versionWaiters where waiter.target <= version {
+            versionWaiters[id] = nil
+            waiter.continuation.resume()
+        }
+    }
+}
