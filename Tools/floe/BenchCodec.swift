@@ -127,20 +127,10 @@ struct BenchCodec: ParsableCommand {
         (try? measureThrowing(bytes: bytes, body)) ?? 0
     }
 
-    /// Repeats `body` for the configured time (at least 3 runs, at most 10 million) and returns bytes/s.
+    /// Bytes per second of `body`, each run processing `bytes`.
     private func measureThrowing(bytes: Int, _ body: () throws -> Void) throws -> Double {
-        try body()  // warm-up
-        let clock = ContinuousClock()
-        let budget = Duration.milliseconds(Int64(seconds * 1000))
-        let start = clock.now
-        var runs = 0
-        while runs < 3 || (clock.now - start < budget && runs < 10_000_000) {
-            try body()
-            runs += 1
-        }
-        let elapsed = clock.now - start
-        let secondsElapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Double(bytes) * Double(runs) / secondsElapsed
+        let (runs, elapsed) = try repeatTimed(seconds: seconds, body)
+        return Double(bytes) * Double(runs) / elapsed
     }
 
     private func gbps(_ rate: Double) -> String { String(format: "%.2f GB/s", rate / 1e9) }

@@ -108,19 +108,10 @@ struct BenchProtocol: ParsableCommand {
         return try builder.build().bytes
     }
 
-    /// Seconds per run of `body`, repeated for the configured time (at least 3 runs).
+    /// Seconds per run of `body`.
     private func timePerRun(_ body: () throws -> Void) throws -> Double {
-        try body()
-        let clock = ContinuousClock()
-        let budget = Duration.milliseconds(Int64(seconds * 1000))
-        let start = clock.now
-        var runs = 0
-        while runs < 3 || (clock.now - start < budget && runs < 10_000_000) {
-            try body()
-            runs += 1
-        }
-        let elapsed = clock.now - start
-        return (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) / Double(runs)
+        let (runs, elapsed) = try repeatTimed(seconds: seconds, body)
+        return elapsed / Double(runs)
     }
 
     private static func format(_ seconds: Double) -> String {
