@@ -211,6 +211,7 @@ let package = Package(
             name: "ControllerTests",
             dependencies: [
                 "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport", "FloeService",
+                "DevCluster",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
             path: "Tests/ControllerTests"

@@ -80,6 +80,58 @@ final class ControllerProcesses: @unchecked Sendable {
 final class AckList: Sendable {
     private let names = Mutex<[String]>([])
     func withLock<T>(_ body: (inout [String]) -> T) -> T { names.withLock { body(&$0) } }
+
+    /// Waits until at least `count` writes were acknowledged (bounded: 20 s).
+    func waitFor(_ count: Int) async throws {
+        try await withTimeout(.seconds(20), "\(count) acknowledged writes") {
+            for _ in 0..<4000 {
+                if self.withLock({ $0.count }) >= count { return }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            throw TestTimeout(what: "\(count) acknowledged writes")
+        }
+    }
+}
+
+/// Streams `createTopics` writes through `client` until cancelled, recording the acknowledged ones.
+func startTopicWriter(_ client: ControllerClient, into acknowledged: AckList) -> Task<Void, Never> {
+    Task {
+        var k = 0
+        while !Task.isCancelled, k < 100_000 {
+            let name = "topic-\(k)"
+            k += 1
+            do {
+                let result = try await client.write(.createTopics([topic(name)]))
+                if case .items(let items) = result, items.first?.errorCode == 0 {
+                    acknowledged.withLock { $0.append(name) }
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                // Unacknowledged: it may or may not have committed; only acknowledged writes are checked.
+            }
+        }
+    }
+}
+
+/// Checks through a follower controller's metadata image that every acknowledged write survived.
+func expectEveryAcknowledgedWrite(_ acknowledged: AckList, endpoints: [KafkaEndpoint], atLeast: Int) async throws {
+    let fresh = ControllerClient(endpoints: endpoints, logger: testLogger, retryDeadline: .seconds(20))
+    let (_, index) = try await fresh.writeWithIndex(.createTopics([topic("after-restart")]))
+    var followerIndex = 0
+    for (k, endpoint) in endpoints.enumerated() {
+        if let status = try? await fresh.describe(endpoint), status.role != "leader" { followerIndex = k }
+    }
+    let image = MetadataFollower(client: ControllerClient(endpoints: [endpoints[followerIndex]], logger: testLogger), logger: testLogger)
+    let following = Task { await image.run() }
+    defer { following.cancel() }
+    #expect(await image.waitForVersion(index, timeout: .seconds(10)))
+    let names = Set(await image.state.topicNames)
+    let acked = acknowledged.withLock { $0 }
+    #expect(acked.count >= atLeast)
+    let missing = acked.filter { !names.contains($0) }
+    #expect(missing.isEmpty, "acknowledged but missing: \(missing)")
+    #expect(names.contains("after-restart"))
 }
 
 @Suite(.serialized) struct MultiProcessTests {
@@ -91,34 +143,8 @@ final class AckList: Sendable {
 
         let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger, requestTimeout: .seconds(2), retryDeadline: .seconds(20))
         let acknowledged = AckList()
-        let writer = Task {
-            var k = 0
-            while !Task.isCancelled, k < 100_000 {
-                let name = "topic-\(k)"
-                k += 1
-                do {
-                    let result = try await client.write(.createTopics([topic(name)]))
-                    if case .items(let items) = result, items.first?.errorCode == 0 {
-                        acknowledged.withLock { $0.append(name) }
-                    }
-                } catch is CancellationError {
-                    return
-                } catch {
-                    // Unacknowledged: it may or may not have committed; only acknowledged writes are checked.
-                }
-            }
-        }
-        func waitForAcks(_ count: Int) async throws {
-            try await withTimeout(.seconds(20), "\(count) acknowledged writes") {
-                for _ in 0..<4000 {
-                    if acknowledged.withLock({ $0.count }) >= count { return }
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                throw TestTimeout(what: "\(count) acknowledged writes")
-            }
-        }
-
-        try await waitForAcks(30)
+        let writer = startTopicWriter(client, into: acknowledged)
+        try await acknowledged.waitFor(30)
         var leader: Int?
         for (k, endpoint) in cluster.endpoints.enumerated() {
             if let status = try? await client.describe(endpoint), status.role == "leader" { leader = k }
@@ -126,33 +152,16 @@ final class AckList: Sendable {
         let killed = try #require(leader)
         cluster.kill(killed)
         let atKill = acknowledged.withLock { $0.count }
-        try await waitForAcks(atKill + 30)
+        try await acknowledged.waitFor(atKill + 30)
         try cluster.start(killed)
-        try await waitForAcks(atKill + 50)
+        try await acknowledged.waitFor(atKill + 50)
         writer.cancel()
         _ = await writer.value
 
         // Crash every process at once, then bring all three back.
         cluster.killAll()
         for k in 0..<3 { try cluster.start(k) }
-        let fresh = ControllerClient(endpoints: cluster.endpoints, logger: testLogger, retryDeadline: .seconds(20))
-        let (_, index) = try await fresh.writeWithIndex(.createTopics([topic("after-restart")]))
-
-        // Read through a follower's image.
-        var followerIndex = 0
-        for (k, endpoint) in cluster.endpoints.enumerated() {
-            if let status = try? await fresh.describe(endpoint), status.role != "leader" { followerIndex = k }
-        }
-        let image = MetadataFollower(client: ControllerClient(endpoints: [cluster.endpoints[followerIndex]], logger: testLogger), logger: testLogger)
-        let following = Task { await image.run() }
-        #expect(await image.waitForVersion(index, timeout: .seconds(10)))
-        let names = Set(await image.state.topicNames)
-        let acked = acknowledged.withLock { $0 }
-        #expect(acked.count >= 80)
-        let missing = acked.filter { !names.contains($0) }
-        #expect(missing.isEmpty, "acknowledged but missing: \(missing)")
-        #expect(names.contains("after-restart"))
-        following.cancel()
+        try await expectEveryAcknowledgedWrite(acknowledged, endpoints: cluster.endpoints, atLeast: 80)
 
         // SIGTERM is a clean exit.
         for k in 0..<3 { #expect(cluster.terminate(k) == 0) }
