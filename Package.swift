@@ -263,7 +263,7 @@ let package = Package(
             name: "WALWriterServiceTests",
             dependencies: [
                 "WALWriterService", "WALWriterCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage",
-                "KafkaProtocol", "KafkaTransport",
+                "KafkaProtocol", "KafkaTransport", "FloeService", "floe-wal-writer",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
             path: "Tests/WALWriterServiceTests"
