@@ -5,6 +5,7 @@ import Foundation
 import KafkaProtocol
 import KafkaTransport
 import Logging
+import Synchronization
 import NIOCore
 import ObjectStorage
 import WALWriterCore
@@ -208,4 +209,29 @@ func committedBytes(of stream: StreamID, harness: Harness) async throws -> ByteB
         }
     }
     return joined
+}
+
+/// Wraps a store; its PUTs fail while `failing` is set (an object store outage).
+final class FlakyStore: ObjectStore {
+    let inner: any ObjectStore
+    let failing = Mutex(true)
+    let failedPuts = Mutex(0)
+
+    init(_ inner: any ObjectStore) { self.inner = inner }
+
+    func put(_ key: String, _ data: ByteBuffer) async throws {
+        if failing.withLock({ $0 }) {
+            failedPuts.withLock { $0 += 1 }
+            throw TestFailure("store unavailable")
+        }
+        try await inner.put(key, data)
+    }
+    func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws -> Bool { try await inner.putIfAbsent(key, data) }
+    func get(_ key: String) async throws -> ByteBuffer { try await inner.get(key) }
+    func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer { try await inner.get(key, range: range) }
+    func head(_ key: String) async throws -> ObjectInfo? { try await inner.head(key) }
+    func delete(_ key: String) async throws { try await inner.delete(key) }
+    func delete(_ keys: [String]) async throws { try await inner.delete(keys) }
+    func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+    var stats: ObjectStoreStats { inner.stats }
 }

@@ -231,6 +231,55 @@ struct WALWriterServiceTests {
         await harness.stop()
     }
 
+    @Test("a store outage delays uploads without losing or reordering data; the size trigger uploads before the interval")
+    func storeOutageThenRecovery() async throws {
+        let harness = try await Harness(name: "outage")
+        let directory = harness.directory + "/wal"
+        let engine = try await WALEngine.open(configuration: .init(directory: directory, segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
+        let store = FlakyStore(harness.store)
+        let uploader = WALUploader(engine: engine, store: store, controller: harness.client, metadata: harness.follower, logger: testLogger)
+        // An interval far beyond the test's limits: only the size trigger can start these uploads.
+        let loop = Task { await uploader.run(interval: .seconds(3600), thresholdBytes: 1) }
+        do {
+            try await withTimeout(.seconds(60), "outage") {
+                let (stream, epoch) = try await harness.createStream("outage")
+                var expected = ByteBuffer()
+                for offset in Int64(0)..<20 {
+                    var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
+                    _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
+                    expected.writeBuffer(&batch)
+                }
+                for _ in 0..<2000 where store.failedPuts.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+                #expect(store.failedPuts.withLock { $0 } >= 2)
+                #expect(try await harness.stream(stream).committedEnd == 0)
+                // Appends keep working during the outage.
+                for offset in Int64(20)..<30 {
+                    var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
+                    _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
+                    expected.writeBuffer(&batch)
+                }
+                store.failing.withLock { $0 = false }
+                var committed: Int64 = 0
+                for _ in 0..<400 {
+                    committed = try await harness.stream(stream).committedEnd
+                    if committed == 30 { break }
+                    try await Task.sleep(for: .milliseconds(25))
+                }
+                #expect(committed == 30)
+                #expect(try await committedBytes(of: stream, harness: harness) == expected)
+            }
+        } catch {
+            loop.cancel()
+            await engine.close()
+            await harness.stop()
+            throw error
+        }
+        loop.cancel()
+        await loop.value
+        await engine.close()
+        await harness.stop()
+    }
+
     @Test("maxTimestamp reads record batch headers and stops at truncated input")
     func maxTimestampParsing() {
         var two = recordBatch(baseOffset: 0, count: 1, timestamp: 50)

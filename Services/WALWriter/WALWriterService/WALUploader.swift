@@ -90,7 +90,9 @@ public actor WALUploader {
         while !Task.isCancelled {
             do { try await Task.sleep(for: poll) } catch { return }
             let pending = await engine.stats().durableUntrimmedBytes
-            let due = clock.now - lastAttempt >= max(interval, backoff) || (backoff == .zero && pending >= thresholdBytes)
+            let elapsed = clock.now - lastAttempt
+            // After a failure the backoff alone decides the retry: the data is already due.
+            let due = backoff > .zero ? elapsed >= backoff : (elapsed >= interval || pending >= thresholdBytes)
             guard due, pending > 0 else { continue }
             lastAttempt = clock.now
             do {
