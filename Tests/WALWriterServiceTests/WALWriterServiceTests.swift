@@ -150,6 +150,12 @@ struct WALWriterServiceTests {
                 let gone = try await writer.read(a, from: 0)
                 #expect(gone.errorCode == KafkaErrorCode.offsetNotAvailable.rawValue)
 
+                // Data of a stream the controller does not have (a deleted topic) is dropped, not left to block trims.
+                #expect(try await writer.append(987_654, epoch: 0, base: 0, count: 1).errorCode == 0)
+                #expect(try await writer.call(WALFlushRequest(), .wALFlush, as: WALFlushResponse.self).errorCode == 0)
+                #expect(await writer.engine.stats().durableUntrimmedBytes == 0)
+                #expect(await harness.follower.state.objects(covering: 987_654, from: 0).isEmpty)
+
                 // Appends continue after the trim at the committed end.
                 #expect(try await writer.append(a, epoch: epochA, base: 12, count: 1).errorCode == 0)
             }

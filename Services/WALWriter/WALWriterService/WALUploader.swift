@@ -14,15 +14,12 @@ import Glibc
 public enum WALUploadError: Error, CustomStringConvertible, Sendable {
     /// The controller refused a command or answered unexpectedly.
     case controller(String)
-    /// The controller's metadata does not know a stream the WAL holds.
-    case unknownStream(UInt64)
     /// The WAL's data and the committed metadata disagree.
     case inconsistent(String)
 
     public var description: String {
         switch self {
         case .controller(let what): "controller: \(what)"
-        case .unknownStream(let id): "stream \(id) unknown to the controller"
         case .inconsistent(let what): "inconsistent: \(what)"
         }
     }
@@ -122,7 +119,16 @@ public actor WALUploader {
         var ends: [UInt64: Int64] = [:]
         for pending in snapshot.streams {
             let streamId = StreamID(bitPattern: pending.stream)
-            guard let record = state.streams[streamId] else { throw WALUploadError.unknownStream(pending.stream) }
+            guard let record = state.streams[streamId] else {
+                // The metadata is at least as new as the prepare, and stream ids are never reused: the stream was
+                // deleted, so its data is dropped rather than left to block every later trim.
+                logger.warning("dropping WAL data of a stream the controller no longer has", metadata: [
+                    "stream": "\(pending.stream)", "offsets": "\(pending.baseOffset)..<\(pending.endOffset)",
+                ])
+                Counter(label: "floe_wal_dropped_stream_ranges_total").increment()
+                ends[pending.stream] = pending.endOffset
+                continue
+            }
             var start: Int64? = nil
             var end = record.committedEnd
             // Appends already committed by an earlier attempt (a crash between commit and trim) are skipped.
