@@ -67,7 +67,8 @@ func recordBatch(baseOffset: Int64, count: Int32, timestamp: Int64, payload: [UI
 /// A single-voter controller, a WAL engine, an uploader and the WAL writer's server on loopback.
 final class Harness: Sendable {
     let directory: String
-    let controller: ControllerService
+    let controller: Mutex<ControllerService>
+    let configuration: ControllerConfiguration
     let controllerEndpoint: KafkaEndpoint
     let client: ControllerClient
     let follower: MetadataFollower
@@ -84,9 +85,10 @@ final class Harness: Sendable {
             electionTimeoutMin: .milliseconds(100), electionTimeoutMax: .milliseconds(200),
             raftHeartbeatInterval: .milliseconds(20), tickInterval: .milliseconds(10), appliedStateInterval: 50)
         try FileManager.default.createDirectory(atPath: directory + "/controller", withIntermediateDirectories: true)
-        controller = try await ControllerService.start(configuration: configuration, logger: testLogger)
+        self.configuration = configuration
+        controller = Mutex(try await ControllerService.start(configuration: configuration, logger: testLogger))
         controllerEndpoint = endpoint
-        client = ControllerClient(endpoints: [endpoint], logger: testLogger, retryDeadline: .seconds(10))
+        client = ControllerClient(endpoints: [endpoint], logger: testLogger, requestTimeout: .seconds(1), retryDeadline: .seconds(2))
         follower = MetadataFollower(client: client, logger: testLogger, maxWait: .milliseconds(200))
         let follower = follower
         followerTask = Task { await follower.run() }
@@ -116,9 +118,19 @@ final class Harness: Sendable {
         return record
     }
 
+    /// Stops the controller (an outage); `restartController` brings it back on the same port and data.
+    func stopController() async {
+        await controller.withLock { $0 }.stop(transferLeadership: false)
+    }
+
+    func restartController() async throws {
+        let restarted = try await ControllerService.start(configuration: configuration, logger: testLogger)
+        controller.withLock { $0 = restarted }
+    }
+
     func stop() async {
         followerTask.cancel()
-        await controller.stop(transferLeadership: false)
+        await controller.withLock { $0 }.stop(transferLeadership: false)
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

@@ -286,6 +286,51 @@ struct WALWriterServiceTests {
         await harness.stop()
     }
 
+    @Test("a controller outage delays uploads; appends keep working and everything commits once it is back")
+    func controllerOutageThenRecovery() async throws {
+        let harness = try await Harness(name: "controller-outage")
+        let engine = try await WALEngine.open(
+            configuration: .init(directory: harness.directory + "/wal", segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
+        let uploader = WALUploader(engine: engine, store: harness.store, controller: harness.client, metadata: harness.follower, logger: testLogger)
+        let loop = Task { await uploader.run(interval: .milliseconds(20), thresholdBytes: 1 << 20) }
+        do {
+            try await withTimeout(.seconds(90), "controller outage") {
+                let (stream, epoch) = try await harness.createStream("outage")
+                var expected = ByteBuffer()
+                func append(_ offset: Int64) async throws {
+                    var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
+                    _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
+                    expected.writeBuffer(&batch)
+                }
+                await harness.stopController()
+                let failuresBefore = await uploader.failedAttempts
+                for offset in Int64(0)..<10 { try await append(offset) }
+                for _ in 0..<2000 where await uploader.failedAttempts == failuresBefore { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(await uploader.failedAttempts > failuresBefore)
+                for offset in Int64(10)..<20 { try await append(offset) }
+                #expect(await engine.stats().durableUntrimmedBytes > 0)
+                try await harness.restartController()
+                var committed: Int64 = -1
+                for _ in 0..<400 {
+                    committed = (try? await harness.stream(stream).committedEnd) ?? -1
+                    if committed == 20 { break }
+                    try await Task.sleep(for: .milliseconds(25))
+                }
+                #expect(committed == 20)
+                #expect(try await committedBytes(of: stream, harness: harness) == expected)
+            }
+        } catch {
+            loop.cancel()
+            await engine.close()
+            await harness.stop()
+            throw error
+        }
+        loop.cancel()
+        await loop.value
+        await engine.close()
+        await harness.stop()
+    }
+
     @Test("maxTimestamp reads record batch headers and stops at truncated input")
     func maxTimestampParsing() {
         var two = recordBatch(baseOffset: 0, count: 1, timestamp: 50)

@@ -39,6 +39,8 @@ public actor WALUploader {
     public private(set) var lastUploadMillis: Int64 = 0
     /// Successful uploads (PUT and commit).
     public private(set) var uploads = 0
+    /// Background upload attempts that failed and were retried.
+    public private(set) var failedAttempts = 0
 
     /// An uploader for `engine`; `metadata` must be running so committed ends and epochs are current.
     public init(engine: WALEngine, store: any ObjectStore, controller: ControllerClient, metadata: MetadataFollower, logger: Logger) {
@@ -97,6 +99,7 @@ public actor WALUploader {
                 backoff = .zero
             } catch {
                 Counter(label: "floe_wal_upload_errors_total").increment()
+                failedAttempts += 1
                 backoff = backoff == .zero ? .milliseconds(100) : min(backoff * 2, .seconds(10))
                 logger.warning("upload failed; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
             }
