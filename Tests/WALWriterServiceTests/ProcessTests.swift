@@ -166,6 +166,9 @@ struct WALWriterProcessTests {
             }
             #expect(try await committedBytes(of: stream, harness: harness) == expected)
             #expect(writer.terminate() == 0)
+            // SIGTERM deregisters: the node is gone from the metadata.
+            _ = try await harness.stream(stream)
+            #expect(await harness.follower.state.nodes[201] == nil)
         } catch {
             writer.kill()
             await harness.stop()

@@ -23,6 +23,29 @@ public actor WALWriterMembership {
     /// Whether a registration has succeeded.
     public var isRegistered: Bool { incarnation != nil }
 
+    /// Removes the registration (graceful shutdown), giving up after `timeout`; returns whether the controller confirmed it.
+    /// Call after cancelling `run`, so no heartbeat or re-registration follows it.
+    public func deregister(timeout: Duration) async -> Bool {
+        guard let incarnation else { return false }
+        let controller = controller
+        let id = registration.id
+        let confirmed = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                guard let result = try? await controller.write(.unregisterNode(id: id, incarnation: incarnation)) else { return false }
+                return result == .ok
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if confirmed { self.incarnation = nil }
+        return confirmed
+    }
+
     /// Registers, then heartbeats at a third of the session timeout, until cancelled.
     public func run(heartbeatInterval: Duration? = nil) async {
         var backoff = Duration.milliseconds(100)

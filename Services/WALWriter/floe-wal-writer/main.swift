@@ -109,7 +109,7 @@ struct WALWriterStatusDetails: Encodable, Sendable {
 }
 
 /// Serves, uploads, heartbeats and exports engine metrics until graceful shutdown; then stops serving,
-/// tries one last upload and closes the WAL.
+/// tries one last upload, deregisters and closes the WAL.
 struct WALWriterLifecycle: Service {
     let engine: WALEngine
     let server: KafkaServer<WALRequestHandler>
@@ -139,6 +139,10 @@ struct WALWriterLifecycle: Service {
             logger.warning("final upload did not complete", metadata: ["error": "\(failure)"])
         }
         for task in background { task.cancel() }
+        for task in background { await task.value }
+        if !(await membership.deregister(timeout: .seconds(3))) {
+            logger.warning("could not deregister; the controller fences this node when its session expires")
+        }
         await engine.close()
     }
 
