@@ -145,6 +145,9 @@ struct WALWriterProcessTests {
                 }
                 throw TestFailure("too few acknowledged appends")
             }
+            let metrics = try await AdminClient.get(HostPort(host: "127.0.0.1", port: writer.admin), path: "/metrics")
+            #expect(metrics.text.contains("floe_wal_append_bytes_total"), "\(metrics.text)")
+            #expect(metrics.text.contains("floe_wal_append_seconds"), "\(metrics.text)")
             writer.kill()
             await appender.value
             let acked = acknowledged.all
