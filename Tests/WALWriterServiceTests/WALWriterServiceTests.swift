@@ -35,6 +35,19 @@ struct WALWriterServiceTests {
                 var tail = recordBatch(baseOffset: 5, count: 2, timestamp: 1_005)
                 expected.writeBuffer(&tail)
                 #expect(all.batches == expected)
+                var reversed = WALAppendRequest()
+                reversed.streamId = stream
+                reversed.epoch = 3
+                reversed.baseOffset = 7
+                reversed.lastOffset = 6
+                reversed.batches = recordBatch(baseOffset: 7, count: 1, timestamp: 0)
+                #expect(try await writer.call(reversed, .wALAppend, as: WALAppendResponse.self).errorCode == KafkaErrorCode.invalidRequest.rawValue)
+                var tiny = WALReadRequest()
+                tiny.streamId = stream
+                tiny.fromOffset = 0
+                tiny.maxBytes = -1
+                // A non-positive limit still returns the first whole append.
+                #expect(try await writer.call(tiny, .wALRead, as: WALReadResponse.self).batches == recordBatch(baseOffset: 0, count: 5, timestamp: 1_000))
                 let missing = try await writer.read(99, from: 0)
                 #expect(missing.errorCode == KafkaErrorCode.offsetNotAvailable.rawValue)
 
@@ -329,6 +342,27 @@ struct WALWriterServiceTests {
         await loop.value
         await engine.close()
         await harness.stop()
+    }
+
+    @Test("malformed and unknown requests close the connection instead of crashing")
+    func malformedRequests() async throws {
+        let directory = try temporaryDirectory("malformed")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let engine = try await WALEngine.open(configuration: .init(directory: directory, segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
+        let handler = WALRequestHandler(engine: engine, uploader: nil, logger: testLogger)
+        let connection = ConnectionInfo(id: 1, remoteAddress: nil)
+        for key in [ApiKey.wALAppend, .wALRead, .wALFence, .wALFlush, .produce] {
+            let frame = KafkaRequestFrame(
+                apiKey: key.rawValue, apiVersion: 0, correlationId: 1, clientId: nil, headerVersion: 2, body: ByteBuffer(bytes: [0xFF, 0x01]))
+            let pending = await handler.accept(frame, connection: connection)
+            guard case .ready(.close) = pending.storage else {
+                Issue.record("\(key.name) with a malformed body was not refused")
+                continue
+            }
+        }
+        #expect(WALRequestHandler.resolver(ApiKey.wALAppend.rawValue, 1) == nil)
+        #expect(WALRequestHandler.resolver(ApiKey.wALAppend.rawValue, 0) != nil)
+        await engine.close()
     }
 
     @Test("maxTimestamp reads record batch headers and stops at truncated input")
