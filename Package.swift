@@ -120,6 +120,25 @@ let package = Package(
             path: "Services/WALWriter/WALWriterCore"
         ),
         .target(
+            name: "WALWriterService",
+            dependencies: [
+                "WALWriterCore", "KafkaProtocol", "KafkaTransport", "ObjectStorage", "ClusterMetadata", "ControllerClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ] + nio,
+            path: "Services/WALWriter/WALWriterService"
+        ),
+        .executableTarget(
+            name: "floe-wal-writer",
+            dependencies: [
+                "WALWriterService", "WALWriterCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Services/WALWriter/floe-wal-writer"
+        ),
+        .target(
             name: "ControllerCore",
             dependencies: [
                 "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
@@ -240,6 +259,15 @@ let package = Package(
             name: "DevClusterTests",
             dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")],
             path: "Tests/DevClusterTests"
+        ),
+        .testTarget(
+            name: "WALWriterServiceTests",
+            dependencies: [
+                "WALWriterService", "WALWriterCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage",
+                "KafkaProtocol", "KafkaTransport", "FloeService", "floe-wal-writer",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Tests/WALWriterServiceTests"
         ),
         .testTarget(
             name: "RaftTests",

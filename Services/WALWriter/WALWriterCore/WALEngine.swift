@@ -345,6 +345,12 @@ public actor WALEngine {
         return UploadSnapshot(upToLSN: durableLSN, streams: ranges)
     }
 
+    /// Durable, untrimmed appends of `stream` whose records lie below `lsn`, in offset order; the uploader needs their offsets.
+    public func entries(stream: UInt64, below lsn: LSN) -> [StoredBatch] {
+        guard let stored = index[stream] else { return [] }
+        return stored.filter { $0.lsn < lsn }
+    }
+
     /// Drops records below `lsn`, which the uploader committed up to `committedEnds`; durable before returning.
     public func trim(upTo lsn: LSN, committedEnds ends: [UInt64: Int64]) async throws {
         guard lsn <= durableLSN else { throw WALError.trimBeyondDurable(requested: lsn, durableEnd: durableLSN) }

@@ -192,6 +192,14 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
     case fetchMetadata = 10004
     /// DescribeController: versions 0-0, flexible from v0.
     case describeController = 10005
+    /// WALAppend: versions 0-0, flexible from v0.
+    case wALAppend = 10010
+    /// WALRead: versions 0-0, flexible from v0.
+    case wALRead = 10011
+    /// WALFence: versions 0-0, flexible from v0.
+    case wALFence = 10012
+    /// WALFlush: versions 0-0, flexible from v0.
+    case wALFlush = 10013
 
     /// The api name as Kafka prints it (request name without "Request").
     public var name: String {
@@ -290,6 +298,10 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .controllerHeartbeat: return "ControllerHeartbeat"
         case .fetchMetadata: return "FetchMetadata"
         case .describeController: return "DescribeController"
+        case .wALAppend: return "WALAppend"
+        case .wALRead: return "WALRead"
+        case .wALFence: return "WALFence"
+        case .wALFlush: return "WALFlush"
         }
     }
 
@@ -390,6 +402,10 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .controllerHeartbeat: return 0...0
         case .fetchMetadata: return 0...0
         case .describeController: return 0...0
+        case .wALAppend: return 0...0
+        case .wALRead: return 0...0
+        case .wALFence: return 0...0
+        case .wALFlush: return 0...0
         }
     }
 
@@ -490,6 +506,10 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .controllerHeartbeat: return 0
         case .fetchMetadata: return 0
         case .describeController: return 0
+        case .wALAppend: return 0
+        case .wALRead: return 0
+        case .wALFence: return 0
+        case .wALFlush: return 0
         }
     }
 
@@ -590,6 +610,10 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .controllerHeartbeat: return false
         case .fetchMetadata: return false
         case .describeController: return false
+        case .wALAppend: return false
+        case .wALRead: return false
+        case .wALFence: return false
+        case .wALFlush: return false
         }
     }
 
@@ -712,6 +736,10 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .controllerHeartbeat: return ControllerHeartbeatRequest.self
         case .fetchMetadata: return FetchMetadataRequest.self
         case .describeController: return DescribeControllerRequest.self
+        case .wALAppend: return WALAppendRequest.self
+        case .wALRead: return WALReadRequest.self
+        case .wALFence: return WALFenceRequest.self
+        case .wALFlush: return WALFlushRequest.self
         }
     }
 
@@ -812,6 +840,10 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .controllerHeartbeat: return ControllerHeartbeatResponse.self
         case .fetchMetadata: return FetchMetadataResponse.self
         case .describeController: return DescribeControllerResponse.self
+        case .wALAppend: return WALAppendResponse.self
+        case .wALRead: return WALReadResponse.self
+        case .wALFence: return WALFenceResponse.self
+        case .wALFlush: return WALFlushResponse.self
         }
     }
 }

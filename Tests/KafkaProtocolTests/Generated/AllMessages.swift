@@ -198,6 +198,14 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
     VoteRequest.self,
     VoteResponse.self,
     VotersRecord.self,
+    WALAppendRequest.self,
+    WALAppendResponse.self,
+    WALFenceRequest.self,
+    WALFenceResponse.self,
+    WALFlushRequest.self,
+    WALFlushResponse.self,
+    WALReadRequest.self,
+    WALReadResponse.self,
     WriteShareGroupStateRequest.self,
     WriteShareGroupStateResponse.self,
     WriteTxnMarkersRequest.self,
@@ -205,6 +213,6 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
 ]
 
 /// Number of schema files the generator read.
-let generatedSchemaCount: Int = 198
+let generatedSchemaCount: Int = 206
 /// Sum over all schemas of the number of valid versions: the round-trip test must run this many cases.
-let generatedMessageVersionCount: Int = 686
+let generatedMessageVersionCount: Int = 694

@@ -1,0 +1,180 @@
+import KafkaProtocol
+import KafkaTransport
+import Logging
+import Metrics
+import NIOCore
+import WALWriterCore
+
+/// The APIs a WAL writer answers.
+public let walWriterAdvertisedVersions = AdvertisedVersions([
+    .init(.apiVersions, 0...4),
+    .init(.wALAppend, 0...0),
+    .init(.wALRead, 0...0),
+    .init(.wALFence, 0...0),
+    .init(.wALFlush, 0...0),
+])
+
+/// Serves a WAL writer's Kafka-framed port: Append, Read, Fence, Flush.
+public struct WALRequestHandler: KafkaRequestHandler {
+    let engine: WALEngine
+    let uploader: WALUploader?
+    let logger: Logger
+
+    /// A handler over `engine`; Flush answers KAFKA_STORAGE_ERROR without an `uploader`.
+    public init(engine: WALEngine, uploader: WALUploader?, logger: Logger) {
+        self.engine = engine
+        self.uploader = uploader
+        self.logger = logger
+    }
+
+    /// Resolves request header versions for the APIs above; others close the connection.
+    public static let resolver: KafkaHeaderVersionResolver = { apiKey, version in
+        guard let key = ApiKey(rawValue: apiKey),
+              let range = walWriterAdvertisedVersions.entries.first(where: { $0.apiKey == key })?.implemented,
+              range.contains(version)
+        else { return nil }
+        return key.requestHeaderVersion(version)
+    }
+
+    /// Read responses never exceed this many bytes beyond the first append, whatever the client asks.
+    static let maxReadBytes = 16 << 20
+
+    public func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
+        guard let key = ApiKey(rawValue: request.apiKey) else { return .immediate(.close(reason: "unknown api key \(request.apiKey)")) }
+        let engine = engine
+        let header = key.responseHeaderVersion(request.apiVersion)
+        let version = request.apiVersion
+        var body = request.body
+        switch key {
+        case .apiVersions:
+            let reply = ApiVersionsResponder.respond(version: request.apiVersion, body: request.body, advertised: walWriterAdvertisedVersions)
+            return .immediate(.respond(body: reply.body, headerVersion: 0))
+        case .wALAppend:
+            guard let parsed = try? WALAppendRequest(from: &body, version: version) else {
+                return .immediate(.close(reason: "malformed WALAppend"))
+            }
+            let start = ContinuousClock.now
+            // Enqueued here, in arrival order, so one connection's appends of a stream reach the WAL in order.
+            let ticket = await engine.enqueueAppend(
+                stream: UInt64(bitPattern: parsed.streamId), epoch: parsed.epoch,
+                baseOffset: parsed.baseOffset, lastOffset: parsed.lastOffset, batches: parsed.batches)
+            let bytes = parsed.batches.readableBytes
+            return KafkaPendingResponse {
+                var response = WALAppendResponse()
+                do {
+                    let result = try await ticket.result()
+                    response.lsn = Int64(clamping: result.lsn)
+                    Counter(label: "floe_wal_append_bytes_total").increment(by: bytes)
+                    Timer(label: "floe_wal_append_seconds").recordNanoseconds(nanoseconds(ContinuousClock.now - start))
+                } catch let error as WALError {
+                    Self.fill(&response, error)
+                    Counter(label: "floe_wal_append_errors_total").increment()
+                } catch {
+                    response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
+                    response.errorMessage = "\(error)"
+                }
+                return Self.respond(response, version: version, header: header)
+            }
+        case .wALRead:
+            guard let parsed = try? WALReadRequest(from: &body, version: version) else {
+                return .immediate(.close(reason: "malformed WALRead"))
+            }
+            return KafkaPendingResponse {
+                var response = WALReadResponse()
+                let limit = Int(min(max(parsed.maxBytes, 1), Int32(Self.maxReadBytes)))
+                do {
+                    let batches = try await engine.read(stream: UInt64(bitPattern: parsed.streamId), from: parsed.fromOffset, maxBytes: limit)
+                    var joined = ByteBuffer()
+                    joined.reserveCapacity(batches.reduce(0) { $0 + $1.readableBytes })
+                    for batch in batches { joined.writeImmutableBuffer(batch) }
+                    response.batches = joined
+                } catch let error as WALError {
+                    response.errorCode = Self.code(error)
+                    response.errorMessage = error.description
+                } catch {
+                    response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
+                    response.errorMessage = "\(error)"
+                }
+                return Self.respond(response, version: version, header: header)
+            }
+        case .wALFence:
+            guard let parsed = try? WALFenceRequest(from: &body, version: version) else {
+                return .immediate(.close(reason: "malformed WALFence"))
+            }
+            return KafkaPendingResponse {
+                var response = WALFenceResponse()
+                do {
+                    let end = try await engine.fence(stream: UInt64(bitPattern: parsed.streamId), epoch: parsed.epoch)
+                    response.durableEndOffset = end ?? -1
+                } catch let error as WALError {
+                    response.errorCode = Self.code(error)
+                    response.errorMessage = error.description
+                    if case .fenced(_, let current) = error { response.currentEpoch = current }
+                } catch {
+                    response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
+                    response.errorMessage = "\(error)"
+                }
+                return Self.respond(response, version: version, header: header)
+            }
+        case .wALFlush:
+            guard let parsed = try? WALFlushRequest(from: &body, version: version) else {
+                return .immediate(.close(reason: "malformed WALFlush"))
+            }
+            let uploader = uploader
+            return KafkaPendingResponse {
+                var response = WALFlushResponse()
+                guard let uploader else {
+                    response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
+                    response.errorMessage = "no uploader configured"
+                    return Self.respond(response, version: version, header: header)
+                }
+                let timeout = Duration.milliseconds(Int64(min(max(parsed.timeoutMs, 1), 300_000)))
+                if let failure = await uploader.flush(timeout: timeout) {
+                    response.errorCode = KafkaErrorCode.requestTimedOut.rawValue
+                    response.errorMessage = failure
+                }
+                return Self.respond(response, version: version, header: header)
+            }
+        default:
+            return .immediate(.close(reason: "api \(key.name) not served by the WAL writer"))
+        }
+    }
+
+    static func fill(_ response: inout WALAppendResponse, _ error: WALError) {
+        response.errorCode = code(error)
+        response.errorMessage = error.description
+        switch error {
+        case .fenced(_, let current): response.currentEpoch = current
+        case .offsetMismatch(_, let expected): response.expectedBaseOffset = expected
+        default: break
+        }
+    }
+
+    /// The Kafka error code a WAL error is reported as.
+    static func code(_ error: WALError) -> Int16 {
+        switch error {
+        case .fenced: KafkaErrorCode.fencedLeaderEpoch.rawValue
+        case .offsetMismatch: KafkaErrorCode.offsetOutOfRange.rawValue
+        case .invalidOffsets: KafkaErrorCode.invalidRequest.rawValue
+        case .tooLarge: KafkaErrorCode.messageTooLarge.rawValue
+        case .offsetNotInWAL: KafkaErrorCode.offsetNotAvailable.rawValue
+        case .trimUncommitted, .trimBeyondDurable, .volume, .corruptVolume, .unavailable: KafkaErrorCode.kafkaStorageError.rawValue
+        }
+    }
+
+    private static func respond<M: KafkaMessage>(_ message: M, version: Int16, header: Int16) -> KafkaResponseAction {
+        var buffer = ByteBuffer()
+        do {
+            try message.encode(to: &buffer, version: version)
+        } catch {
+            return .close(reason: "cannot encode \(M.self): \(error)")
+        }
+        return .respond(body: buffer, headerVersion: header)
+    }
+}
+
+/// A duration in whole nanoseconds, for swift-metrics timers.
+func nanoseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+}

@@ -1,0 +1,176 @@
+import ArgumentParser
+import ClusterMetadata
+import ControllerClient
+import FloeService
+import KafkaTransport
+import Logging
+import Metrics
+import ObjectStorage
+import ServiceLifecycle
+import WALWriterCore
+import WALWriterService
+
+/// `floe-wal-writer`: one zone's write-ahead log, uploading its contents to object storage.
+@main
+struct FloeWALWriter: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "floe-wal-writer", abstract: "Floe WAL writer: durable appends on a local volume, uploaded as stream-set objects.")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var controllerOptions: ControllerOptions
+    @Option(help: "Directory of the WAL volume (FLOE_VOLUME).") var volume: String
+    @Option(name: .customLong("object-store"), help: "file:///DIR or s3://… URL; defaults to file://<volume's parent>/objects (FLOE_OBJECT_STORE).")
+    var objectStore: String?
+    @Option(name: .customLong("upload-interval-ms"), help: "Upload at least this often while data is pending (FLOE_UPLOAD_INTERVAL_MS).")
+    var uploadIntervalMs = 250
+    @Option(name: .customLong("upload-bytes"), help: "Upload as soon as this many bytes are pending (FLOE_UPLOAD_BYTES).")
+    var uploadBytes = 8 << 20
+    @Option(name: .customLong("max-buffered-bytes"), help: "Appends wait once this many bytes are not yet uploaded (FLOE_MAX_BUFFERED_BYTES).")
+    var maxBufferedBytes = 256 << 20
+    @Option(name: .customLong("segment-bytes"), help: "Size of each WAL segment file (FLOE_SEGMENT_BYTES).")
+    var segmentBytes = 64 << 20
+
+    static func main() async { await mainWithEnvironment() }
+
+    func validate() throws {
+        guard (1...600_000).contains(uploadIntervalMs) else { throw ValidationError("--upload-interval-ms must be in 1...600000") }
+        guard uploadBytes >= 1 else { throw ValidationError("--upload-bytes must be positive") }
+        guard maxBufferedBytes >= 1 << 20 else { throw ValidationError("--max-buffered-bytes must be at least 1 MiB") }
+        guard segmentBytes >= 1 << 20 else { throw ValidationError("--segment-bytes must be at least 1 MiB") }
+        guard !volume.isEmpty else { throw ValidationError("--volume must not be empty") }
+    }
+
+    /// `file://<parent of the volume>/objects`, the store `floe dev` shares between services.
+    var defaultObjectStore: String {
+        let trimmed = volume.hasSuffix("/") ? String(volume.dropLast()) : volume
+        let parent = trimmed.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return "file://\(parent.isEmpty ? "/" : parent)/objects"
+    }
+
+    func run() async throws {
+        let logger = ServiceRunner.bootstrap(kind: "wal-writer", options: common)
+        let endpoints = controllerOptions.controllers.endpoints.map { KafkaEndpoint(host: $0.host, port: $0.port) }
+        guard !endpoints.isEmpty else { throw ValidationError("--controllers must name at least one controller") }
+        let store = try makeObjectStore(url: objectStore ?? defaultObjectStore, logger: logger)
+        let engine = try await WALEngine.open(
+            configuration: .init(directory: volume, segmentSize: segmentBytes, maxBufferedBytes: maxBufferedBytes), logger: logger)
+        let controller = ControllerClient(endpoints: endpoints, logger: logger)
+        let follower = MetadataFollower(client: controller, logger: logger)
+        let uploader = WALUploader(engine: engine, store: store, controller: controller, metadata: follower, logger: logger)
+        let server = KafkaServer(
+            configuration: KafkaServerConfiguration(
+                host: common.listen.host, port: common.listen.port, headerVersionResolver: WALRequestHandler.resolver,
+                shutdownGracePeriod: .seconds(5)),
+            handler: WALRequestHandler(engine: engine, uploader: uploader, logger: logger), logger: logger)
+        let membership = WALWriterMembership(
+            controller: controller,
+            registration: NodeRegistration(
+                id: common.nodeID, kind: .walWriter, zone: common.zone,
+                listener: common.advertised.description, admin: common.admin.description),
+            logger: logger)
+        let options = common
+        let volume = volume
+        let handlers = AdminServer.Handlers(
+            ready: { await membership.isRegistered },
+            status: {
+                let stats = await engine.stats()
+                return ServiceStatus(
+                    nodeID: options.nodeID, kind: "wal-writer", zone: options.zone, incarnation: await membership.incarnation ?? 0,
+                    details: WALWriterStatusDetails(
+                        volume: volume, pendingUploadBytes: stats.durableUntrimmedBytes, bufferedBytes: stats.bufferedBytes,
+                        lastUploadMillis: await uploader.lastUploadMillis, uploads: await uploader.uploads))
+            })
+        let lifecycle = WALWriterLifecycle(
+            engine: engine, server: server, uploader: uploader, follower: follower, membership: membership,
+            uploadInterval: .milliseconds(uploadIntervalMs), uploadBytes: uploadBytes, logger: logger)
+        do {
+            try await ServiceRunner.run(services: [lifecycle], options: common, handlers: handlers, logger: logger)
+        } catch is CancellationError {
+            logger.info("WAL writer exited after graceful shutdown")
+        }
+    }
+}
+
+/// The WAL-writer-specific `/status` fields.
+struct WALWriterStatusDetails: Encodable, Sendable {
+    var volume: String
+    var pendingUploadBytes: Int
+    var bufferedBytes: Int
+    var lastUploadMillis: Int64
+    var uploads: Int
+
+    enum CodingKeys: String, CodingKey {
+        case volume
+        case pendingUploadBytes = "durable_not_uploaded_bytes"
+        case bufferedBytes = "buffered_bytes"
+        case lastUploadMillis = "last_upload_ms"
+        case uploads
+    }
+}
+
+/// Serves, uploads, heartbeats and exports engine metrics until graceful shutdown; then stops serving,
+/// tries one last upload, deregisters and closes the WAL.
+struct WALWriterLifecycle: Service {
+    let engine: WALEngine
+    let server: KafkaServer<WALRequestHandler>
+    let uploader: WALUploader
+    let follower: MetadataFollower
+    let membership: WALWriterMembership
+    let uploadInterval: Duration
+    let uploadBytes: Int
+    let logger: Logger
+
+    func run() async throws {
+        let serverTask = Task { try await server.run() }
+        _ = try await server.boundPort()
+        let engine = engine, uploader = uploader, follower = follower, membership = membership
+        let uploadInterval = uploadInterval, uploadBytes = uploadBytes
+        let background = [
+            Task { await follower.run() },
+            Task { await membership.run() },
+            Task { await uploader.run(interval: uploadInterval, thresholdBytes: uploadBytes) },
+            Task { await Self.exportMetrics(engine: engine) },
+        ]
+        try? await gracefulShutdown()
+        serverTask.cancel()
+        _ = try? await serverTask.value
+        if let failure = await uploader.flush(timeout: .seconds(5)) {
+            // Not lost: the volume keeps it and the next start uploads it.
+            logger.warning("final upload did not complete", metadata: ["error": "\(failure)"])
+        }
+        for task in background { task.cancel() }
+        for task in background { await task.value }
+        if !(await membership.deregister(timeout: .seconds(3))) {
+            logger.warning("could not deregister; the controller fences this node when its session expires")
+        }
+        await engine.close()
+    }
+
+    /// Publishes the engine's counters and latency quantiles once a second.
+    static func exportMetrics(engine: WALEngine) async {
+        let appends = Gauge(label: "floe_wal_appends")
+        let appendedBytes = Gauge(label: "floe_wal_appended_bytes")
+        let syncs = Gauge(label: "floe_wal_fsyncs")
+        let fences = Gauge(label: "floe_wal_fences")
+        let pending = Gauge(label: "floe_wal_durable_not_uploaded_bytes")
+        let buffered = Gauge(label: "floe_wal_buffered_bytes")
+        let blocked = Gauge(label: "floe_wal_blocked_appends")
+        let appendP99 = Gauge(label: "floe_wal_append_latency_p99_upper_us")
+        let syncP50 = Gauge(label: "floe_wal_fsync_latency_p50_upper_us")
+        let syncP99 = Gauge(label: "floe_wal_fsync_latency_p99_upper_us")
+        while !Task.isCancelled {
+            let stats = await engine.stats()
+            appends.record(Double(stats.appends))
+            appendedBytes.record(Double(stats.appendedBytes))
+            syncs.record(Double(stats.syncs))
+            fences.record(Double(stats.fences))
+            pending.record(Double(stats.durableUntrimmedBytes))
+            buffered.record(Double(stats.bufferedBytes))
+            blocked.record(Double(stats.blockedAppends))
+            appendP99.record(Double(stats.appendLatency.quantileUpperBoundMicros(0.99) ?? -1))
+            syncP50.record(Double(stats.syncLatency.quantileUpperBoundMicros(0.5) ?? -1))
+            syncP99.record(Double(stats.syncLatency.quantileUpperBoundMicros(0.99) ?? -1))
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+}

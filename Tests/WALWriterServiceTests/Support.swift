@@ -1,0 +1,249 @@
+import ClusterMetadata
+import ControllerClient
+import ControllerCore
+import Foundation
+import KafkaProtocol
+import KafkaTransport
+import Logging
+import Synchronization
+import NIOCore
+import ObjectStorage
+import WALWriterCore
+@testable import WALWriterService
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `operation`, failing after `limit`.
+func withTimeout<T: Sendable>(_ limit: Duration, _ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else { throw TestFailure("timed out: \(what)") }
+        return value
+    }
+}
+
+func temporaryDirectory(_ name: String) throws -> String {
+    let path = NSTemporaryDirectory() + "floe-walservice-\(name)-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+var testLogger: Logger {
+    var logger = Logger(label: "walservice-test")
+    logger.logLevel = ProcessInfo.processInfo.environment["FLOE_TEST_LOG"] != nil ? .debug : .critical
+    return logger
+}
+
+/// A Kafka record batch v2 header followed by `payload` (the WAL and the object format only read the header fields set here).
+func recordBatch(baseOffset: Int64, count: Int32, timestamp: Int64, payload: [UInt8] = Array("x".utf8)) -> ByteBuffer {
+    var buffer = ByteBuffer()
+    buffer.writeInteger(baseOffset)
+    let lengthIndex = buffer.writerIndex
+    buffer.writeInteger(Int32(0))
+    buffer.writeInteger(Int32(0))  // partition leader epoch
+    buffer.writeInteger(UInt8(2))  // magic
+    buffer.writeInteger(UInt32(0))  // crc (not checked here)
+    buffer.writeInteger(Int16(0))  // attributes
+    buffer.writeInteger(count - 1)  // last offset delta
+    buffer.writeInteger(timestamp)  // base timestamp
+    buffer.writeInteger(timestamp)  // max timestamp
+    buffer.writeInteger(Int64(-1))  // producer id
+    buffer.writeInteger(Int16(-1))
+    buffer.writeInteger(Int32(-1))
+    buffer.writeInteger(count)
+    buffer.writeBytes(payload)
+    buffer.setInteger(Int32(buffer.readableBytes - 12), at: lengthIndex)
+    return buffer
+}
+
+/// A single-voter controller, a WAL engine, an uploader and the WAL writer's server on loopback.
+final class Harness: Sendable {
+    let directory: String
+    let controller: Mutex<ControllerService>
+    let configuration: ControllerConfiguration
+    let controllerEndpoint: KafkaEndpoint
+    let client: ControllerClient
+    let follower: MetadataFollower
+    let followerTask: Task<Void, Never>
+    let store: any ObjectStore
+
+    init(name: String) async throws {
+        directory = try temporaryDirectory(name)
+        let port = try freePort()
+        let endpoint = KafkaEndpoint(host: "127.0.0.1", port: port)
+        let configuration = ControllerConfiguration(
+            nodeId: 1, voters: [ControllerVoter(id: 1, endpoint: endpoint)], listenPort: port,
+            dataDirectory: directory + "/controller", sessionTimeout: .seconds(6),
+            electionTimeoutMin: .milliseconds(100), electionTimeoutMax: .milliseconds(200),
+            raftHeartbeatInterval: .milliseconds(20), tickInterval: .milliseconds(10), appliedStateInterval: 50)
+        try FileManager.default.createDirectory(atPath: directory + "/controller", withIntermediateDirectories: true)
+        self.configuration = configuration
+        controller = Mutex(try await ControllerService.start(configuration: configuration, logger: testLogger))
+        controllerEndpoint = endpoint
+        client = ControllerClient(endpoints: [endpoint], logger: testLogger, requestTimeout: .seconds(1), retryDeadline: .seconds(2))
+        follower = MetadataFollower(client: client, logger: testLogger, maxWait: .milliseconds(200))
+        let follower = follower
+        followerTask = Task { await follower.run() }
+        store = try makeObjectStore(url: "file://\(directory)/objects", logger: testLogger)
+    }
+
+    /// Creates a one-partition topic and returns its stream id and epoch.
+    func createStream(_ name: String) async throws -> (StreamID, LeaderEpoch) {
+        var hash: UInt64 = 1469598103934665603
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 1099511628211 }
+        let spec = TopicSpec(
+            name: name, topicId: KafkaUUID(high: hash, low: ~hash | 1), partitionCount: 1, replicationFactor: 1, configs: [:], isInternal: false)
+        let (_, index) = try await client.writeWithIndex(.createTopics([spec]))
+        guard await follower.waitForVersion(index, timeout: .seconds(10)) else { throw TestFailure("metadata did not follow") }
+        let state = await follower.state
+        guard let stream = state.streams.values.first(where: { state.topic(id: $0.topicId)?.name == name }) else {
+            throw TestFailure("stream of \(name) not found")
+        }
+        return (stream.id, stream.epoch)
+    }
+
+    /// The controller's current record of a stream.
+    func stream(_ id: StreamID) async throws -> StreamRecord {
+        let (_, index) = try await client.writeWithIndex(.expirePrepared(now: 0))
+        guard await follower.waitForVersion(index, timeout: .seconds(10)) else { throw TestFailure("metadata did not follow") }
+        guard let record = await follower.state.streams[id] else { throw TestFailure("no stream \(id)") }
+        return record
+    }
+
+    /// Stops the controller (an outage); `restartController` brings it back on the same port and data.
+    func stopController() async {
+        await controller.withLock { $0 }.stop(transferLeadership: false)
+    }
+
+    func restartController() async throws {
+        let restarted = try await ControllerService.start(configuration: configuration, logger: testLogger)
+        controller.withLock { $0 = restarted }
+    }
+
+    func stop() async {
+        followerTask.cancel()
+        await controller.withLock { $0 }.stop(transferLeadership: false)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// A running WAL writer (engine + uploader + server) over `volume`.
+final class Writer: Sendable {
+    let engine: WALEngine
+    let uploader: WALUploader
+    let server: KafkaServer<WALRequestHandler>
+    let serverTask: Task<Void, any Error>
+    let endpoint: KafkaEndpoint
+    let transport: KafkaClient
+
+    init(volume: String, harness: Harness) async throws {
+        engine = try await WALEngine.open(configuration: .init(directory: volume, segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
+        uploader = WALUploader(engine: engine, store: harness.store, controller: harness.client, metadata: harness.follower, logger: testLogger)
+        server = KafkaServer(
+            configuration: KafkaServerConfiguration(port: 0, headerVersionResolver: WALRequestHandler.resolver, shutdownGracePeriod: .seconds(1)),
+            handler: WALRequestHandler(engine: engine, uploader: uploader, logger: testLogger), logger: testLogger)
+        let server = server
+        serverTask = Task { try await server.run() }
+        endpoint = KafkaEndpoint(host: "127.0.0.1", port: try await server.boundPort())
+        transport = KafkaClient(logger: testLogger)
+    }
+
+    func call<Request: KafkaMessage, Response: KafkaMessage>(_ request: Request, _ key: ApiKey, as: Response.Type) async throws -> Response {
+        var body = ByteBuffer()
+        try request.encode(to: &body, version: 0)
+        var reply = try await transport.send(
+            to: endpoint, apiKey: key.rawValue, apiVersion: 0, headerVersion: key.requestHeaderVersion(0),
+            responseHeaderVersion: key.responseHeaderVersion(0), clientId: "test", body: body, timeout: .seconds(30))
+        return try Response(from: &reply, version: 0)
+    }
+
+    func append(_ stream: StreamID, epoch: Int32, base: Int64, count: Int32) async throws -> WALAppendResponse {
+        var request = WALAppendRequest()
+        request.streamId = stream
+        request.epoch = epoch
+        request.baseOffset = base
+        request.lastOffset = base + Int64(count) - 1
+        request.batches = recordBatch(baseOffset: base, count: count, timestamp: 1_000 + base)
+        return try await call(request, .wALAppend, as: WALAppendResponse.self)
+    }
+
+    func read(_ stream: StreamID, from offset: Int64) async throws -> WALReadResponse {
+        var request = WALReadRequest()
+        request.streamId = stream
+        request.fromOffset = offset
+        request.maxBytes = 1 << 20
+        return try await call(request, .wALRead, as: WALReadResponse.self)
+    }
+
+    func stop() async {
+        await transport.closeAll()
+        serverTask.cancel()
+        _ = try? await serverTask.value
+        await engine.close()
+    }
+}
+
+/// A free loopback port, found by binding port 0.
+func freePort() throws -> Int {
+    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(s) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, length) } }
+    guard bound == 0 else { throw TestFailure("bind a free port") }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Every block of `stream` in the committed objects the metadata lists, concatenated in offset order.
+func committedBytes(of stream: StreamID, harness: Harness) async throws -> ByteBuffer {
+    let state = await harness.follower.state
+    var joined = ByteBuffer()
+    for location in state.objects(covering: stream, from: 0).sorted(by: { $0.startOffset < $1.startOffset }) {
+        let object = try await harness.store.get(ObjectKey.make(id: UInt64(bitPattern: location.objectId), kind: .streamSet))
+        let index = try ObjectIndex.decode(object: object)
+        for entry in index.entries(stream: UInt64(bitPattern: stream)) {
+            guard var block = object.getSlice(at: object.readerIndex + entry.byteRange.lowerBound, length: entry.byteRange.count) else {
+                throw TestFailure("block out of bounds")
+            }
+            joined.writeBuffer(&block)
+        }
+    }
+    return joined
+}
+
+/// Wraps a store; its PUTs fail while `failing` is set (an object store outage).
+final class FlakyStore: ObjectStore {
+    let inner: any ObjectStore
+    let failing = Mutex(true)
+    let failedPuts = Mutex(0)
+
+    init(_ inner: any ObjectStore) { self.inner = inner }
+
+    func put(_ key: String, _ data: ByteBuffer) async throws {
+        if failing.withLock({ $0 }) {
+            failedPuts.withLock { $0 += 1 }
+            throw TestFailure("store unavailable")
+        }
+        try await inner.put(key, data)
+    }
+    func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws -> Bool { try await inner.putIfAbsent(key, data) }
+    func get(_ key: String) async throws -> ByteBuffer { try await inner.get(key) }
+    func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer { try await inner.get(key, range: range) }
+    func head(_ key: String) async throws -> ObjectInfo? { try await inner.head(key) }
+    func delete(_ key: String) async throws { try await inner.delete(key) }
+    func delete(_ keys: [String]) async throws { try await inner.delete(keys) }
+    func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+    var stats: ObjectStoreStats { inner.stats }
+}
