@@ -153,15 +153,6 @@ struct BenchController: AsyncParsableCommand {
     }
 }
 
-private func percentile(_ sorted: [Duration], _ p: Double) -> Duration {
-    guard !sorted.isEmpty else { return .zero }
-    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
-}
-
-private func inSeconds(_ d: Duration) -> Double {
-    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-}
-
 private func ms(_ d: Duration) -> String {
     String(format: "%.3f", inSeconds(d) * 1000)
 }

@@ -13,3 +13,14 @@ func repeatTimed(seconds: Double, _ body: () throws -> Void) rethrows -> (runs: 
     let elapsed = clock.now - start
     return (runs, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
 }
+
+/// The value at fraction `p` of an ascending list (zero when empty).
+func percentile(_ sorted: [Duration], _ p: Double) -> Duration {
+    guard !sorted.isEmpty else { return .zero }
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+/// A duration in seconds.
+func inSeconds(_ d: Duration) -> Double {
+    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}

@@ -275,15 +275,6 @@ struct BenchWAL: AsyncParsableCommand {
     }
 }
 
-private func percentile(_ sorted: [Duration], _ p: Double) -> Duration {
-    guard !sorted.isEmpty else { return .zero }
-    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
-}
-
-private func inSeconds(_ d: Duration) -> Double {
-    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-}
-
 private func us(_ d: Duration) -> String {
     String(format: "%.0f", inSeconds(d) * 1e6)
 }
