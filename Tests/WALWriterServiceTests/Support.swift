@@ -247,3 +247,26 @@ final class FlakyStore: ObjectStore {
     func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
     var stats: ObjectStoreStats { inner.stats }
 }
+
+/// Runs `body`, then `cleanup` whether or not it threw (async clean-up cannot go in a `defer`).
+func withCleanup<T>(_ body: () async throws -> T, cleanup: () async -> Void) async throws -> T {
+    do {
+        let value = try await body()
+        await cleanup()
+        return value
+    } catch {
+        await cleanup()
+        throw error
+    }
+}
+
+/// Polls the controller (bounded: 10 s) until `stream`'s committed end is `target`; returns the last value seen.
+func waitForCommittedEnd(_ stream: Int64, _ target: Int64, harness: Harness) async throws -> Int64 {
+    var committed: Int64 = -1
+    for _ in 0..<400 {
+        committed = (try? await harness.stream(stream).committedEnd) ?? -1
+        if committed == target { break }
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    return committed
+}

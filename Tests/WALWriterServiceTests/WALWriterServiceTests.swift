@@ -14,7 +14,7 @@ struct WALWriterServiceTests {
     func appendReadFence() async throws {
         let harness = try await Harness(name: "wire")
         let writer = try await Writer(volume: harness.directory + "/wal", harness: harness)
-        do {
+        try await withCleanup {
             try await withTimeout(.seconds(60), "wire") {
                 let stream: StreamID = 7
                 let first = try await writer.append(stream, epoch: 3, base: 0, count: 5)
@@ -69,13 +69,10 @@ struct WALWriterServiceTests {
                 #expect(backwards.errorCode == KafkaErrorCode.fencedLeaderEpoch.rawValue)
                 #expect(backwards.currentEpoch == 4)
             }
-        } catch {
+        } cleanup: {
             await writer.stop()
             await harness.stop()
-            throw error
         }
-        await writer.stop()
-        await harness.stop()
     }
 
     @Test("appends accepted in order complete together and are all durable in that order")
@@ -130,7 +127,7 @@ struct WALWriterServiceTests {
     func uploadCommits() async throws {
         let harness = try await Harness(name: "upload")
         let writer = try await Writer(volume: harness.directory + "/wal", harness: harness)
-        do {
+        try await withCleanup {
             try await withTimeout(.seconds(60), "upload") {
                 let (a, epochA) = try await harness.createStream("alpha")
                 let (b, epochB) = try await harness.createStream("beta")
@@ -172,20 +169,17 @@ struct WALWriterServiceTests {
                 // Appends continue after the trim at the committed end.
                 #expect(try await writer.append(a, epoch: epochA, base: 12, count: 1).errorCode == 0)
             }
-        } catch {
+        } cleanup: {
             await writer.stop()
             await harness.stop()
-            throw error
         }
-        await writer.stop()
-        await harness.stop()
     }
 
     @Test("a restarted writer replays its volume and uploads what was not uploaded")
     func restartReplaysAndUploads() async throws {
         let harness = try await Harness(name: "restart")
         let volume = harness.directory + "/wal"
-        do {
+        try await withCleanup {
             try await withTimeout(.seconds(90), "restart") {
                 let (stream, epoch) = try await harness.createStream("gamma")
                 var expected = ByteBuffer()
@@ -212,18 +206,16 @@ struct WALWriterServiceTests {
                 #expect(try await committedBytes(of: stream, harness: harness) == expected)
                 await second.stop()
             }
-        } catch {
+        } cleanup: {
             await harness.stop()
-            throw error
         }
-        await harness.stop()
     }
 
     @Test("a tail fenced by a newer epoch is committed under the controller's current epoch")
     func fencedTailCommitsUnderNewEpoch() async throws {
         let harness = try await Harness(name: "fenced")
         let writer = try await Writer(volume: harness.directory + "/wal", harness: harness)
-        do {
+        try await withCleanup {
             try await withTimeout(.seconds(60), "fenced") {
                 let (stream, epoch) = try await harness.createStream("delta")
                 #expect(try await writer.append(stream, epoch: epoch, base: 0, count: 4).errorCode == 0)
@@ -241,13 +233,10 @@ struct WALWriterServiceTests {
                 #expect(flushed.errorCode == 0, "\(flushed.errorMessage ?? "")")
                 #expect(try await harness.stream(stream).committedEnd == 4)
             }
-        } catch {
+        } cleanup: {
             await writer.stop()
             await harness.stop()
-            throw error
         }
-        await writer.stop()
-        await harness.stop()
     }
 
     @Test("a store outage delays uploads without losing or reordering data; the size trigger uploads before the interval")
@@ -259,7 +248,7 @@ struct WALWriterServiceTests {
         let uploader = WALUploader(engine: engine, store: store, controller: harness.client, metadata: harness.follower, logger: testLogger)
         // An interval far beyond the test's limits: only the size trigger can start these uploads.
         let loop = Task { await uploader.run(interval: .seconds(3600), thresholdBytes: 1) }
-        do {
+        try await withCleanup {
             try await withTimeout(.seconds(60), "outage") {
                 let (stream, epoch) = try await harness.createStream("outage")
                 var expected = ByteBuffer()
@@ -278,25 +267,15 @@ struct WALWriterServiceTests {
                     expected.writeBuffer(&batch)
                 }
                 store.failing.withLock { $0 = false }
-                var committed: Int64 = 0
-                for _ in 0..<400 {
-                    committed = try await harness.stream(stream).committedEnd
-                    if committed == 30 { break }
-                    try await Task.sleep(for: .milliseconds(25))
-                }
-                #expect(committed == 30)
+                #expect(try await waitForCommittedEnd(stream, 30, harness: harness) == 30)
                 #expect(try await committedBytes(of: stream, harness: harness) == expected)
             }
-        } catch {
+        } cleanup: {
             loop.cancel()
+            await loop.value
             await engine.close()
             await harness.stop()
-            throw error
         }
-        loop.cancel()
-        await loop.value
-        await engine.close()
-        await harness.stop()
     }
 
     @Test("a controller outage delays uploads; appends keep working and everything commits once it is back")
@@ -306,7 +285,7 @@ struct WALWriterServiceTests {
             configuration: .init(directory: harness.directory + "/wal", segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
         let uploader = WALUploader(engine: engine, store: harness.store, controller: harness.client, metadata: harness.follower, logger: testLogger)
         let loop = Task { await uploader.run(interval: .milliseconds(20), thresholdBytes: 1 << 20) }
-        do {
+        try await withCleanup {
             try await withTimeout(.seconds(90), "controller outage") {
                 let (stream, epoch) = try await harness.createStream("outage")
                 var expected = ByteBuffer()
@@ -323,25 +302,15 @@ struct WALWriterServiceTests {
                 for offset in Int64(10)..<20 { try await append(offset) }
                 #expect(await engine.stats().durableUntrimmedBytes > 0)
                 try await harness.restartController()
-                var committed: Int64 = -1
-                for _ in 0..<400 {
-                    committed = (try? await harness.stream(stream).committedEnd) ?? -1
-                    if committed == 20 { break }
-                    try await Task.sleep(for: .milliseconds(25))
-                }
-                #expect(committed == 20)
+                #expect(try await waitForCommittedEnd(stream, 20, harness: harness) == 20)
                 #expect(try await committedBytes(of: stream, harness: harness) == expected)
             }
-        } catch {
+        } cleanup: {
             loop.cancel()
+            await loop.value
             await engine.close()
             await harness.stop()
-            throw error
         }
-        loop.cancel()
-        await loop.value
-        await engine.close()
-        await harness.stop()
     }
 
     @Test("malformed and unknown requests close the connection instead of crashing")
