@@ -139,6 +139,28 @@ let package = Package(
             path: "Services/WALWriter/floe-wal-writer"
         ),
         .target(
+            name: "BrokerCore",
+            dependencies: [
+                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "ObjectStorage", "ClusterMetadata", "ControllerClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ] + nio,
+            path: "Services/Broker/BrokerCore"
+        ),
+        .executableTarget(
+            name: "floe-broker",
+            dependencies: [
+                "BrokerCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Services/Broker/floe-broker"
+        ),
+        .target(
             name: "ControllerCore",
             dependencies: [
                 "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
@@ -259,6 +281,15 @@ let package = Package(
             name: "DevClusterTests",
             dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")],
             path: "Tests/DevClusterTests"
+        ),
+        .testTarget(
+            name: "BrokerTests",
+            dependencies: [
+                "BrokerCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
+                "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            path: "Tests/BrokerTests"
         ),
         .testTarget(
             name: "WALWriterServiceTests",
