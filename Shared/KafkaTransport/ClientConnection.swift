@@ -110,6 +110,31 @@ public final class KafkaConnection: Sendable {
         }
     }
 
+    /// Queues a request for writing before returning, and returns its response as a future.
+    ///
+    /// Unlike `send`, nothing is awaited before the request is queued, so requests enqueued one after
+    /// another from one actor reach the wire in that order (an append pipeline that must keep offset order).
+    public func enqueue(
+        apiKey: Int16, apiVersion: Int16, headerVersion: Int16, responseHeaderVersion: Int16,
+        clientId: String?, body: ByteBuffer, timeout: Duration
+    ) -> EventLoopFuture<ByteBuffer> {
+        do {
+            try Self.checkHeaderVersions(request: headerVersion, response: responseHeaderVersion)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        let response = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        let request = KafkaOutboundRequest(
+            apiKey: apiKey, apiVersion: apiVersion, headerVersion: headerVersion,
+            responseHeaderVersion: responseHeaderVersion, clientId: clientId, body: body,
+            response: response, timeout: timeout
+        )
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in response.fail(KafkaTransportError.connectionClosed) }
+        channel.writeAndFlush(request, promise: written)
+        return response.futureResult
+    }
+
     /// Sends a request that gets no response (e.g. produce with acks=0); returns once it is written.
     public func sendOneway(
         apiKey: Int16, apiVersion: Int16, headerVersion: Int16, clientId: String?, body: ByteBuffer

@@ -1,4 +1,147 @@
+import ArgumentParser
 import BrokerCore
+import ClusterMetadata
+import ControllerClient
+import FloeService
+import Foundation
+import KafkaTransport
+import Logging
+import Metrics
+import ObjectStorage
+import ServiceLifecycle
 
-// Replaced by the broker executable as it lands.
-print("floe-broker: not yet runnable")
+/// `floe-broker`: a stateless Kafka broker. Partitions' data goes through the zone's WAL writer into
+/// object storage; the broker keeps only caches.
+@main
+struct FloeBroker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "floe-broker", abstract: "Floe broker: the Kafka protocol over a WAL writer and object storage.")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var controllerOptions: ControllerOptions
+    @Option(name: .customLong("object-store"), help: "file:///DIR or s3://BUCKET?endpoint=…&region=… holding committed data (FLOE_OBJECT_STORE).")
+    var objectStore: String
+    @Option(name: .customLong("cluster-id"), help: "Cluster id shown to clients (FLOE_CLUSTER_ID).")
+    var clusterId = "floe-cluster"
+    @Option(name: .customLong("num-partitions"), help: "Partitions of auto-created topics and of CreateTopics with -1 (FLOE_NUM_PARTITIONS).")
+    var numPartitions: Int32 = 1
+    @Option(name: .customLong("auto-create-topics"), help: "Create unknown topics on Metadata requests that allow it: true or false (FLOE_AUTO_CREATE_TOPICS).")
+    var autoCreateTopics = true
+    @Option(name: .customLong("message-max-bytes"), help: "Largest record batch accepted unless a topic sets max.message.bytes (FLOE_MESSAGE_MAX_BYTES).")
+    var messageMaxBytes: Int32 = 1_048_588
+    @Option(name: .customLong("log-cache-bytes"), help: "Memory for acknowledged tail batches of led partitions (FLOE_LOG_CACHE_BYTES).")
+    var logCacheBytes = 256 << 20
+
+    static func main() async { await mainWithEnvironment() }
+
+    func validate() throws {
+        guard numPartitions >= 1 else { throw ValidationError("--num-partitions must be at least 1") }
+        guard messageMaxBytes >= 1024 else { throw ValidationError("--message-max-bytes must be at least 1024") }
+        guard logCacheBytes >= 0 else { throw ValidationError("--log-cache-bytes must not be negative") }
+        guard !clusterId.isEmpty else { throw ValidationError("--cluster-id must not be empty") }
+    }
+
+    func run() async throws {
+        let logger = ServiceRunner.bootstrap(kind: "broker", options: common)
+        let endpoints = controllerOptions.controllers.endpoints.map { KafkaEndpoint(host: $0.host, port: $0.port) }
+        guard !endpoints.isEmpty else { throw ValidationError("--controllers must name at least one controller") }
+        let store = try makeObjectStore(url: objectStore, logger: logger)
+        let controller = ControllerClient(endpoints: endpoints, logger: logger)
+        let follower = MetadataFollower(client: controller, logger: logger)
+        let settings = BrokerSettings(
+            nodeId: common.nodeID, zone: common.zone, advertisedHost: common.advertised.host, advertisedPort: Int32(common.advertised.port),
+            clusterId: clusterId, defaultPartitions: numPartitions, autoCreateTopics: autoCreateTopics, messageMaxBytes: messageMaxBytes)
+        let wal = WALClient(logger: logger)
+        let replicas = ReplicaManager(
+            nodeId: common.nodeID, zone: common.zone, wal: wal, metadata: follower, writer: controller, logCacheBytes: logCacheBytes, logger: logger)
+        let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+        let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
+        let context = BrokerContext(
+            settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
+            committed: DirectCommittedReader(store: store), logger: logger,
+            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+        let server = KafkaServer(
+            configuration: KafkaServerConfiguration(
+                host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
+                shutdownGracePeriod: .seconds(5)),
+            handler: BrokerRequestHandler(context: context, admin: admin), logger: logger)
+        let membership = NodeMembership(
+            controller: controller,
+            registration: NodeRegistration(
+                id: common.nodeID, kind: .broker, zone: common.zone, listener: common.advertised.description, admin: common.admin.description),
+            logger: logger)
+        let options = common
+        let handlers = AdminServer.Handlers(
+            ready: {
+                let registered = await membership.isRegistered
+                let version = await follower.version
+                return registered && version > 0
+            },
+            status: {
+                let leadership = await replicas.leadership
+                return ServiceStatus(
+                    nodeID: options.nodeID, kind: "broker", zone: options.zone, incarnation: await membership.incarnation ?? 0,
+                    details: BrokerStatusDetails(
+                        metadataVersion: await follower.version, ledPartitions: leadership.led, readyPartitions: leadership.ready,
+                        logCacheBytes: await replicas.cachedBytes))
+            })
+        let lifecycle = BrokerLifecycle(server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, logger: logger)
+        do {
+            try await ServiceRunner.run(services: [lifecycle], options: common, handlers: handlers, logger: logger)
+        } catch is CancellationError {
+            logger.info("broker exited after graceful shutdown")
+        }
+    }
+}
+
+/// The broker-specific `/status` fields.
+struct BrokerStatusDetails: Encodable, Sendable {
+    var metadataVersion: UInt64
+    var ledPartitions: Int
+    var readyPartitions: Int
+    var logCacheBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case metadataVersion = "metadata_version"
+        case ledPartitions = "led_partitions"
+        case readyPartitions = "ready_partitions"
+        case logCacheBytes = "log_cache_bytes"
+    }
+}
+
+/// Serves Kafka, follows the metadata (taking over and letting go of partitions as it changes) and
+/// heartbeats until graceful shutdown; then stops serving, lets go of its partitions and deregisters,
+/// so the controller moves them at once instead of after a session timeout.
+struct BrokerLifecycle: Service {
+    let server: KafkaServer<BrokerRequestHandler>
+    let replicas: ReplicaManager
+    let follower: MetadataFollower
+    let membership: NodeMembership
+    let wal: WALClient
+    let logger: Logger
+
+    func run() async throws {
+        let serverTask = Task { try await server.run() }
+        _ = try await server.boundPort()
+        let replicas = replicas, follower = follower, membership = membership
+        let background = [
+            Task { await follower.run() },
+            Task { await membership.run() },
+            Task {
+                for await _ in await follower.versions() {
+                    await replicas.apply(await follower.state)
+                }
+            },
+        ]
+        try? await gracefulShutdown()
+        serverTask.cancel()
+        _ = try? await serverTask.value
+        for task in background { task.cancel() }
+        for task in background { await task.value }
+        await replicas.resignAll()
+        if !(await membership.deregister(timeout: .seconds(3))) {
+            logger.warning("could not deregister; the controller fences this node when its session expires")
+        }
+        await wal.close()
+    }
+}

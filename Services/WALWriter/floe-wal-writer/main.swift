@@ -62,7 +62,7 @@ struct FloeWALWriter: AsyncParsableCommand {
                 host: common.listen.host, port: common.listen.port, headerVersionResolver: WALRequestHandler.resolver,
                 shutdownGracePeriod: .seconds(5)),
             handler: WALRequestHandler(engine: engine, uploader: uploader, logger: logger), logger: logger)
-        let membership = WALWriterMembership(
+        let membership = NodeMembership(
             controller: controller,
             registration: NodeRegistration(
                 id: common.nodeID, kind: .walWriter, zone: common.zone,
@@ -115,7 +115,7 @@ struct WALWriterLifecycle: Service {
     let server: KafkaServer<WALRequestHandler>
     let uploader: WALUploader
     let follower: MetadataFollower
-    let membership: WALWriterMembership
+    let membership: NodeMembership
     let uploadInterval: Duration
     let uploadBytes: Int
     let logger: Logger

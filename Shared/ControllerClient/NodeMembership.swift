@@ -1,11 +1,10 @@
 import ClusterMetadata
-import ControllerClient
 import KafkaProtocol
 import Logging
 
-/// Keeps the WAL writer registered with the controller: registers (retrying with backoff), heartbeats,
+/// Keeps a service registered with the controller: registers (retrying with backoff), heartbeats,
 /// and registers again when the controller reports the incarnation stale.
-public actor WALWriterMembership {
+public actor NodeMembership {
     let controller: ControllerClient
     let registration: NodeRegistration
     let logger: Logger
@@ -13,7 +12,7 @@ public actor WALWriterMembership {
     public private(set) var incarnation: Int64?
     private var stale = false
 
-    /// Membership of the node described by `registration` (kind walWriter).
+    /// Membership of the node described by `registration` .
     public init(controller: ControllerClient, registration: NodeRegistration, logger: Logger) {
         self.controller = controller
         self.registration = registration

@@ -1,0 +1,86 @@
+import ClusterMetadata
+import ControllerClient
+import KafkaProtocol
+
+/// Metadata: live brokers, and topics with their partitions' leaders and epochs, from the broker's
+/// metadata image. Missing topics are created when both the client and the broker allow it.
+enum MetadataHandler {
+    static func handle(_ request: MetadataRequest, version: Int16, context: BrokerContext) async -> MetadataResponse {
+        var state = await context.metadata.state
+        // Before v1 an empty list meant "all topics"; from v1 on, null does.
+        let requested: [String]? = {
+            guard let topics = request.topics else { return nil }
+            if version == 0 && topics.isEmpty { return nil }
+            return topics.map { $0.name ?? "" }
+        }()
+        let allowAutoCreate = version < 4 ? true : request.allowAutoTopicCreation
+        var autoCreateErrors: [String: Int16] = [:]
+        if let requested, allowAutoCreate, context.settings.autoCreateTopics {
+            let missing = requested.filter { state.topics[$0] == nil && !$0.isEmpty }
+            if !missing.isEmpty {
+                autoCreateErrors = await context.autoCreate(missing)
+                state = await context.metadata.state
+            }
+        }
+        var response = MetadataResponse()
+        response.clusterId = context.settings.clusterId
+        let brokers = state.activeBrokers
+        response.controllerId = brokers.first?.id ?? -1
+        response.brokers = brokers.compactMap { node in
+            guard let endpoint = try? parseEndpoint(node.registration.listener) else { return nil }
+            var broker = MetadataResponse.MetadataResponseBroker()
+            broker.nodeId = node.id
+            broker.host = endpoint.host
+            broker.port = Int32(endpoint.port)
+            broker.rack = node.zone
+            return broker
+        }
+        let names = requested ?? state.topicNames
+        response.topics = names.map { name in
+            var topic = MetadataResponse.MetadataResponseTopic()
+            topic.name = name
+            topic.topicAuthorizedOperations = Int32.min
+            guard let record = state.topics[name] else {
+                if let code = autoCreateErrors[name], code != 0 {
+                    topic.errorCode = code
+                } else if isValidTopicName(name) {
+                    topic.errorCode = allowAutoCreate && context.settings.autoCreateTopics
+                        ? KafkaErrorCode.leaderNotAvailable.rawValue : KafkaErrorCode.unknownTopicOrPartition.rawValue
+                } else {
+                    topic.errorCode = KafkaErrorCode.invalidTopicException.rawValue
+                }
+                return topic
+            }
+            topic.topicId = record.topicId
+            topic.isInternal = record.isInternal
+            topic.partitions = record.partitions.enumerated().map { index, partition in
+                var out = MetadataResponse.MetadataResponsePartition()
+                out.partitionIndex = Int32(index)
+                out.leaderId = partition.leader
+                out.leaderEpoch = partition.leaderEpoch
+                if partition.leader < 0 || state.nodes[partition.leader]?.state != .active {
+                    out.errorCode = KafkaErrorCode.leaderNotAvailable.rawValue
+                    out.leaderId = -1
+                    out.replicaNodes = partition.leader >= 0 ? [partition.leader] : []
+                    out.isrNodes = []
+                } else {
+                    out.replicaNodes = [partition.leader]
+                    out.isrNodes = [partition.leader]
+                }
+                return out
+            }
+            return topic
+        }
+        response.clusterAuthorizedOperations = Int32.min
+        return response
+    }
+
+    /// Kafka's topic name rule: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
+    static func isValidTopicName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 249, name != ".", name != ".." else { return false }
+        return name.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+    }
+}

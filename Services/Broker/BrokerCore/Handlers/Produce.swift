@@ -1,0 +1,138 @@
+import ClusterMetadata
+import KafkaProtocol
+import KafkaRecords
+import KafkaTransport
+import NIOCore
+
+/// Produce (DESIGN §4): validate each partition's record set, let the leader assign offsets and
+/// queue the append at the WAL writer (in request order, inside `accept`), answer once durable.
+enum Produce {
+    /// Decompressed bytes one batch may expand to while it is validated.
+    static let maxUncompressedBytes = 256 << 20
+
+    /// One partition's verdict before anything is appended.
+    enum Checked {
+        case rejected(code: KafkaErrorCode, message: String, batchIndex: Int32?)
+        case accepted(ReplicaManager.Append)
+    }
+
+    static func accept(_ request: ProduceRequest, version: Int16, context: BrokerContext) async -> KafkaPendingResponse {
+        let state = await context.metadata.state
+        let now = context.now()
+        var checked: [(topic: String, partition: Int32, verdict: Checked)] = []
+        for topic in request.topicData {
+            for partition in topic.partitionData {
+                let verdict: Checked
+                if ![-1, 0, 1].contains(request.acks) {
+                    verdict = .rejected(code: .invalidRequiredAcks, message: "acks must be -1, 0 or 1", batchIndex: nil)
+                } else if request.transactionalId != nil {
+                    verdict = .rejected(code: .transactionalIdAuthorizationFailed, message: "transactions are not supported", batchIndex: nil)
+                } else {
+                    verdict = check(topic: topic.name, partition: partition.index, records: partition.records, state: state, now: now, context: context)
+                }
+                checked.append((topic.name, partition.index, verdict))
+            }
+        }
+        var appends: [ReplicaManager.Append] = []
+        for item in checked {
+            if case .accepted(let append) = item.verdict { appends.append(append) }
+        }
+        let futures = appends.isEmpty ? [] : await context.replicas.enqueue(appends)
+        if request.acks == 0 { return .immediate(.noResponse) }
+        let logger = context.logger
+        let verdicts = checked
+        return KafkaPendingResponse {
+            var results: [AppendResult] = []
+            results.reserveCapacity(futures.count)
+            for future in futures {
+                results.append((try? await future.get()) ?? .failure(.unknownServerError))
+            }
+            var response = ProduceResponse()
+            var next = 0
+            var order: [String] = []
+            var byTopic: [String: [ProduceResponse.PartitionProduceResponse]] = [:]
+            for item in verdicts {
+                var answer = ProduceResponse.PartitionProduceResponse()
+                answer.index = item.partition
+                switch item.verdict {
+                case .rejected(let code, let message, let batchIndex):
+                    answer.errorCode = code.rawValue
+                    answer.baseOffset = -1
+                    if version >= 8 {
+                        answer.errorMessage = message
+                        if let batchIndex {
+                            var error = ProduceResponse.BatchIndexAndErrorMessage()
+                            error.batchIndex = batchIndex
+                            error.batchIndexErrorMessage = message
+                            answer.recordErrors = [error]
+                        }
+                    }
+                case .accepted:
+                    let result = results[next]
+                    next += 1
+                    answer.errorCode = result.errorCode
+                    answer.baseOffset = result.baseOffset
+                    answer.logAppendTimeMs = result.logAppendTime
+                    answer.logStartOffset = result.logStartOffset
+                    if version >= 8 { answer.errorMessage = result.errorCode == 0 ? nil : result.errorMessage }
+                }
+                if byTopic[item.topic] == nil { order.append(item.topic) }
+                byTopic[item.topic, default: []].append(answer)
+            }
+            response.responses = order.map { name in
+                var topic = ProduceResponse.TopicProduceResponse()
+                topic.name = name
+                topic.partitionResponses = byTopic[name] ?? []
+                return topic
+            }
+            return encode(response, key: .produce, version: version, logger: logger)
+        }
+    }
+
+    /// Checks one partition's record set: the partition exists, every batch is a whole v2 batch within
+    /// `max.message.bytes` whose CRC and records are valid. Nothing of a rejected set is written.
+    static func check(
+        topic name: String, partition: Int32, records: ByteBuffer?, state: MetadataState, now: Int64, context: BrokerContext
+    ) -> Checked {
+        guard let topic = state.topics[name], partition >= 0, Int(partition) < topic.partitions.count else {
+            return .rejected(code: .unknownTopicOrPartition, message: "unknown topic or partition \(name)-\(partition)", batchIndex: nil)
+        }
+        guard let records, records.readableBytes > 0 else {
+            return .rejected(code: .invalidRecord, message: "empty record set", batchIndex: nil)
+        }
+        let maxBytes = Int(context.topicConfig("max.message.bytes", topic) ?? "") ?? Int(context.settings.messageMaxBytes)
+        var iterator = RecordSetIterator(records, maxBatchBytes: maxBytes)
+        var batches: [(start: Int, count: Int64)] = []
+        var index: Int32 = 0
+        let logAppend = context.topicConfig("message.timestamp.type", topic) == "LogAppendTime"
+        var start = 0
+        while true {
+            let batch: RecordBatch?
+            do {
+                batch = try iterator.next()
+            } catch {
+                return .rejected(code: KafkaErrorCode(rawValue: error.kafkaErrorCode) ?? .corruptMessage, message: "\(error)", batchIndex: index)
+            }
+            guard let batch else { break }
+            do {
+                try batch.validate(maxUncompressedBytes: maxUncompressedBytes)
+            } catch {
+                return .rejected(code: KafkaErrorCode(rawValue: error.kafkaErrorCode) ?? .corruptMessage, message: "\(error)", batchIndex: index)
+            }
+            if batch.isControl {
+                return .rejected(code: .invalidRecord, message: "clients may not write control batches", batchIndex: index)
+            }
+            batches.append((start, Int64(batch.lastOffsetDelta) + 1))
+            start += batch.sizeInBytes
+            index += 1
+        }
+        if iterator.partialBatch != nil {
+            return .rejected(code: .corruptMessage, message: "the record set ends inside a batch", batchIndex: index)
+        }
+        guard !batches.isEmpty else { return .rejected(code: .invalidRecord, message: "no batches", batchIndex: nil) }
+        return .accepted(
+            ReplicaManager.Append(
+                key: PartitionKey(topic: name, partition: partition), records: records, batches: batches,
+                logAppendTime: logAppend ? now : nil))
+    }
+}

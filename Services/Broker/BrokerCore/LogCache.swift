@@ -1,0 +1,84 @@
+import ClusterMetadata
+import DequeModule
+import NIOCore
+
+/// The leader's in-memory tail of each partition it leads: acknowledged batches in offset order,
+/// bounded in bytes across all partitions. The oldest batches (across all partitions) leave first,
+/// so tail readers hit it and readers that fell behind go to the WAL writer or object storage.
+/// Not thread-safe: owned by `ReplicaManager`.
+struct LogCache {
+    struct Entry {
+        var baseOffset: Int64
+        var nextOffset: Int64
+        var bytes: ByteBuffer
+    }
+
+    let capacity: Int
+    private(set) var totalBytes = 0
+    private var partitions: [PartitionKey: Deque<Entry>] = [:]
+    /// Insertion order across partitions, for eviction.
+    private var order: Deque<(key: PartitionKey, baseOffset: Int64)> = []
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    /// Adds acknowledged batches; a gap after the partition's cached tail drops the older entries,
+    /// so a partition's entries are always contiguous.
+    mutating func append(_ key: PartitionKey, baseOffset: Int64, nextOffset: Int64, bytes: ByteBuffer) {
+        guard capacity > 0, bytes.readableBytes <= capacity else {
+            drop(key)
+            return
+        }
+        var entries = partitions[key] ?? []
+        if let last = entries.last, last.nextOffset != baseOffset {
+            totalBytes -= entries.reduce(0) { $0 + $1.bytes.readableBytes }
+            entries.removeAll()
+        }
+        entries.append(Entry(baseOffset: baseOffset, nextOffset: nextOffset, bytes: bytes))
+        partitions[key] = entries
+        order.append((key, baseOffset))
+        totalBytes += bytes.readableBytes
+        while totalBytes > capacity, let oldest = order.popFirst() {
+            guard var list = partitions[oldest.key], let first = list.first, first.baseOffset == oldest.baseOffset else { continue }
+            list.removeFirst()
+            totalBytes -= first.bytes.readableBytes
+            partitions[oldest.key] = list.isEmpty ? nil : list
+        }
+    }
+
+    /// Forgets a partition (leadership lost or the tail became uncertain).
+    mutating func drop(_ key: PartitionKey) {
+        if let entries = partitions.removeValue(forKey: key) {
+            totalBytes -= entries.reduce(0) { $0 + $1.bytes.readableBytes }
+        }
+    }
+
+    /// The first offset the cache holds for `key`, nil when it holds none.
+    func startOffset(_ key: PartitionKey) -> Int64? {
+        partitions[key]?.first?.baseOffset
+    }
+
+    /// Whole appends from the one containing `offset`, up to about `maxBytes` (at least one), stopping
+    /// before `limit`; nil when `offset` is below what the cache holds (read elsewhere).
+    func read(_ key: PartitionKey, from offset: Int64, maxBytes: Int, limit: Int64) -> [ByteBuffer]? {
+        guard let entries = partitions[key], let first = entries.first, offset >= first.baseOffset else { return nil }
+        var result: [ByteBuffer] = []
+        var bytes = 0
+        // Binary search for the entry holding `offset`.
+        var low = 0, high = entries.count
+        while low < high {
+            let mid = (low + high) / 2
+            if entries[mid].nextOffset <= offset { low = mid + 1 } else { high = mid }
+        }
+        var index = low
+        while index < entries.count, entries[index].baseOffset < limit {
+            let entry = entries[index]
+            if !result.isEmpty, bytes + entry.bytes.readableBytes > maxBytes { break }
+            result.append(entry.bytes)
+            bytes += entry.bytes.readableBytes
+            index += 1
+        }
+        return result
+    }
+}

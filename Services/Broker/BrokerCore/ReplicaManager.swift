@@ -1,0 +1,507 @@
+import ClusterMetadata
+import ControllerClient
+import DequeModule
+import KafkaProtocol
+import KafkaRecords
+import KafkaTransport
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The outcome of appending one partition's record set.
+public struct AppendResult: Sendable, Hashable {
+    public var errorCode: Int16
+    public var errorMessage: String?
+    public var baseOffset: Int64 = -1
+    /// The broker time stamped into LogAppendTime batches, -1 for CreateTime.
+    public var logAppendTime: Int64 = -1
+    public var logStartOffset: Int64 = -1
+
+    public static func failure(_ code: KafkaErrorCode, _ message: String? = nil) -> AppendResult {
+        AppendResult(errorCode: code.rawValue, errorMessage: message)
+    }
+}
+
+/// What a reader needs to know about a partition this broker leads.
+public struct PartitionView: Sendable, Hashable {
+    public var topicId: KafkaUUID
+    public var streamId: StreamID
+    public var leaderEpoch: LeaderEpoch
+    public var highWatermark: Int64
+    public var logEndOffset: Int64
+    public var logStartOffset: Int64
+    /// The offset the current leader epoch started at.
+    public var epochStartOffset: Int64
+    /// The WAL writer holding the stream's uncommitted tail.
+    public var walWriter: NodeID
+}
+
+/// Why a partition cannot be served by this broker right now.
+public enum PartitionUnavailable: Error, Sendable {
+    /// Another broker leads it (or nobody does): NOT_LEADER_OR_FOLLOWER.
+    case notLeader
+    /// This broker leads it but is still taking over the tail: NOT_LEADER_OR_FOLLOWER too, which
+    /// every client retries after refreshing metadata.
+    case loading
+    /// The topic or partition does not exist.
+    case unknown
+    /// Any other partition-level error.
+    case coded(KafkaErrorCode)
+
+    public var errorCode: KafkaErrorCode {
+        switch self {
+        case .notLeader, .loading: .notLeaderOrFollower
+        case .unknown: .unknownTopicOrPartition
+        case .coded(let code): code
+        }
+    }
+}
+
+/// The partitions this broker leads: taking over a stream's tail when leadership arrives,
+/// assigning offsets, sending appends to the WAL writer in offset order, advancing high watermarks
+/// as appends become durable, and the log cache of acknowledged batches.
+public actor ReplicaManager {
+    final class Partition {
+        enum Phase { case recovering, ready, resyncing }
+
+        struct Pending {
+            var generation: UInt64
+            var baseOffset: Int64
+            var nextOffset: Int64
+            var bytes: ByteBuffer
+            var logAppendTime: Int64
+            var outcome: WALCallError??
+            var promise: EventLoopPromise<AppendResult>
+        }
+
+        let key: PartitionKey
+        let topicId: KafkaUUID
+        let streamId: StreamID
+        let epoch: LeaderEpoch
+        var phase = Phase.recovering
+        var generation: UInt64 = 0
+        var writer: NodeID = -1
+        var connection: KafkaConnection?
+        var nextOffset: Int64 = 0
+        var highWatermark: Int64 = 0
+        var logStartOffset: Int64 = 0
+        var epochStartOffset: Int64 = 0
+        var pending: Deque<Pending> = []
+        var task: Task<Void, Never>?
+
+        init(key: PartitionKey, topicId: KafkaUUID, streamId: StreamID, epoch: LeaderEpoch) {
+            self.key = key
+            self.topicId = topicId
+            self.streamId = streamId
+            self.epoch = epoch
+        }
+    }
+
+    /// A record set ready to append: its batches checked, and where they start in `records`.
+    public struct Append: Sendable {
+        public var key: PartitionKey
+        public var records: ByteBuffer
+        /// Reader-relative starts of each batch in `records`, with its offset count.
+        public var batches: [(start: Int, count: Int64)]
+        /// When set, every batch is switched to LogAppendTime with this time.
+        public var logAppendTime: Int64?
+
+        public init(key: PartitionKey, records: ByteBuffer, batches: [(start: Int, count: Int64)], logAppendTime: Int64?) {
+            self.key = key
+            self.records = records
+            self.batches = batches
+            self.logAppendTime = logAppendTime
+        }
+    }
+
+    let nodeId: NodeID
+    let zone: String
+    let wal: WALClient
+    let metadata: any MetadataSource
+    let writer: any MetadataWriter
+    let logger: Logger
+    let eventLoop: any EventLoop
+    private var partitions: [PartitionKey: Partition] = [:]
+    private var cache: LogCache
+    private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter: UInt64 = 0
+    private var knownState = MetadataState()
+
+    public init(
+        nodeId: NodeID, zone: String, wal: WALClient, metadata: any MetadataSource, writer: any MetadataWriter,
+        logCacheBytes: Int, logger: Logger
+    ) {
+        self.nodeId = nodeId
+        self.zone = zone
+        self.wal = wal
+        self.metadata = metadata
+        self.writer = writer
+        self.logger = logger
+        self.cache = LogCache(capacity: logCacheBytes)
+        self.eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+    }
+
+    // MARK: Leadership
+
+    /// Brings the led partitions in line with a new metadata image: takes over partitions newly led
+    /// here (or led again under a newer epoch) and lets go of the others.
+    public func apply(_ state: MetadataState) {
+        knownState = state
+        var led: Set<PartitionKey> = []
+        for name in state.topicNames {
+            guard let topic = state.topics[name] else { continue }
+            for (index, record) in topic.partitions.enumerated() where record.leader == nodeId {
+                let key = PartitionKey(topic: name, partition: Int32(index))
+                led.insert(key)
+                if let current = partitions[key], current.epoch == record.leaderEpoch, current.topicId == topic.topicId {
+                    if let stream = state.streams[record.streamId] {
+                        current.logStartOffset = max(current.logStartOffset, stream.logStartOffset)
+                    }
+                    continue
+                }
+                if let old = partitions[key] { resign(old) }
+                let partition = Partition(key: key, topicId: topic.topicId, streamId: record.streamId, epoch: record.leaderEpoch)
+                partitions[key] = partition
+                partition.task = Task { await self.takeOver(partition) }
+            }
+        }
+        for (key, partition) in partitions where !led.contains(key) {
+            resign(partition)
+            partitions[key] = nil
+        }
+        wakeWaiters()
+    }
+
+    private func resign(_ partition: Partition) {
+        partition.task?.cancel()
+        partition.generation &+= 1
+        let pending = partition.pending
+        partition.pending.removeAll()
+        // Appends already sent may still become durable; their producers retry against the new leader.
+        for item in pending { item.promise.succeed(.failure(.notLeaderOrFollower, "leadership moved")) }
+        cache.drop(partition.key)
+        logger.info("no longer leading", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "epoch": "\(partition.epoch)"])
+    }
+
+    private func isCurrent(_ partition: Partition) -> Bool {
+        partitions[partition.key] === partition
+    }
+
+    /// The WAL writer this broker appends `stream` through: the stream's current writer when it is a
+    /// live writer of this zone, else the lowest live writer of this zone, else any live writer.
+    static func chooseWriter(_ state: MetadataState, zone: String, current: NodeID) -> NodeID? {
+        let writers = state.sortedNodes.filter { $0.kind == .walWriter && $0.state == .active }
+        if let node = writers.first(where: { $0.id == current }), node.zone == zone { return current }
+        return writers.first(where: { $0.zone == zone })?.id ?? writers.first?.id
+    }
+
+    static func endpoint(_ state: MetadataState, _ node: NodeID) -> KafkaEndpoint? {
+        guard let record = state.nodes[node], let parsed = try? parseEndpoint(record.registration.listener) else { return nil }
+        return parsed
+    }
+
+    /// Fences the stream at the writer holding its tail and recovers the tail, then accepts writes
+    /// (DESIGN §6 "Leader change"). Retries until it succeeds or leadership moves on.
+    private func takeOver(_ partition: Partition) async {
+        var backoff = Duration.milliseconds(50)
+        while !Task.isCancelled, isCurrent(partition) {
+            do {
+                try await recover(partition)
+                return
+            } catch let error as WALCallError where error.code == KafkaErrorCode.fencedLeaderEpoch.rawValue {
+                logger.info("a newer leader fenced the stream", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)"])
+                return
+            } catch {
+                logger.warning(
+                    "taking over the partition failed; retrying",
+                    metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
+            }
+            do { try await Task.sleep(for: backoff) } catch { return }
+            backoff = min(backoff * 2, .seconds(1))
+        }
+    }
+
+    struct TakeOverError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private func recover(_ partition: Partition) async throws {
+        let state = await metadata.state
+        guard isCurrent(partition) else { return }
+        guard let stream = state.streams[partition.streamId] else { throw TakeOverError(description: "stream \(partition.streamId) not in metadata yet") }
+        guard stream.epoch == partition.epoch else {
+            throw TakeOverError(description: "metadata has stream epoch \(stream.epoch), leading with \(partition.epoch)")
+        }
+        guard var chosen = Self.chooseWriter(state, zone: zone, current: stream.walWriter) else {
+            throw TakeOverError(description: "no live WAL writer")
+        }
+        var end = stream.committedEnd
+        let previous = stream.walWriter
+        if previous != -1, state.nodes[previous] != nil {
+            guard let endpoint = Self.endpoint(state, previous) else { throw TakeOverError(description: "WAL writer \(previous) has no endpoint") }
+            let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
+            if previous == chosen {
+                end = max(end, durableEnd)
+            } else if durableEnd > stream.committedEnd {
+                // The tail moves to another writer: have the old one commit it first, so the new
+                // writer's first upload continues exactly where the committed stream ends.
+                try await wal.flush(endpoint, stream: partition.streamId, timeout: .seconds(10))
+                end = try await waitForCommittedEnd(partition.streamId, atLeast: durableEnd)
+            }
+        }
+        if chosen != previous {
+            guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
+            let held = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
+            if held != -1, held != end {
+                // That writer still remembers an older stretch of this stream; keep the previous writer.
+                guard previous != -1, state.nodes[previous]?.state == .active else {
+                    throw TakeOverError(description: "WAL writer \(chosen) holds the stream up to \(held), expected \(end)")
+                }
+                chosen = previous
+            } else {
+                let result = try await writer.writeAndWait(
+                    .setStreamWriter(streamId: partition.streamId, epoch: partition.epoch, writer: chosen), metadata: metadata)
+                if case .error(let error) = result {
+                    if error.code == MetadataErrorCode.fencedLeaderEpoch { throw WALCallError(code: error.code, message: error.message) }
+                    throw TakeOverError(description: "setStreamWriter: \(error)")
+                }
+            }
+        }
+        guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
+        let connection = try await wal.appendConnection(endpoint)
+        guard isCurrent(partition), !Task.isCancelled else { return }
+        partition.writer = chosen
+        partition.connection = connection
+        partition.nextOffset = end
+        partition.highWatermark = end
+        partition.epochStartOffset = end
+        partition.logStartOffset = max(stream.logStartOffset, partition.logStartOffset)
+        partition.phase = .ready
+        partition.generation &+= 1
+        cache.drop(partition.key)
+        logger.info(
+            "leading", metadata: [
+                "partition": "\(partition.key.topic)-\(partition.key.partition)", "epoch": "\(partition.epoch)",
+                "end_offset": "\(end)", "wal_writer": "\(chosen)",
+            ])
+        wakeWaiters()
+    }
+
+    /// Waits until the metadata image shows the stream committed up to `offset`; returns the committed end.
+    private func waitForCommittedEnd(_ stream: StreamID, atLeast offset: Int64) async throws -> Int64 {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(15))
+        while clock.now < deadline {
+            let state = await metadata.state
+            guard let record = state.streams[stream] else { throw TakeOverError(description: "stream \(stream) deleted") }
+            if record.committedEnd >= offset { return record.committedEnd }
+            _ = await metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(500))
+            try Task.checkCancellation()
+        }
+        throw TakeOverError(description: "stream \(stream) not committed up to \(offset) in time")
+    }
+
+    /// After a failed append the stream's durable end at the writer is unknown: learn it again
+    /// through a fence at the same epoch, then accept writes from there.
+    private func resync(_ partition: Partition) async {
+        var backoff = Duration.milliseconds(20)
+        while !Task.isCancelled, isCurrent(partition) {
+            let state = knownState
+            do {
+                guard let endpoint = Self.endpoint(state, partition.writer) else { throw TakeOverError(description: "WAL writer \(partition.writer) unknown") }
+                let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
+                let connection = try await wal.appendConnection(endpoint)
+                guard isCurrent(partition) else { return }
+                let committed = knownState.streams[partition.streamId]?.committedEnd ?? 0
+                let end = max(durableEnd, committed, partition.highWatermark)
+                partition.nextOffset = end
+                partition.highWatermark = end
+                partition.connection = connection
+                partition.generation &+= 1
+                partition.phase = .ready
+                logger.info("append path recovered", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "end_offset": "\(end)"])
+                wakeWaiters()
+                return
+            } catch let error as WALCallError where error.code == KafkaErrorCode.fencedLeaderEpoch.rawValue {
+                logger.info("stream fenced by a newer leader", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)"])
+                return
+            } catch {
+                logger.warning("resync failed; retrying", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
+            }
+            do { try await Task.sleep(for: backoff) } catch { return }
+            backoff = min(backoff * 2, .seconds(1))
+        }
+    }
+
+    // MARK: Produce
+
+    /// Assigns offsets to `appends` and queues them at the WAL writer, in order, before returning;
+    /// each future completes once its append is durable (or failed).
+    public func enqueue(_ appends: [Append]) -> [EventLoopFuture<AppendResult>] {
+        appends.map { enqueueOne($0) }
+    }
+
+    private func enqueueOne(_ append: Append) -> EventLoopFuture<AppendResult> {
+        guard let partition = partitions[append.key] else {
+            let code: KafkaErrorCode = knownState.partition(append.key) == nil ? .unknownTopicOrPartition : .notLeaderOrFollower
+            return eventLoop.makeSucceededFuture(.failure(code))
+        }
+        guard partition.phase == .ready, let connection = partition.connection else {
+            return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
+        }
+        var records = append.records
+        let base = partition.nextOffset
+        var next = base
+        do {
+            for batch in append.batches {
+                let index = records.readerIndex + batch.start
+                try RecordBatch.stamp(batchAt: index, in: &records, baseOffset: next, partitionLeaderEpoch: partition.epoch)
+                if let time = append.logAppendTime {
+                    try RecordBatch.setLogAppendTime(batchAt: index, in: &records, timestamp: time)
+                }
+                next += batch.count
+            }
+        } catch {
+            return eventLoop.makeSucceededFuture(.failure(.corruptMessage, "\(error)"))
+        }
+        guard next > base else { return eventLoop.makeSucceededFuture(.failure(.invalidRecord, "no records")) }
+        let future: EventLoopFuture<ByteBuffer>
+        do {
+            future = try wal.enqueueAppend(
+                on: connection, stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
+        } catch {
+            return eventLoop.makeSucceededFuture(.failure(.unknownServerError, "\(error)"))
+        }
+        partition.nextOffset = next
+        let promise = eventLoop.makePromise(of: AppendResult.self)
+        let generation = partition.generation
+        partition.pending.append(
+            Partition.Pending(
+                generation: generation, baseOffset: base, nextOffset: next, bytes: records,
+                logAppendTime: append.logAppendTime ?? -1, outcome: nil, promise: promise))
+        let key = append.key
+        let identity = ObjectIdentifier(partition)
+        future.whenComplete { result in
+            let outcome: WALCallError?
+            switch result {
+            case .success(let body): outcome = WALClient.appendError(body)
+            case .failure(let error):
+                outcome = WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "WAL writer connection: \(error)")
+            }
+            Task { await self.answered(key, identity: identity, generation: generation, baseOffset: base, outcome: outcome) }
+        }
+        return promise.futureResult
+    }
+
+    private func answered(_ key: PartitionKey, identity: ObjectIdentifier, generation: UInt64, baseOffset: Int64, outcome: WALCallError?) {
+        // A resigned partition already answered its pending appends.
+        guard let partition = partitions[key], ObjectIdentifier(partition) == identity,
+              let index = partition.pending.firstIndex(where: { $0.generation == generation && $0.baseOffset == baseOffset }) else { return }
+        partition.pending[index].outcome = .some(outcome)
+        var advanced = false
+        while let head = partition.pending.first, let result = head.outcome {
+            partition.pending.removeFirst()
+            if let error = result {
+                fail(partition, head, error)
+                continue
+            }
+            partition.highWatermark = max(partition.highWatermark, head.nextOffset)
+            cache.append(key, baseOffset: head.baseOffset, nextOffset: head.nextOffset, bytes: head.bytes)
+            head.promise.succeed(
+                AppendResult(errorCode: 0, baseOffset: head.baseOffset, logAppendTime: head.logAppendTime, logStartOffset: partition.logStartOffset))
+            advanced = true
+        }
+        if advanced { wakeWaiters() }
+    }
+
+    /// An append failed: it and every later one fail (the writer refuses appends that do not continue
+    /// the stream), and the partition learns its durable end again before accepting more.
+    private func fail(_ partition: Partition, _ failed: Partition.Pending, _ error: WALCallError) {
+        let code: KafkaErrorCode
+        switch error.code {
+        case KafkaErrorCode.messageTooLarge.rawValue: code = .messageTooLarge
+        case KafkaErrorCode.invalidRequest.rawValue: code = .invalidRecord
+        default: code = .notLeaderOrFollower
+        }
+        failed.promise.succeed(.failure(code, error.message))
+        guard isCurrent(partition), failed.generation == partition.generation else { return }
+        let rest = partition.pending
+        partition.pending.removeAll()
+        for item in rest { item.promise.succeed(.failure(.notLeaderOrFollower, "an earlier append failed")) }
+        partition.generation &+= 1
+        partition.connection = nil
+        cache.drop(partition.key)
+        if error.code == KafkaErrorCode.fencedLeaderEpoch.rawValue {
+            // A newer leader exists; the metadata will move the partition away.
+            partition.phase = .resyncing
+            return
+        }
+        partition.phase = .resyncing
+        logger.warning("append failed; recovering the append path", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
+        partition.task = Task { await self.resync(partition) }
+    }
+
+    // MARK: Reads
+
+    /// The state of a partition led here.
+    public func view(_ key: PartitionKey) throws(PartitionUnavailable) -> PartitionView {
+        guard let partition = partitions[key] else {
+            throw knownState.partition(key) == nil ? .unknown : .notLeader
+        }
+        guard partition.phase == .ready else { throw .loading }
+        return PartitionView(
+            topicId: partition.topicId, streamId: partition.streamId, leaderEpoch: partition.epoch,
+            highWatermark: partition.highWatermark, logEndOffset: partition.nextOffset, logStartOffset: partition.logStartOffset,
+            epochStartOffset: partition.epochStartOffset, walWriter: partition.writer)
+    }
+
+    /// Acknowledged batches from the log cache, or nil when the cache does not reach back to `offset`.
+    public func cachedRead(_ key: PartitionKey, from offset: Int64, maxBytes: Int, limit: Int64) -> [ByteBuffer]? {
+        cache.read(key, from: offset, maxBytes: maxBytes, limit: limit)
+    }
+
+    /// Moves the log start offset after DeleteRecords (the metadata follows).
+    public func raiseLogStart(_ key: PartitionKey, to offset: Int64) {
+        if let partition = partitions[key] { partition.logStartOffset = max(partition.logStartOffset, offset) }
+    }
+
+    /// Bytes in the log cache.
+    public var cachedBytes: Int { cache.totalBytes }
+
+    /// Number of partitions led here, and how many are ready.
+    public var leadership: (led: Int, ready: Int) {
+        (partitions.count, partitions.values.filter { $0.phase == .ready }.count)
+    }
+
+    /// Waits until any high watermark or leadership changes, or `timeout` passes (Fetch long-poll).
+    public func waitForChange(timeout: Duration) async {
+        let id = nextWaiter
+        nextWaiter &+= 1
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.wake(id)
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            waiters[id] = continuation
+        }
+        timer.cancel()
+    }
+
+    private func wake(_ id: UInt64) {
+        waiters.removeValue(forKey: id)?.resume()
+    }
+
+    private func wakeWaiters() {
+        guard !waiters.isEmpty else { return }
+        let all = waiters.values
+        waiters.removeAll()
+        for continuation in all { continuation.resume() }
+    }
+
+    /// Lets go of every partition (shutdown).
+    public func resignAll() {
+        for partition in partitions.values { resign(partition) }
+        partitions.removeAll()
+        wakeWaiters()
+    }
+}
