@@ -29,7 +29,7 @@ enum ListOffsets {
                     if let code = Fetch.epochError(requested: version >= 4 ? partition.currentLeaderEpoch : -1, current: view.leaderEpoch) {
                         throw PartitionUnavailable.coded(code)
                     }
-                    answer.leaderEpoch = view.leaderEpoch
+                    if version >= 4 { answer.leaderEpoch = view.leaderEpoch }
                     switch partition.timestamp {
                     case earliest:
                         answer.offset = view.logStartOffset

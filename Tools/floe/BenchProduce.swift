@@ -1,0 +1,273 @@
+import ArgumentParser
+import ControllerClient
+import Foundation
+import KafkaProtocol
+import KafkaRecords
+import KafkaTransport
+import Logging
+import NIOCore
+import Synchronization
+
+/// `floe bench produce`: Kafka producers (and optionally a consumer) against a running cluster,
+/// reporting throughput and produce / end-to-end latency percentiles.
+struct BenchProduce: AsyncParsableCommand, Sendable {
+    static let configuration = CommandConfiguration(
+        commandName: "produce",
+        abstract: "Produce to a running cluster over Kafka; report MiB/s and produce and end-to-end latency.",
+        discussion: """
+            Each producer sends Produce v9 requests of --records-per-batch records (one v2 batch) to the
+            partitions it owns, round-robin, with --in-flight requests outstanding. --rate caps each
+            producer's requests per second (0: as fast as answers come back). With --consume a consumer
+            fetches every partition from where the run starts and measures produce-to-receive latency
+            (the send instant travels in each record's first 8 bytes).
+            """
+    )
+
+    @Option(help: "HOST:PORT of any broker.") var bootstrap = "127.0.0.1:9092"
+    @Option(help: "Topic to produce to; created with --partitions if missing (default: a new bench topic).") var topic: String?
+    @Option(help: "Partitions of the topic when it is created.") var partitions: Int32 = 1
+    @Option(help: "Bytes of each record's value.") var recordSize = 1024
+    @Option(help: "Records per produce request (one batch: the client's batch size).") var recordsPerBatch = 1
+    @Option(help: "Producers, each with its own connection.") var producers = 1
+    @Option(help: "Requests each producer keeps in flight.") var inFlight = 1
+    @Option(help: "acks: -1 (all), 1 or 0.") var acks: Int16 = -1
+    @Option(help: "Requests per second per producer; 0 = unthrottled.") var rate: Double = 0
+    @Option(help: "Compression: none, gzip, snappy, lz4, zstd.") var codec = "none"
+    @Option(help: "Seconds of load.") var duration: Double = 10
+    @Flag(help: "Also consume and measure end-to-end latency.") var consume = false
+
+    func validate() throws {
+        guard (1...(8 << 20)).contains(recordSize), recordSize >= 8 else { throw ValidationError("--record-size must be in [8, 8 MiB]") }
+        guard (1...100_000).contains(recordsPerBatch) else { throw ValidationError("--records-per-batch must be in [1, 100000]") }
+        guard (1...1024).contains(producers) else { throw ValidationError("--producers must be in [1, 1024]") }
+        guard (1...64).contains(inFlight) else { throw ValidationError("--in-flight must be in [1, 64]") }
+        guard [-1, 0, 1].contains(acks) else { throw ValidationError("--acks must be -1, 0 or 1") }
+        guard (1...10_000).contains(partitions) else { throw ValidationError("--partitions must be in [1, 10000]") }
+        guard rate >= 0 else { throw ValidationError("--rate must not be negative") }
+        guard duration > 0, duration <= 3600 else { throw ValidationError("--duration must be in (0, 3600]") }
+        guard Self.codecs[codec] != nil else { throw ValidationError("--codec must be one of none, gzip, snappy, lz4, zstd") }
+    }
+
+    static let codecs: [String: CompressionCodec] = ["none": .none, "gzip": .gzip, "snappy": .snappy, "lz4": .lz4, "zstd": .zstd]
+
+    func run() async throws {
+        var quiet = Logger(label: "floe-bench-produce")
+        quiet.logLevel = .critical
+        let logger = quiet
+        let bootstrapEndpoint = try parseEndpoint(bootstrap)
+        let wire = KafkaWire(clientId: "floe-bench", logger: logger)
+        let name = topic ?? "bench-\(UInt32.random(in: 0...UInt32.max))"
+        try await wire.createTopic(bootstrapEndpoint, name: name, partitions: partitions)
+        let leaders = try await wire.leaders(bootstrapEndpoint, topic: name)
+        let partitionIds = leaders.keys.sorted()
+        let clock = ContinuousClock()
+        let origin = clock.now
+
+        print("floe bench produce")
+        print("  bootstrap \(bootstrap), topic \(name) (\(partitionIds.count) partitions)")
+        print("  record size \(recordSize) B, records per batch \(recordsPerBatch), codec \(codec), acks \(acks)")
+        print("  producers \(producers), in flight \(inFlight), rate \(rate == 0 ? "unthrottled" : "\(rate) req/s per producer"), duration \(duration) s, consumer \(consume)")
+        print("  cores: \(ProcessInfo.processInfo.activeProcessorCount)")
+
+        // Start consuming at the current end, so only this run's records are measured.
+        var startOffsets: [Int32: Int64] = [:]
+        if consume {
+            for id in partitionIds { startOffsets[id] = try await latestOffset(wire, leaders[id]!.endpoint, topic: name, partition: id) }
+        }
+        let stop = StopFlag()
+        let firstOffsets = startOffsets
+        let consumer: Task<[Duration], Error>? = consume ? Task {
+            try await consumeLoop(wire: KafkaWire(clientId: "floe-bench-consumer", logger: logger), leaders: leaders, topic: name, from: firstOffsets, origin: origin, stop: stop)
+        } : nil
+        let started = clock.now
+        let results = try await withThrowingTaskGroup(of: ProducerResult.self) { group in
+            for producer in 0..<producers {
+                let owned = partitionIds.enumerated().filter { $0.offset % producers == producer % partitionIds.count || producers > partitionIds.count && $0.offset == producer % partitionIds.count }.map(\.element)
+                group.addTask {
+                    try await produceLoop(
+                        wire: KafkaWire(clientId: "floe-bench-\(producer)", logger: logger), leaders: leaders, topic: name,
+                        partitions: owned.isEmpty ? [partitionIds[producer % partitionIds.count]] : owned, origin: origin, seed: UInt64(producer))
+                }
+            }
+            var all: [ProducerResult] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        let elapsed = inSeconds(clock.now - started)
+        // Let the consumer drain what was acknowledged, bounded.
+        if consume { try await Task.sleep(for: .milliseconds(500)) }
+        stop.value.store(true, ordering: .relaxed)
+        let e2e = try await consumer?.value.sorted() ?? []
+
+        let latencies = results.flatMap(\.latencies).sorted()
+        let records = results.reduce(0) { $0 + $1.records }
+        let errors = results.reduce(0) { $0 + $1.errors }
+        let bytes = Double(records) * Double(recordSize)
+        print("")
+        print(String(format: "  produced %d records in %.2f s: %.0f records/s, %.1f MiB/s (values only), %d failed requests", records, elapsed, Double(records) / elapsed, bytes / elapsed / 1_048_576, errors))
+        if acks != 0 {
+            print("  produce latency (request sent → acknowledged): p50 \(ms(percentile(latencies, 0.5))) ms, p99 \(ms(percentile(latencies, 0.99))) ms, p999 \(ms(percentile(latencies, 0.999))) ms (\(latencies.count) requests)")
+        }
+        if consume {
+            print("  end-to-end latency (sent → consumer received): p50 \(ms(percentile(e2e, 0.5))) ms, p99 \(ms(percentile(e2e, 0.99))) ms, p999 \(ms(percentile(e2e, 0.999))) ms (\(e2e.count) records)")
+        }
+        await wire.close()
+    }
+
+    struct ProducerResult: Sendable {
+        var latencies: [Duration] = []
+        var records = 0
+        var errors = 0
+    }
+
+    private func produceLoop(
+        wire: KafkaWire, leaders: [Int32: (id: Int32, endpoint: KafkaEndpoint)], topic: String, partitions: [Int32],
+        origin: ContinuousClock.Instant, seed: UInt64
+    ) async throws -> ProducerResult {
+        let clock = ContinuousClock()
+        let end = clock.now.advanced(by: .milliseconds(Int64(duration * 1000)))
+        let interval = rate > 0 ? Duration.nanoseconds(Int64(1e9 / rate)) : .zero
+        var result = ProducerResult()
+        var next = clock.now
+        var turn = 0
+        let filler = ByteBuffer(repeating: UInt8(truncatingIfNeeded: seed &+ 7), count: recordSize - 8)
+        try await withThrowingTaskGroup(of: (Duration, Bool).self) { group in
+            var inFlightNow = 0
+            while clock.now < end {
+                if inFlightNow >= inFlight, let (latency, ok) = try await group.next() {
+                    inFlightNow -= 1
+                    if ok { result.latencies.append(latency); result.records += recordsPerBatch } else { result.errors += 1 }
+                }
+                if rate > 0 {
+                    next = next.advanced(by: interval)
+                    if next > clock.now { try await Task.sleep(until: next, clock: clock) }
+                }
+                let partition = partitions[turn % partitions.count]
+                turn += 1
+                let sent = clock.now
+                let request = try makeRequest(topic: topic, partition: partition, sentAt: sent - origin, filler: filler)
+                let endpoint = leaders[partition]!.endpoint
+                let acks = acks
+                inFlightNow += 1
+                group.addTask {
+                    if acks == 0 {
+                        var body = ByteBuffer()
+                        try request.encode(to: &body, version: 9)
+                        try await wire.transport.sendOneway(
+                            to: endpoint, apiKey: ApiKey.produce.rawValue, apiVersion: 9, headerVersion: ApiKey.produce.requestHeaderVersion(9),
+                            clientId: wire.clientId, body: body)
+                        return (clock.now - sent, true)
+                    }
+                    let response = try await wire.call(request, version: 9, to: endpoint, as: ProduceResponse.self)
+                    let ok = response.responses.first?.partitionResponses.first?.errorCode == 0
+                    return (clock.now - sent, ok)
+                }
+            }
+            while let (latency, ok) = try await group.next() {
+                if ok { result.latencies.append(latency); result.records += recordsPerBatch } else { result.errors += 1 }
+            }
+        }
+        await wire.close()
+        return result
+    }
+
+    private func makeRequest(topic: String, partition: Int32, sentAt: Duration, filler: ByteBuffer) throws -> ProduceRequest {
+        var builder = RecordBatchBuilder(codec: Self.codecs[codec] ?? .none, expectedPayloadBytes: recordsPerBatch * (recordSize + 32))
+        let nanos = Int64(sentAt.components.seconds) * 1_000_000_000 + sentAt.components.attoseconds / 1_000_000_000
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for _ in 0..<recordsPerBatch {
+            var value = ByteBuffer()
+            value.reserveCapacity(recordSize)
+            value.writeInteger(nanos)
+            var rest = filler
+            value.writeBuffer(&rest)
+            try builder.append(timestamp: now, key: nil, value: value)
+        }
+        var data = ProduceRequest.PartitionProduceData()
+        data.index = partition
+        data.records = try builder.build().bytes
+        var topicData = ProduceRequest.TopicProduceData()
+        topicData.name = topic
+        topicData.partitionData = [data]
+        var request = ProduceRequest()
+        request.acks = acks
+        request.timeoutMs = 30_000
+        request.topicData = [topicData]
+        return request
+    }
+
+    private func latestOffset(_ wire: KafkaWire, _ endpoint: KafkaEndpoint, topic: String, partition: Int32) async throws -> Int64 {
+        var part = ListOffsetsRequest.ListOffsetsPartition()
+        part.partitionIndex = partition
+        part.timestamp = -1
+        var entry = ListOffsetsRequest.ListOffsetsTopic()
+        entry.name = topic
+        entry.partitions = [part]
+        var request = ListOffsetsRequest()
+        request.replicaId = -1
+        request.topics = [entry]
+        let response = try await wire.call(request, version: 7, to: endpoint, as: ListOffsetsResponse.self)
+        guard let answer = response.topics.first?.partitions.first, answer.errorCode == 0 else {
+            throw KafkaWire.Failure(description: "ListOffsets \(topic)-\(partition) failed")
+        }
+        return answer.offset
+    }
+
+    private func consumeLoop(
+        wire: KafkaWire, leaders: [Int32: (id: Int32, endpoint: KafkaEndpoint)], topic: String, from start: [Int32: Int64],
+        origin: ContinuousClock.Instant, stop: StopFlag
+    ) async throws -> [Duration] {
+        let clock = ContinuousClock()
+        var offsets = start
+        var latencies: [Duration] = []
+        let byLeader = Dictionary(grouping: leaders.keys.sorted(), by: { leaders[$0]!.id })
+        // Bounded: the run's duration plus a drain margin.
+        let hardEnd = clock.now.advanced(by: .milliseconds(Int64(duration * 1000) + 30_000))
+        while !stop.value.load(ordering: .relaxed), clock.now < hardEnd {
+            for (_, ids) in byLeader.sorted(by: { $0.key < $1.key }) {
+                var request = FetchRequest()
+                request.replicaId = -1
+                request.maxWaitMs = 100
+                request.minBytes = 1
+                request.maxBytes = 64 << 20
+                request.sessionEpoch = -1
+                var entry = FetchRequest.FetchTopic()
+                entry.topic = topic
+                entry.partitions = ids.map { id in
+                    var partition = FetchRequest.FetchPartition()
+                    partition.partition = id
+                    partition.fetchOffset = offsets[id] ?? 0
+                    partition.partitionMaxBytes = 8 << 20
+                    partition.currentLeaderEpoch = -1
+                    return partition
+                }
+                request.topics = [entry]
+                let response = try await wire.call(request, version: 12, to: leaders[ids[0]]!.endpoint, as: FetchResponse.self)
+                let received = clock.now - origin
+                for data in response.responses.first?.partitions ?? [] where data.errorCode == 0 {
+                    var iterator = RecordSetIterator(data.records ?? ByteBuffer())
+                    while let batch = try iterator.next() {
+                        let first = offsets[data.partitionIndex] ?? 0
+                        for record in try batch.records(maxUncompressedBytes: 256 << 20) {
+                            let offset = batch.baseOffset + Int64(record.offsetDelta)
+                            guard offset >= first, let nanos = record.value?.getInteger(at: record.value!.readerIndex, as: Int64.self) else { continue }
+                            latencies.append(received - .nanoseconds(nanos))
+                        }
+                        offsets[data.partitionIndex] = max(first, batch.nextOffset)
+                    }
+                }
+            }
+        }
+        await wire.close()
+        return latencies
+    }
+}
+
+/// Tells a background loop to finish.
+final class StopFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
+private func ms(_ d: Duration) -> String {
+    String(format: "%.2f", inSeconds(d) * 1000)
+}
