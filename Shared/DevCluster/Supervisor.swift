@@ -88,7 +88,8 @@ public actor Supervisor {
     private var children: [Child]
     private var loops: [Task<Void, Never>] = []
     private var stopping = false
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Waiters for "none of these kinds running" (nil: any kind).
+    private var idleWaiters: [(kinds: Set<String>?, continuation: CheckedContinuation<Void, Never>)] = []
     private var stoppedWaiters: [CheckedContinuation<Void, Never>] = []
     private var stopped = false
     private let dataDirectory: String
@@ -153,13 +154,21 @@ public actor Supervisor {
     }
 
     /// SIGTERM every child, SIGKILL those still alive after `gracePeriod`, wait for all to be reaped, mark them stopped.
+    ///
+    /// Controllers are stopped last, once the other services have drained (or the grace period
+    /// passed): those deregister and commit their last uploads through the controllers.
     public func stop(gracePeriod: Duration = .seconds(15)) async {
         stopping = true
         // Children waiting out a backoff are not running; cancelling ends their loops.
         for loop in loops { loop.cancel() }
-        signalAll(SIGTERM)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: gracePeriod)
+        let others = Set(children.map(\.spec.kind)).subtracting(["controller"])
+        signalAll(SIGTERM, kinds: others)
         eventContinuation.yield(.stopping)
-        if !(await waitUntilNoneRunning(timeout: gracePeriod)) {
+        _ = await waitUntilNoneRunning(timeout: clock.now.duration(to: deadline), kinds: others)
+        signalAll(SIGTERM)
+        if !(await waitUntilNoneRunning(timeout: max(clock.now.duration(to: deadline), .seconds(1)))) {
             let survivors = children.compactMap { $0.pid.map { "\($0)" } }
             logger.warning("children still running after the grace period, sending SIGKILL", metadata: ["pids": "\(survivors.joined(separator: ","))"])
             signalAll(SIGKILL)
@@ -195,8 +204,8 @@ public actor Supervisor {
         children.compactMap(\.pid)
     }
 
-    private func signalAll(_ signal: Int32) {
-        for child in children {
+    private func signalAll(_ signal: Int32, kinds: Set<String>? = nil) {
+        for child in children where kinds?.contains(child.spec.kind) ?? true {
             if let pid = child.pid { ChildProcess.signal(pid, signal) }
         }
     }
@@ -262,25 +271,32 @@ public actor Supervisor {
     }
 
     /// Waits until no child runs or `timeout` passes; returns whether none runs.
-    private func waitUntilNoneRunning(timeout: Duration) async -> Bool {
-        guard children.contains(where: { $0.pid != nil }) else { return true }
+    private func waitUntilNoneRunning(timeout: Duration, kinds: Set<String>? = nil) async -> Bool {
+        guard anyRunning(kinds) else { return true }
         let timer = Task {
             try? await Task.sleep(for: timeout)
             self.releaseIdleWaiters()
         }
-        await withCheckedContinuation { idleWaiters.append($0) }
+        await withCheckedContinuation { idleWaiters.append((kinds, $0)) }
         timer.cancel()
-        return !children.contains(where: { $0.pid != nil })
+        return !anyRunning(kinds)
+    }
+
+    private func anyRunning(_ kinds: Set<String>?) -> Bool {
+        children.contains { $0.pid != nil && (kinds?.contains($0.spec.kind) ?? true) }
     }
 
     private func releaseIdleWaitersIfNoneRunning() {
-        if !children.contains(where: { $0.pid != nil }) { releaseIdleWaiters() }
+        let ready = idleWaiters.filter { !anyRunning($0.kinds) }
+        guard !ready.isEmpty else { return }
+        idleWaiters.removeAll { !anyRunning($0.kinds) }
+        for waiter in ready { waiter.continuation.resume() }
     }
 
     private func releaseIdleWaiters() {
         let waiters = idleWaiters
         idleWaiters.removeAll()
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.continuation.resume() }
     }
 
     private func writeClusterFile() {

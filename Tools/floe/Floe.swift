@@ -6,7 +6,7 @@ struct Floe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floe",
         abstract: "Floe: a diskless, Kafka-compatible streaming cluster.",
-        subcommands: [Dev.self, Bench.self]
+        subcommands: [Dev.self, Admin.self, Bench.self]
     )
 }
 
@@ -14,6 +14,6 @@ struct Floe: AsyncParsableCommand {
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a benchmark and print its configuration and results.",
-        subcommands: [BenchCodec.self, BenchProtocol.self, BenchWAL.self, BenchController.self, BenchProduce.self]
+        subcommands: [BenchCodec.self, BenchProtocol.self, BenchWAL.self, BenchController.self, BenchProduce.self, BenchFailover.self]
     )
 }

@@ -1,6 +1,7 @@
 import ControllerClient
 import Foundation
 import KafkaProtocol
+import KafkaRecords
 import KafkaTransport
 import Logging
 import NIOCore
@@ -70,6 +71,7 @@ struct KafkaWire: Sendable {
 
     /// Creates `topic` unless it exists.
     func createTopic(_ bootstrap: KafkaEndpoint, name: String, partitions: Int32, configs: [String: String] = [:]) async throws {
+        if let existing = try await metadata(bootstrap, topics: [name]).topics.first, existing.errorCode == 0 { return }
         var topic = CreateTopicsRequest.CreatableTopic()
         topic.name = name
         topic.numPartitions = partitions
@@ -92,5 +94,24 @@ struct KafkaWire: Sendable {
 
     func close() async {
         await transport.closeAll()
+    }
+}
+
+extension KafkaWire {
+    /// A Produce request with one tiny record, for liveness probes.
+    static func probeRecord(topic: String, partition: Int32) throws -> ProduceRequest {
+        var builder = RecordBatchBuilder(codec: .none, expectedPayloadBytes: 64)
+        try builder.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: nil, value: ByteBuffer(string: "probe"))
+        var data = ProduceRequest.PartitionProduceData()
+        data.index = partition
+        data.records = try builder.build().bytes
+        var entry = ProduceRequest.TopicProduceData()
+        entry.name = topic
+        entry.partitionData = [data]
+        var request = ProduceRequest()
+        request.acks = -1
+        request.timeoutMs = 10_000
+        request.topicData = [entry]
+        return request
     }
 }

@@ -1,0 +1,93 @@
+import ArgumentParser
+import ControllerClient
+import DevCluster
+import Foundation
+import KafkaProtocol
+import KafkaTransport
+import Logging
+
+/// `floe bench failover`: how long a partition is not writable when its leadership moves
+/// (AlterPartitionReassignments) and when its leader broker is SIGKILLed.
+struct BenchFailover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "failover",
+        abstract: "Time partition moves and leader-broker kills until the partition is writable again.",
+        discussion: """
+            Needs at least two brokers. Moves: the partition's leadership is moved to another broker and
+            the time from the request to the first acknowledged produce on the new leader is measured.
+            Kills (with --cluster-file, e.g. a `floe dev` cluster.json): the leader's process gets
+            SIGKILL and the time to the first acknowledged produce (at whichever broker then leads) is
+            measured; the killed broker is restarted by its supervisor, and the next kill waits for it.
+            """
+    )
+
+    @Option(help: "HOST:PORT of any broker.") var bootstrap = "127.0.0.1:9092"
+    @Option(help: "Leadership moves to time.") var moves = 10
+    @Option(help: "Leader kills to time (needs --cluster-file).") var kills = 0
+    @Option(help: "cluster.json listing the brokers' pids (floe dev writes one).") var clusterFile: String?
+
+    func validate() throws {
+        guard (0...1000).contains(moves), (0...100).contains(kills) else { throw ValidationError("--moves in [0, 1000], --kills in [0, 100]") }
+        if kills > 0, clusterFile == nil { throw ValidationError("--kills needs --cluster-file") }
+    }
+
+    func run() async throws {
+        var quiet = Logger(label: "floe-bench-failover")
+        quiet.logLevel = .critical
+        let wire = KafkaWire(clientId: "floe-bench-failover", logger: quiet)
+        let endpoint = try parseEndpoint(bootstrap)
+        let topic = "bench-failover-\(UInt32.random(in: 0...UInt32.max))"
+        try await wire.createTopic(endpoint, name: topic, partitions: 1)
+        try await wire.produceUntilAccepted(endpoint, topic: topic, partition: 0, deadline: .seconds(30))
+        print("floe bench failover")
+        print("  bootstrap \(bootstrap), topic \(topic), moves \(moves), kills \(kills)")
+
+        var moveTimes: [Duration] = []
+        for _ in 0..<moves {
+            let metadata = try await wire.metadata(endpoint, topics: [topic])
+            let leader = metadata.topics.first?.partitions.first?.leaderId ?? -1
+            guard let target = metadata.brokers.map(\.nodeId).sorted().first(where: { $0 != leader }) else {
+                throw ValidationError("moves need at least two brokers")
+            }
+            moveTimes.append(try await Admin.Reassign.move(wire: wire, bootstrap: endpoint, topic: topic, partition: 0, to: target))
+        }
+        if !moveTimes.isEmpty { report("partition move → writable", moveTimes.sorted()) }
+
+        var killTimes: [Duration] = []
+        for _ in 0..<kills {
+            guard let clusterFile else { break }
+            let leaders = try await wire.leaders(endpoint, topic: topic)
+            guard let leader = leaders[0]?.id else { throw KafkaWire.Failure(description: "no leader") }
+            let cluster = try ClusterFile.read(from: clusterFile)
+            guard let victim = cluster.services.first(where: { $0.kind == "broker" && $0.nodeID == leader }), let pid = victim.pid else {
+                throw KafkaWire.Failure(description: "broker \(leader) not in \(clusterFile)")
+            }
+            // Bootstrap through a broker that survives.
+            let survivor = cluster.services.first { $0.kind == "broker" && $0.nodeID != leader }.map { try? parseEndpoint($0.listen) } ?? nil
+            let clock = ContinuousClock()
+            let start = clock.now
+            kill(pid_t(pid), SIGKILL)
+            try await wire.produceUntilAccepted(survivor ?? endpoint, topic: topic, partition: 0, deadline: .seconds(60))
+            killTimes.append(clock.now - start)
+            // Let the supervisor bring the victim back before the next round.
+            try await waitForBroker(wire, survivor ?? endpoint, id: leader, deadline: .seconds(60))
+        }
+        if !killTimes.isEmpty { report("leader SIGKILL → writable", killTimes.sorted()) }
+        await wire.close()
+    }
+
+    private func report(_ what: String, _ sorted: [Duration]) {
+        func ms(_ d: Duration) -> String { String(format: "%.1f", inSeconds(d) * 1000) }
+        print("  \(what): min \(ms(sorted[0])) ms, p50 \(ms(percentile(sorted, 0.5))) ms, max \(ms(sorted[sorted.count - 1])) ms (\(sorted.count) runs)")
+    }
+
+    private func waitForBroker(_ wire: KafkaWire, _ endpoint: KafkaEndpoint, id: Int32, deadline: Duration) async throws {
+        let clock = ContinuousClock()
+        let end = clock.now.advanced(by: deadline)
+        while clock.now < end {
+            if let metadata = try? await wire.metadata(endpoint, topics: []), metadata.brokers.contains(where: { $0.nodeId == id }) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw KafkaWire.Failure(description: "broker \(id) did not come back within \(deadline)")
+    }
+}
