@@ -1,0 +1,148 @@
+"""What every client script shares: arguments, the overall deadline, the records an application
+writes and the exact checks of what it reads back.
+
+The scripts run one client library each against a live Floe cluster and exit non-zero with a
+message naming the first mismatch. Records are deterministic so every check compares against
+exact expected values, never against what the broker happened to return.
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+PARTITIONS = 3
+PER_PARTITION = 12
+BASE_TIMESTAMP = 1_700_000_000_000
+# Records of one partition are this many ms apart, so a query between two of them has one answer.
+TIMESTAMP_STEP = 1_000
+RETENTION_MS = "3600000"
+SMALL_MAX_MESSAGE_BYTES = 4096
+
+
+class Mismatch(Exception):
+    """The cluster answered something a Kafka application would not accept."""
+
+
+def parse_args(description):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
+    parser.add_argument("--prefix", required=True, help="unique prefix for every topic this run creates")
+    parser.add_argument("--deadline", type=float, default=150.0, help="seconds before the whole run fails")
+    args = parser.parse_args()
+    install_deadline(args.deadline)
+    return args
+
+
+def install_deadline(seconds):
+    """A hung client call must fail the run, not block it: SIGALRM ends the process."""
+
+    def expired(_signum, _frame):
+        print(f"FAIL: overall deadline of {seconds:.0f} s exceeded", file=sys.stderr, flush=True)
+        os._exit(3)
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(max(1, int(seconds)))
+
+
+def step(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(main):
+    """Runs `main`, turning a mismatch or an unexpected client error into exit status 1."""
+    try:
+        main()
+    except Mismatch as error:
+        print(f"FAIL: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as error:  # any client exception is a failed compatibility check
+        import traceback
+
+        traceback.print_exc()
+        print(f"FAIL: unexpected {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print("OK", flush=True)
+
+
+def expect(condition, message):
+    if not condition:
+        raise Mismatch(message)
+
+
+def expect_equal(got, want, what):
+    if got != want:
+        raise Mismatch(f"{what}: got {got!r}, want {want!r}")
+
+
+def topic_name(prefix, codec):
+    return f"{prefix}-{codec}"
+
+
+def timestamp(partition, index):
+    return BASE_TIMESTAMP + partition * 100_000 + index * TIMESTAMP_STEP
+
+
+def expected_records(codec, partition, count=PER_PARTITION):
+    """The records of one partition: keyed, with headers (one key repeated, to check header order)
+    and explicit timestamps; values repeat so every codec actually compresses them."""
+    records = []
+    for i in range(count):
+        headers = [("idx", str(i).encode()), ("codec", codec.encode())]
+        if i % 3 == 0:
+            headers += [("dup", b"first"), ("dup", b"second")]
+        records.append({
+            "key": f"key-{partition}-{i}".encode(),
+            "value": (f"{codec}-p{partition}-r{i}-" + "floe " * (5 * i + 1)).encode(),
+            "headers": headers,
+            "timestamp": timestamp(partition, i),
+        })
+    return records
+
+
+def normalise_headers(headers):
+    """Clients return headers as lists of tuples (or None when there are none); compare as a list."""
+    return [(k if isinstance(k, str) else k.decode(), bytes(v) if v is not None else None) for k, v in (headers or [])]
+
+
+def check_partition(topic, partition, got, want):
+    """`got`: (offset, key, value, headers, timestamp) in the order the client delivered them.
+    Every record must be there, once, in order, at offsets 0, 1, 2, ..."""
+    expect_equal(len(got), len(want), f"{topic}-{partition}: record count")
+    for i, ((offset, key, value, headers, ts), record) in enumerate(zip(got, want)):
+        where = f"{topic}-{partition} record {i}"
+        expect_equal(offset, i, f"{where}: offset")
+        expect_equal(key, record["key"], f"{where}: key")
+        expect_equal(value, record["value"], f"{where}: value")
+        expect_equal(normalise_headers(headers), record["headers"], f"{where}: headers")
+        expect_equal(ts, record["timestamp"], f"{where}: timestamp")
+
+
+def timestamp_queries(partition):
+    """(query timestamp, expected offset or None): exact hits, a time between two records, before
+    the first record and after the last."""
+    last = PER_PARTITION - 1
+    return [
+        (timestamp(partition, 0), 0),
+        (timestamp(partition, 5), 5),
+        (timestamp(partition, 5) - TIMESTAMP_STEP // 2, 5),
+        (timestamp(partition, last), last),
+        (timestamp(partition, 0) - 50_000, 0),
+        (timestamp(partition, last) + 1, None),
+    ]
+
+
+def uncompressible(size, seed=7):
+    """Bytes no codec shrinks, so a record of this size stays this size on the wire."""
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+def deadline_loop(seconds, what):
+    """Yields until `seconds` pass, then raises; callers break out when done."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        yield
+    raise Mismatch(f"timed out after {seconds} s: {what}")

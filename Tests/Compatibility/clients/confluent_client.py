@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""confluent-kafka (librdkafka) against Floe, doing what an application does: admin, produce with
+every codec, consume by assignment, offsets, delete records, configs, delete topics, error cases.
+
+Runs unchanged under the pip package (confluent-kafka 2.x) and Debian's python3-confluent-kafka
+1.7 (librdkafka 2.0.2, `/usr/bin/python3`); APIs the old client lacks (admin delete_records and
+list_offsets, incremental config changes) are used only where present, and the run says so.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common
+from common import Mismatch, expect, expect_equal, step
+import rawkafka
+
+try:
+    import confluent_kafka
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+except ImportError as error:
+    print(f"FAIL: confluent_kafka is not importable from {sys.executable}: {error}", file=sys.stderr)
+    sys.exit(2)
+
+TIMEOUT = 15.0
+
+
+def wait(futures, what):
+    """Resolves every future of an admin call; any error is a mismatch naming the call."""
+    results = {}
+    for key, future in futures.items():
+        try:
+            results[key] = future.result(timeout=TIMEOUT)
+        except Exception as error:
+            raise Mismatch(f"{what} {key}: {error}")
+    return results
+
+
+def produce(bootstrap, topic, codec, records_by_partition):
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "compression.type": codec, "acks": "all", "linger.ms": 20,
+        "message.timeout.ms": 20_000, "enable.idempotence": False,
+    })
+    delivered = []
+
+    def on_delivery(error, message):
+        delivered.append((error, message.partition(), message.offset(), message.key()))
+
+    for partition, records in records_by_partition.items():
+        for record in records:
+            producer.produce(
+                topic, key=record["key"], value=record["value"], headers=record["headers"],
+                timestamp=record["timestamp"], partition=partition, on_delivery=on_delivery,
+            )
+    left = producer.flush(TIMEOUT)
+    expect_equal(left, 0, f"{topic}: records still unacknowledged after flush")
+    for error, partition, offset, key in delivered:
+        expect(error is None, f"{topic}: delivery of {key!r} failed: {error}")
+    # Acknowledged offsets must be dense from 0 in each partition, in produce order.
+    for partition, records in records_by_partition.items():
+        offsets = [offset for _, p, offset, _ in delivered if p == partition]
+        expect_equal(offsets, list(range(len(records))), f"{topic}-{partition}: acknowledged offsets")
+
+
+def new_consumer(bootstrap, prefix):
+    # group.id is mandatory for this client's consumer; with assign() and no commits the group is never joined.
+    return Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"{prefix}-unused", "enable.auto.commit": False,
+        "enable.auto.offset.store": False, "auto.offset.reset": "error", "socket.timeout.ms": 10_000,
+        "enable.partition.eof": False,
+    })
+
+
+def consume_all(bootstrap, prefix, topic, counts):
+    """Reads `counts[p]` records of each partition from its earliest offset with a fresh consumer,
+    as an application starting up would."""
+    consumer = new_consumer(bootstrap, prefix)
+    try:
+        return read_assigned(consumer, topic, counts)
+    finally:
+        consumer.close()
+
+
+def read_assigned(consumer, topic, counts):
+    consumer.assign([TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in counts])
+    got = {p: [] for p in counts}
+    for _ in common.deadline_loop(30, f"consuming {topic}"):
+        if all(len(got[p]) >= counts[p] for p in counts):
+            break
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        if message.error():
+            raise Mismatch(f"{topic}: consumer error {message.error()}")
+        kind, ts = message.timestamp()
+        expect_equal(kind, confluent_kafka.TIMESTAMP_CREATE_TIME, f"{topic}-{message.partition()} timestamp type")
+        got[message.partition()].append((message.offset(), message.key(), message.value(), message.headers(), ts))
+    consumer.unassign()
+    return got
+
+
+def check_offsets(admin, consumer, topic, counts):
+    for partition, count in counts.items():
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT)
+        expect_equal((low, high), (0, count), f"{topic}-{partition} earliest/latest")
+    # One query per partition and call: a request naming a partition twice has no defined answer.
+    for k in range(len(common.timestamp_queries(0))):
+        queries = [(p, *common.timestamp_queries(p)[k]) for p in counts]
+        found = consumer.offsets_for_times([TopicPartition(topic, p, ts) for p, ts, _ in queries], timeout=TIMEOUT)
+        for (partition, ts, want), tp in zip(sorted(queries), sorted(found, key=lambda tp: tp.partition)):
+            expect(tp.error is None, f"{topic}-{partition} offsets_for_times({ts}): {tp.error}")
+            # No record at or after the time: Kafka answers -1, which librdkafka shows as OFFSET_END (-1).
+            expect_equal(tp.offset, -1 if want is None else want, f"{topic}-{partition} offset for time {ts}")
+    if hasattr(admin, "list_offsets"):
+        from confluent_kafka.admin import OffsetSpec
+
+        for partition, count in counts.items():
+            specs = {
+                "earliest": (OffsetSpec.earliest(), 0),
+                "latest": (OffsetSpec.latest(), count),
+                "for_timestamp(5)": (OffsetSpec.for_timestamp(common.timestamp(partition, 5)), 5),
+            }
+            for name, (spec, want) in specs.items():
+                result = wait(admin.list_offsets({TopicPartition(topic, partition): spec}, request_timeout=TIMEOUT), "list_offsets")
+                expect_equal(next(iter(result.values())).offset, want, f"{topic}-{partition} admin list_offsets {name}")
+    else:
+        step("this client has no AdminClient.list_offsets; offsets checked through the consumer only")
+
+
+def describe_topic_config(admin, topic):
+    resource = ConfigResource("topic", topic)
+    entries = next(iter(wait(admin.describe_configs([resource], request_timeout=TIMEOUT), "describe_configs").values()))
+    return {name: entry.value for name, entry in entries.items()}
+
+
+def alter_retention(admin, topic):
+    if hasattr(admin, "incremental_alter_configs"):
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+        resource = ConfigResource(
+            "topic", topic,
+            incremental_configs=[ConfigEntry("retention.ms", common.RETENTION_MS, incremental_operation=AlterConfigOpType.SET)],
+        )
+        wait(admin.incremental_alter_configs([resource], request_timeout=TIMEOUT), "incremental_alter_configs")
+    else:
+        resource = ConfigResource("topic", topic, set_config={"retention.ms": common.RETENTION_MS})
+        wait(admin.alter_configs([resource], request_timeout=TIMEOUT), "alter_configs")
+
+
+def topic_exists(admin, topic):
+    return topic in admin.list_topics(timeout=TIMEOUT).topics
+
+
+def error_cases(bootstrap, prefix, admin, consumer):
+    # Unknown topic, auto-creation refused by the client: the producer learns it does not exist.
+    missing = f"{prefix}-missing"
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "allow.auto.create.topics": False, "message.timeout.ms": 10_000,
+        "topic.metadata.propagation.max.ms": 2_000,
+    })
+    errors = []
+    producer.produce(missing, value=b"nobody reads this", on_delivery=lambda e, m: errors.append(e))
+    producer.flush(TIMEOUT)
+    expect_equal(len(errors), 1, "delivery reports for a record to an unknown topic")
+    codes = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
+    expect(errors[0] is not None and errors[0].code() in codes, f"produce to unknown topic {missing}: got {errors[0]}, want UNKNOWN_TOPIC_OR_PART")
+    expect(not topic_exists(admin, missing), f"{missing} was created although the client disallowed auto-creation")
+
+    # An invalid topic name.
+    errors.clear()
+    producer.produce("bad topic!name", value=b"x", on_delivery=lambda e, m: errors.append(e))
+    producer.flush(TIMEOUT)
+    expect(len(errors) == 1 and errors[0] is not None, f"produce to an invalid topic name: {errors}")
+    codes = (KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
+    expect(errors[0].code() in codes, f"produce to an invalid topic name: got {errors[0]}, want TOPIC_EXCEPTION or UNKNOWN_TOPIC")
+
+    # A record larger than the topic's max.message.bytes.
+    small = f"{prefix}-small"
+    wait(admin.create_topics(
+        [NewTopic(small, num_partitions=1, replication_factor=1, config={"max.message.bytes": str(common.SMALL_MAX_MESSAGE_BYTES)})],
+        request_timeout=TIMEOUT), "create_topics")
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10_000, "compression.type": "none"})
+    errors.clear()
+    producer.produce(small, value=b"fits", partition=0, on_delivery=lambda e, m: errors.append(e))
+    # Flushed on its own: max.message.bytes limits whole batches, and the two would share one.
+    producer.flush(TIMEOUT)
+    producer.produce(small, value=common.uncompressible(4 * common.SMALL_MAX_MESSAGE_BYTES), partition=0, on_delivery=lambda e, m: errors.append(e))
+    producer.flush(TIMEOUT)
+    expect_equal(len(errors), 2, "delivery reports on the small topic")
+    expect(errors[0] is None, f"a record under max.message.bytes failed: {errors[0]}")
+    expect(errors[1] is not None and errors[1].code() == KafkaError.MSG_SIZE_TOO_LARGE,
+           f"a record over max.message.bytes: got {errors[1]}, want MSG_SIZE_TOO_LARGE")
+
+    # A batch with a flipped CRC byte, sent by hand on the same small topic.
+    def latest():
+        return consumer.get_watermark_offsets(TopicPartition(small, 0), timeout=TIMEOUT, cached=False)[1]
+
+    problems = rawkafka.corrupt_then_intact(bootstrap, small, 0, latest)
+    expect(not problems, "; ".join(problems))
+    wait(admin.delete_topics([small], request_timeout=TIMEOUT), "delete_topics")
+
+
+def main():
+    args = common.parse_args(__doc__)
+    step(f"confluent-kafka {confluent_kafka.version()} on librdkafka {confluent_kafka.libversion()} ({sys.executable})")
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 10_000})
+    topics = [common.topic_name(args.prefix, codec) for codec in common.CODECS]
+    wait(admin.create_topics([NewTopic(t, num_partitions=common.PARTITIONS, replication_factor=1) for t in topics],
+                             request_timeout=TIMEOUT), "create_topics")
+    metadata = admin.list_topics(timeout=TIMEOUT)
+    for t in topics:
+        expect(t in metadata.topics, f"{t} missing from metadata after create_topics")
+        expect_equal(len(metadata.topics[t].partitions), common.PARTITIONS, f"{t} partition count")
+    step(f"created {len(topics)} topics of {common.PARTITIONS} partitions")
+
+    consumer = new_consumer(args.bootstrap, args.prefix)
+    try:
+        for codec, topic in zip(common.CODECS, topics):
+            records = {p: common.expected_records(codec, p) for p in range(common.PARTITIONS)}
+            produce(args.bootstrap, topic, codec, records)
+            got = consume_all(args.bootstrap, args.prefix, topic, {p: len(r) for p, r in records.items()})
+            for p in records:
+                common.check_partition(topic, p, got[p], records[p])
+            check_offsets(admin, consumer, topic, {p: len(r) for p, r in records.items()})
+            step(f"{codec}: produced, consumed and checked {sum(len(r) for r in records.values())} records and their offsets")
+
+        topic = topics[0]
+        if hasattr(admin, "delete_records"):
+            result = wait(admin.delete_records([TopicPartition(topic, 0, 4)], request_timeout=TIMEOUT), "delete_records")
+            expect_equal(next(iter(result.values())).low_watermark, 4, f"{topic}-0 low watermark from delete_records")
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT, cached=False)
+            expect_equal((low, high), (4, common.PER_PARTITION), f"{topic}-0 earliest/latest after delete_records")
+            got = consume_all(args.bootstrap, args.prefix, topic, {0: common.PER_PARTITION - 4})
+            expect_equal([r[0] for r in got[0]], list(range(4, common.PER_PARTITION)), f"{topic}-0 offsets read after delete_records")
+            step("delete_records moved the earliest offset to 4")
+        else:
+            step("this client has no AdminClient.delete_records; skipped")
+
+        before = describe_topic_config(admin, topic)
+        expect("retention.ms" in before, f"{topic}: describe_configs lacks retention.ms: {sorted(before)}")
+        expect(before["retention.ms"] != common.RETENTION_MS, f"{topic}: retention.ms already {common.RETENTION_MS} before altering")
+        alter_retention(admin, topic)
+        after = describe_topic_config(admin, topic)
+        expect_equal(after.get("retention.ms"), common.RETENTION_MS, f"{topic} retention.ms after altering")
+        step(f"retention.ms {before['retention.ms']} -> {after['retention.ms']}")
+
+        error_cases(args.bootstrap, args.prefix, admin, consumer)
+        step("error cases: unknown and invalid topics, MESSAGE_TOO_LARGE, CORRUPT_MESSAGE")
+
+        wait(admin.delete_topics(topics, request_timeout=TIMEOUT), "delete_topics")
+        for _ in common.deadline_loop(15, f"deleted topics to leave the metadata"):
+            left = [t for t in topics if topic_exists(admin, t)]
+            if not left:
+                break
+            time.sleep(0.2)
+        step("deleted every topic")
+    finally:
+        consumer.close()
+
+
+if __name__ == "__main__":
+    common.run(main)
