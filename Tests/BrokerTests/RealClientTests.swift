@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+
+/// One `floe dev` (one broker) for every test of a suite: started before the first test, stopped
+/// after the last, reachable from the tests through ``current``.
+struct SharedDevCluster: SuiteTrait, TestScoping {
+    @TaskLocal static var current: DevClusterProcess?
+
+    var isRecursive: Bool { false }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        let cluster = try DevClusterProcess.make(brokersPerZone: 1, name: "clients")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try await cluster.waitUntilReady("floe dev with one broker")
+        try await Self.$current.withValue(cluster) { try await function() }
+    }
+}
+
+/// Unmodified Kafka clients doing what applications do against a `floe dev` cluster: each test runs
+/// one client's script (Tests/Compatibility/clients) and passes when it exits 0. A client that is
+/// not installed fails its test: Tools/install-deps.sh installs all of them.
+@Suite(.serialized, SharedDevCluster()) struct RealClientTests {
+    func runScript(_ script: String, interpreter: String = ClientScripts.pathPython, prefix: String) async throws {
+        let cluster = try #require(SharedDevCluster.current, "the suite's floe dev is not running")
+        // A unique prefix per run keeps topics of a re-run (or of another client) apart.
+        let unique = "\(prefix)-\(UInt32.random(in: 0...UInt32.max))"
+        let outcome = try await ClientScripts.run(
+            script, interpreter: interpreter, ["--bootstrap", cluster.bootstrap, "--prefix", unique, "--deadline", "150"],
+            timeout: .seconds(180))
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(script) under \(interpreter): \(outcome)\n--- floe dev ---\n\(cluster.logTail())")
+    }
+
+    @Test(.timeLimit(.minutes(4))) func confluentKafkaFromPip() async throws {
+        try await runScript("confluent_client.py", prefix: "confluent-pip")
+    }
+
+    @Test(.timeLimit(.minutes(4))) func confluentKafkaFromDebian() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ClientScripts.debianPython), "\(ClientScripts.debianPython) is missing")
+        try await runScript("confluent_client.py", interpreter: ClientScripts.debianPython, prefix: "confluent-debian")
+    }
+
+    @Test(.timeLimit(.minutes(4))) func kafkaPython() async throws {
+        try await runScript("kafka_python_client.py", prefix: "kafka-python")
+    }
+
+    @Test(.timeLimit(.minutes(4))) func aiokafka() async throws {
+        try await runScript("aiokafka_client.py", prefix: "aiokafka")
+    }
+
+    @Test(.timeLimit(.minutes(4))) func kcat() async throws {
+        try await runScript("kcat_client.py", prefix: "kcat")
+    }
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The client side of the broker fail-over test, driven step by step by the Swift test that kills
+processes in between (confluent-kafka, librdkafka 2.x).
+
+  create   --bootstrap B --topic T                 one-partition topic
+  leader   --bootstrap B --topic T                 prints the node id leading partition 0
+  produce  --bootstrap B --topic T --acked FILE --stop-file S
+           numbered records (acks=all, retries, one request in flight so retries keep order) until
+           S exists; every acknowledged record is appended to FILE as "number offset"
+  verify   --bootstrap B --topic T --acked FILE
+           reads the partition from its start to its end: offsets strictly increasing, every
+           acknowledged number present at the offset its acknowledgement named, acknowledged
+           numbers in order; prints a JSON summary with the duplicate count
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common
+from common import Mismatch, expect, expect_equal, step
+
+try:
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
+    from confluent_kafka.admin import AdminClient, NewTopic
+except ImportError as error:
+    print(f"FAIL: confluent_kafka is not importable from {sys.executable}: {error}", file=sys.stderr)
+    sys.exit(2)
+
+TIMEOUT = 15.0
+MAX_IN_FLIGHT_RECORDS = 500
+
+
+def create(args):
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    for name, future in admin.create_topics([NewTopic(args.topic, num_partitions=1, replication_factor=1)], request_timeout=TIMEOUT).items():
+        future.result(timeout=TIMEOUT)
+    step(f"created {args.topic}")
+
+
+def leader(args):
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    for _ in common.deadline_loop(30, f"a leader for {args.topic}-0"):
+        topic = admin.list_topics(topic=args.topic, timeout=TIMEOUT).topics.get(args.topic)
+        if topic is not None and topic.error is None and 0 in topic.partitions and topic.partitions[0].leader >= 0:
+            print(topic.partitions[0].leader, flush=True)
+            return
+        time.sleep(0.2)
+
+
+def produce(args):
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap, "acks": "all", "enable.idempotence": False,
+        "max.in.flight.requests.per.connection": 1, "retries": 1_000_000, "retry.backoff.ms": 100,
+        "message.timeout.ms": 90_000, "linger.ms": 5, "socket.timeout.ms": 5_000,
+        "topic.metadata.refresh.interval.ms": 1_000,
+    })
+    acked = open(args.acked, "a", buffering=1)
+    counts = {"sent": 0, "acked": 0, "failed": 0}
+    errors = []
+
+    def on_delivery(error, message):
+        if error is None:
+            acked.write(f"{int(message.value())} {message.offset()}\n")
+            counts["acked"] += 1
+        else:
+            counts["failed"] += 1
+            if len(errors) < 5:
+                errors.append(str(error))
+
+    number = 0
+    while not os.path.exists(args.stop_file):
+        if counts["sent"] - counts["acked"] - counts["failed"] >= MAX_IN_FLIGHT_RECORDS:
+            producer.poll(0.05)
+            continue
+        producer.produce(args.topic, key=str(number).encode(), value=str(number).encode(), partition=0, on_delivery=on_delivery)
+        counts["sent"] += 1
+        number += 1
+        producer.poll(0.002)
+    left = producer.flush(100)
+    acked.close()
+    print(json.dumps({**counts, "unresolved": left, "errors": errors}), flush=True)
+    expect_equal(left, 0, "records neither acknowledged nor failed after the final flush")
+
+
+def verify(args):
+    acknowledged = []
+    with open(args.acked) as lines:
+        for line in lines:
+            number, offset = line.split()
+            acknowledged.append((int(number), int(offset)))
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap, "group.id": f"{args.topic}-verify", "enable.auto.commit": False,
+        "auto.offset.reset": "error", "enable.partition.eof": False,
+    })
+    try:
+        tp = TopicPartition(args.topic, 0)
+        low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT)
+        expect_equal(low, 0, f"{args.topic}-0 earliest offset")
+        consumer.assign([TopicPartition(args.topic, 0, OFFSET_BEGINNING)])
+        records = []
+        for _ in common.deadline_loop(60, f"reading {args.topic}-0 up to offset {high}"):
+            if records and records[-1][0] >= high - 1:
+                break
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            if message.error():
+                raise Mismatch(f"consumer error {message.error()}")
+            records.append((message.offset(), int(message.value())))
+    finally:
+        consumer.close()
+
+    offsets = [offset for offset, _ in records]
+    expect(all(b > a for a, b in zip(offsets, offsets[1:])), "offsets read back are not strictly increasing")
+    at_offset = dict(records)
+    missing = [(n, o) for n, o in acknowledged if at_offset.get(o) != n]
+    expect(not missing, f"{len(missing)} acknowledged records are not at the offset their acknowledgement named, e.g. {missing[:5]}")
+    numbers = [n for n, _ in acknowledged]
+    expect(all(b > a for a, b in zip(numbers, numbers[1:])), "acknowledgements arrived out of produce order")
+    first_seen = {}
+    for offset, number in records:
+        first_seen.setdefault(number, offset)
+    order = [first_seen[n] for n in numbers]
+    expect(all(b > a for a, b in zip(order, order[1:])), "acknowledged records are not stored in produce order")
+    duplicates = len(records) - len(first_seen)
+    print(json.dumps({"acknowledged": len(acknowledged), "stored": len(records), "high_watermark": high,
+                      "duplicates": duplicates, "unacknowledged_stored": len(set(first_seen) - set(numbers))}), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["create", "leader", "produce", "verify"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--acked")
+    parser.add_argument("--stop-file")
+    parser.add_argument("--deadline", type=float, default=240.0)
+    args = parser.parse_args()
+    common.install_deadline(args.deadline)
+    {"create": create, "leader": leader, "produce": produce, "verify": verify}[args.command](args)
+
+
+if __name__ == "__main__":
+    common.run(main)
