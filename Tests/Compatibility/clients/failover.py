@@ -3,7 +3,7 @@
 processes in between (confluent-kafka, librdkafka 2.x).
 
   create   --bootstrap B --topic T                 one-partition topic
-  leader   --bootstrap B --topic T                 prints the node id leading partition 0
+  leader   --bootstrap B --topic T [--not N]       prints the node id leading partition 0 (once it is not N)
   produce  --bootstrap B --topic T --acked FILE --stop-file S
            numbered records (acks=all, retries, one request in flight so retries keep order) until
            S exists; every acknowledged record is appended to FILE as "number offset"
@@ -42,12 +42,19 @@ def create(args):
 
 
 def leader(args):
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    for _ in common.deadline_loop(30, f"a leader for {args.topic}-0"):
-        topic = admin.list_topics(topic=args.topic, timeout=TIMEOUT).topics.get(args.topic)
-        if topic is not None and topic.error is None and 0 in topic.partitions and topic.partitions[0].leader >= 0:
-            print(topic.partitions[0].leader, flush=True)
-            return
+    # A frozen broker among the bootstrap servers must not stall the answer: short socket timeouts.
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 2_000, "topic.metadata.refresh.interval.ms": 500})
+    for _ in common.deadline_loop(args.wait, f"a leader for {args.topic}-0 other than {args.not_leader}"):
+        try:
+            topic = admin.list_topics(topic=args.topic, timeout=3).topics.get(args.topic)
+        except Exception as error:  # the broker asked may be the frozen one; ask again
+            step(f"metadata: {error}")
+            continue
+        if topic is not None and topic.error is None and 0 in topic.partitions:
+            current = topic.partitions[0].leader
+            if current >= 0 and current != args.not_leader:
+                print(current, flush=True)
+                return
         time.sleep(0.2)
 
 
@@ -138,6 +145,8 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--acked")
     parser.add_argument("--stop-file")
+    parser.add_argument("--not", dest="not_leader", type=int, default=-1, help="leader: wait for a leader other than this node")
+    parser.add_argument("--wait", type=float, default=30.0, help="leader: seconds to wait")
     parser.add_argument("--deadline", type=float, default=240.0)
     args = parser.parse_args()
     common.install_deadline(args.deadline)

@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+
+/// A real producer (confluent-kafka, acks=all, retries) keeps writing while the broker leading its
+/// partition is SIGKILLed; every acknowledged record must then be readable, at the offset its
+/// acknowledgement named, in order, and still after the whole cluster is stopped and started again.
+@Suite(.serialized) struct FailoverTests {
+    /// How the partition's leader fails.
+    enum Fault: String, CustomStringConvertible, Sendable, CaseIterable {
+        /// SIGKILL; floe dev restarts the broker at once, so it may well lead again.
+        case kill
+        /// SIGSTOP until the controller's session timeout moves the partition to the other broker,
+        /// then SIGKILL (floe dev restarts it): the partition really changes hands under the producer.
+        case freezeUntilMovedThenKill
+        var description: String { rawValue }
+    }
+
+    /// The last line of a script's output that is a node id.
+    static func nodeID(in output: String) -> Int32? {
+        output.split(separator: "\n").compactMap { Int32($0) }.last
+    }
+
+    /// The last JSON summary line a script printed.
+    static func summary(in output: String) -> String {
+        output.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? "(no summary)"
+    }
+
+    /// Lines of the producer's acknowledgement file ("number offset" per acknowledged record).
+    static func acknowledgedCount(_ path: String) -> Int {
+        guard let data = FileManager.default.contents(atPath: path) else { return 0 }
+        return data.reduce(0) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+    }
+
+    static func waitForAcknowledged(_ path: String, atLeast count: Int, within limit: Duration, producer: ClientScripts.RunningScript) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if acknowledgedCount(path) >= count { return }
+            // A producer that died early cannot catch up; report it instead of waiting out the limit.
+            if kill(producer.pid, 0) != 0 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ClusterTestFailure(description: "\(acknowledgedCount(path)) records acknowledged, waited for \(count) within \(limit)")
+    }
+
+    func script(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> ClientScripts.Outcome {
+        try await ClientScripts.run("failover.py", arguments, timeout: timeout)
+    }
+
+    @Test(.timeLimit(.minutes(6)), arguments: Fault.allCases)
+    func partitionLeaderFailingUnderProduceLosesNoAcknowledgedRecord(_ fault: Fault) async throws {
+        let cluster = try DevClusterProcess.make(brokersPerZone: 2, name: "failover")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try await cluster.waitUntilReady("floe dev with two brokers")
+        let topic = "failover-\(UInt32.random(in: 0...UInt32.max))"
+        let common = ["--bootstrap", cluster.bootstrap, "--topic", topic]
+
+        let created = try await script(["create"] + common)
+        try #require(created.status == 0, "create \(topic): \(created)")
+        let leaderAnswer = try await script(["leader"] + common)
+        try #require(leaderAnswer.status == 0, "leader of \(topic)-0: \(leaderAnswer)")
+        let leader = try #require(Self.nodeID(in: leaderAnswer.output), "leader output: \(leaderAnswer)")
+        let victim = try #require(cluster.clusterFile?.services.first { $0.kind == "broker" && $0.nodeID == leader }, "broker \(leader) in cluster.json")
+        let victimPid = try #require(victim.pid)
+
+        let acked = cluster.dataDirectory + "/acked.txt"
+        let stopFile = cluster.dataDirectory + "/stop-producing"
+        let producer = try ClientScripts.start("failover.py", ["produce"] + common + ["--acked", acked, "--stop-file", stopFile])
+        var producerStopped = false
+        defer { if !producerStopped { kill(producer.pid, SIGKILL) } }
+        try await Self.waitForAcknowledged(acked, atLeast: 300, within: .seconds(60), producer: producer)
+
+        // The partition's leader fails; the producer must keep getting acknowledgements.
+        let atKill = Self.acknowledgedCount(acked)
+        var movedTo: Int32?
+        switch fault {
+        case .kill:
+            #expect(kill(victimPid, SIGKILL) == 0)
+        case .freezeUntilMovedThenKill:
+            #expect(kill(victimPid, SIGSTOP) == 0)
+            let moved = try await script(["leader"] + common + ["--not", "\(leader)", "--wait", "60"], timeout: .seconds(90))
+            movedTo = Self.nodeID(in: moved.output)
+            #expect(moved.status == 0 && movedTo != nil && movedTo != leader, "partition leadership after freezing broker \(leader): \(moved)")
+            #expect(kill(victimPid, SIGKILL) == 0)
+        }
+        try await Self.waitForAcknowledged(acked, atLeast: atKill + 300, within: .seconds(90), producer: producer)
+        let afterKill = try await script(["leader"] + common)
+        let newLeader = Self.nodeID(in: afterKill.output).map { "\($0)" } ?? "?"
+        let restarted = try await cluster.waitUntilReady("broker \(leader) restarted by floe dev") { services in
+            services.contains { $0.nodeID == leader && $0.pid != victimPid && $0.restarts >= 1 }
+        }
+        #expect(restarted.contains { $0.nodeID == leader && $0.pid != victimPid })
+
+        _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
+        let produced = await producer.wait(timeout: .seconds(150))
+        producerStopped = true
+        #expect(produced.status == 0 && !produced.timedOut, "producer: \(produced)")
+        let total = Self.acknowledgedCount(acked)
+        #expect(total > atKill + 300)
+
+        let verified = try await script(["verify"] + common + ["--acked", acked])
+        #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())")
+        print("fail-over (\(fault)): leader \(leader) (pid \(victimPid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
+            + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); verify \(Self.summary(in: verified.output))")
+
+        // Stop the whole cluster (SIGTERM to floe dev), start it again on the same data directory.
+        #expect(cluster.stop() == 0, "floe dev exit status after SIGTERM\n\(cluster.logTail())")
+        try cluster.start()
+        try await cluster.waitUntilReady("floe dev restarted on its data directory")
+        let reread = try await script(["verify"] + common + ["--acked", acked])
+        #expect(reread.status == 0, "verify after restarting the cluster: \(reread)\n--- floe dev ---\n\(cluster.logTail())")
+        print("fail-over (\(fault)) after a full restart: verify \(Self.summary(in: reread.output))")
+    }
+}
