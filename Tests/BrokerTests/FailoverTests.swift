@@ -66,8 +66,17 @@ import Testing
         let acked = cluster.dataDirectory + "/acked.txt"
         let stopFile = cluster.dataDirectory + "/stop-producing"
         let producer = try ClientScripts.start("failover.py", ["produce"] + common + ["--acked", acked, "--stop-file", stopFile])
+        let followedFile = cluster.dataDirectory + "/followed.txt"
+        // The follower stops only once the producer has exited, so the end it reads is final.
+        let followerStopFile = cluster.dataDirectory + "/stop-following"
+        let follower = try ClientScripts.start("failover.py", ["follow"] + common + ["--followed", followedFile, "--stop-file", followerStopFile])
         var producerStopped = false
-        defer { if !producerStopped { kill(producer.pid, SIGKILL) } }
+        defer {
+            if !producerStopped {
+                kill(producer.pid, SIGKILL)
+                kill(follower.pid, SIGKILL)
+            }
+        }
         try await Self.waitForAcknowledged(acked, atLeast: 300, within: .seconds(60), producer: producer)
 
         // The partition's leader fails; the producer must keep getting acknowledgements.
@@ -93,15 +102,19 @@ import Testing
 
         _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
         let produced = await producer.wait(timeout: .seconds(150))
+        _ = FileManager.default.createFile(atPath: followerStopFile, contents: nil)
+        let followed = await follower.wait(timeout: .seconds(90))
         producerStopped = true
         #expect(produced.status == 0 && !produced.timedOut, "producer: \(produced)")
+        #expect(followed.status == 0 && !followed.timedOut, "follower: \(followed)")
         let total = Self.acknowledgedCount(acked)
         #expect(total > atKill + 300)
 
-        let verified = try await script(["verify"] + common + ["--acked", acked])
+        let verified = try await script(["verify"] + common + ["--acked", acked, "--followed", followedFile])
         #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())")
         print("fail-over (\(fault)): leader \(leader) (pid \(victimPid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
-            + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); verify \(Self.summary(in: verified.output))")
+            + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); "
+            + "follower \(Self.summary(in: followed.output)); verify \(Self.summary(in: verified.output))")
 
         // Stop the whole cluster (SIGTERM to floe dev), start it again on the same data directory.
         #expect(cluster.stop() == 0, "floe dev exit status after SIGTERM\n\(cluster.logTail())")

@@ -7,10 +7,14 @@ processes in between (confluent-kafka, librdkafka 2.x).
   produce  --bootstrap B --topic T --acked FILE --stop-file S
            numbered records (acks=all, retries, one request in flight so retries keep order) until
            S exists; every acknowledged record is appended to FILE as "number offset"
-  verify   --bootstrap B --topic T --acked FILE
+  follow   --bootstrap B --topic T --followed FILE --stop-file S
+           a consumer reading the partition from its start while the fault happens, appending
+           "offset number" to FILE, until S exists and it has reached the end
+  verify   --bootstrap B --topic T --acked FILE [--followed FILE]
            reads the partition from its start to its end: offsets strictly increasing, every
            acknowledged number present at the offset its acknowledgement named, acknowledged
-           numbers in order; prints a JSON summary with the duplicate count
+           numbers in order, and what the follower read equal to the partition, record for record;
+           prints a JSON summary with the duplicate count
 """
 import argparse
 import json
@@ -93,6 +97,43 @@ def produce(args):
     expect_equal(left, 0, "records neither acknowledged nor failed after the final flush")
 
 
+def follow(args):
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap, "group.id": f"{args.topic}-follow", "enable.auto.commit": False,
+        # A reset would hide lost or rewritten records: surface it as an error instead.
+        "auto.offset.reset": "error", "enable.partition.eof": False, "socket.timeout.ms": 5_000,
+        "fetch.wait.max.ms": 100, "topic.metadata.refresh.interval.ms": 1_000,
+    })
+    followed = open(args.followed, "a", buffering=1)
+    transient = []
+    end = None
+    position = 0
+    try:
+        consumer.assign([TopicPartition(args.topic, 0, OFFSET_BEGINNING)])
+        while True:
+            if end is None and os.path.exists(args.stop_file):
+                # The producer has finished: read up to the end the partition has now.
+                end = consumer.get_watermark_offsets(TopicPartition(args.topic, 0), timeout=TIMEOUT, cached=False)[1]
+                deadline = time.monotonic() + 60
+            if end is not None and (position >= end or time.monotonic() > deadline):
+                break
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._AUTO_OFFSET_RESET or message.error().fatal():
+                    raise Mismatch(f"follower: {message.error()}")
+                transient.append(str(message.error()))
+                continue
+            followed.write(f"{message.offset()} {int(message.value())}\n")
+            position = message.offset() + 1
+    finally:
+        followed.close()
+        consumer.close()
+    print(json.dumps({"followed_to": position, "end": end, "transient_errors": len(transient), "first_errors": transient[:3]}), flush=True)
+    expect(position >= end, f"follower stopped at offset {position}, the partition ends at {end}")
+
+
 def verify(args):
     acknowledged = []
     with open(args.acked) as lines:
@@ -133,6 +174,12 @@ def verify(args):
         first_seen.setdefault(number, offset)
     order = [first_seen[n] for n in numbers]
     expect(all(b > a for a, b in zip(order, order[1:])), "acknowledged records are not stored in produce order")
+    if args.followed:
+        with open(args.followed) as lines:
+            followed = [tuple(int(x) for x in line.split()) for line in lines]
+        expect_equal(len(followed), len(records), "records the follower read during the fault vs. records stored")
+        differing = [(a, b) for a, b in zip(followed, records) if a != b]
+        expect(not differing, f"the follower read other records than the partition holds, e.g. (followed, stored) {differing[:3]}")
     duplicates = len(records) - len(first_seen)
     print(json.dumps({"acknowledged": len(acknowledged), "stored": len(records), "high_watermark": high,
                       "duplicates": duplicates, "unacknowledged_stored": len(set(first_seen) - set(numbers))}), flush=True)
@@ -140,17 +187,18 @@ def verify(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["create", "leader", "produce", "verify"])
+    parser.add_argument("command", choices=["create", "leader", "produce", "follow", "verify"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--acked")
+    parser.add_argument("--followed")
     parser.add_argument("--stop-file")
     parser.add_argument("--not", dest="not_leader", type=int, default=-1, help="leader: wait for a leader other than this node")
     parser.add_argument("--wait", type=float, default=30.0, help="leader: seconds to wait")
     parser.add_argument("--deadline", type=float, default=240.0)
     args = parser.parse_args()
     common.install_deadline(args.deadline)
-    {"create": create, "leader": leader, "produce": produce, "verify": verify}[args.command](args)
+    {"create": create, "leader": leader, "produce": produce, "follow": follow, "verify": verify}[args.command](args)
 
 
 if __name__ == "__main__":
