@@ -25,6 +25,9 @@ except ImportError as error:
     sys.exit(2)
 
 TIMEOUT = 15.0
+# A producer still alive after its topic is deleted would bring the topic back through its metadata
+# refreshes (auto-creation is on in floe dev, as in Kafka's default).
+NO_AUTO_CREATE = {"allow.auto.create.topics": False}
 
 
 def wait(futures, what):
@@ -40,7 +43,7 @@ def wait(futures, what):
 
 def produce(bootstrap, topic, codec, records_by_partition):
     producer = Producer({
-        "bootstrap.servers": bootstrap, "compression.type": codec, "acks": "all", "linger.ms": 20,
+        **NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "compression.type": codec, "acks": "all", "linger.ms": 20,
         "message.timeout.ms": 20_000, "enable.idempotence": False,
     })
     delivered = []
@@ -181,7 +184,7 @@ def error_cases(bootstrap, prefix, admin, consumer):
     wait(admin.create_topics(
         [NewTopic(small, num_partitions=1, replication_factor=1, config={"max.message.bytes": str(common.SMALL_MAX_MESSAGE_BYTES)})],
         request_timeout=TIMEOUT), "create_topics")
-    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10_000, "compression.type": "none"})
+    producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "message.timeout.ms": 10_000, "compression.type": "none"})
     errors.clear()
     producer.produce(small, value=b"fits", partition=0, on_delivery=lambda e, m: errors.append(e))
     # Flushed on its own: max.message.bytes limits whole batches, and the two would share one.
@@ -200,6 +203,112 @@ def error_cases(bootstrap, prefix, admin, consumer):
     problems = rawkafka.corrupt_then_intact(bootstrap, small, 0, latest)
     expect(not problems, "; ".join(problems))
     wait(admin.delete_topics([small], request_timeout=TIMEOUT), "delete_topics")
+
+
+def log_append_time(bootstrap, prefix, admin):
+    """A topic with message.timestamp.type=LogAppendTime: the broker's clock replaces the producer's
+    timestamps, and consumers see the LogAppendTime type."""
+    topic = f"{prefix}-appendtime"
+    wait(admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                       config={"message.timestamp.type": "LogAppendTime"})], request_timeout=TIMEOUT), "create_topics")
+    before = int(time.time() * 1000)
+    records = {0: common.expected_records("appendtime", 0, count=6)}
+    produce(bootstrap, topic, "lz4", records)
+    after = int(time.time() * 1000)
+    consumer = new_consumer(bootstrap, prefix)
+    try:
+        consumer.assign([TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+        got = []
+        for _ in common.deadline_loop(30, f"consuming {topic}"):
+            if len(got) >= 6:
+                break
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            expect(message.error() is None, f"{topic}: consumer error {message.error()}")
+            got.append(message)
+        for i, (message, record) in enumerate(zip(got, records[0])):
+            kind, ts = message.timestamp()
+            expect_equal(kind, confluent_kafka.TIMESTAMP_LOG_APPEND_TIME, f"{topic}-0 record {i} timestamp type")
+            expect(before <= ts <= after, f"{topic}-0 record {i}: append time {ts} outside [{before}, {after}]")
+            expect_equal((message.offset(), message.key(), message.value()), (i, record["key"], record["value"]), f"{topic}-0 record {i}")
+        # By time, the log's own clock counts: the producer's (much older) timestamps match nothing later than the start.
+        found = consumer.offsets_for_times([TopicPartition(topic, 0, before)], timeout=TIMEOUT)[0]
+        expect_equal(found.offset, 0, f"{topic}-0 offset for the append time {before}")
+        found = consumer.offsets_for_times([TopicPartition(topic, 0, after + 60_000)], timeout=TIMEOUT)[0]
+        expect_equal(found.offset, -1, f"{topic}-0 offset for a time after every append")
+    finally:
+        consumer.close()
+    wait(admin.delete_topics([topic], request_timeout=TIMEOUT), "delete_topics")
+
+
+def bulk(bootstrap, prefix, admin):
+    """Many records in large compressed batches, read back through fetches far smaller than a batch
+    (the broker must still return whole batches and the consumer make progress)."""
+    topic = f"{prefix}-bulk"
+    per_partition = 4_000
+    wait(admin.create_topics([NewTopic(topic, num_partitions=common.PARTITIONS, replication_factor=1)], request_timeout=TIMEOUT), "create_topics")
+    producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "compression.type": "zstd", "linger.ms": 50, "batch.size": 256_000,
+                         "message.timeout.ms": 30_000, "acks": "all"})
+    failures = []
+    for i in range(per_partition):
+        for p in range(common.PARTITIONS):
+            producer.produce(topic, key=f"{p}-{i}".encode(), value=f"bulk record {i} of partition {p} ".encode() * 3,
+                             partition=p, on_delivery=lambda e, m: failures.append(e) if e else None)
+        if i % 500 == 0:
+            producer.poll(0)
+    expect_equal(producer.flush(30), 0, f"{topic}: records still unacknowledged after flush")
+    expect(not failures, f"{topic}: {len(failures)} deliveries failed, e.g. {failures[:3]}")
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"{prefix}-bulk", "enable.auto.commit": False, "auto.offset.reset": "error",
+        "max.partition.fetch.bytes": 1024, "fetch.max.bytes": 4096, "message.max.bytes": 4096,
+        "receive.message.max.bytes": 1_100_000, "enable.partition.eof": False,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in range(common.PARTITIONS)])
+        next_index = [0] * common.PARTITIONS
+        for _ in common.deadline_loop(60, f"consuming {topic}"):
+            if all(n >= per_partition for n in next_index):
+                break
+            for message in consumer.consume(num_messages=1000, timeout=1.0):
+                expect(message.error() is None, f"{topic}: consumer error {message.error()}")
+                p, i = message.partition(), next_index[message.partition()]
+                expect_equal((message.offset(), message.key()), (i, f"{p}-{i}".encode()), f"{topic}-{p} record {i}")
+                next_index[p] += 1
+    finally:
+        consumer.close()
+    wait(admin.delete_topics([topic], request_timeout=TIMEOUT), "delete_topics")
+
+
+def edge_records(bootstrap, prefix, admin):
+    """Null keys, null values (tombstones), empty keys and values, a header with a null value."""
+    topic = f"{prefix}-edges"
+    wait(admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)], request_timeout=TIMEOUT), "create_topics")
+    sent = [(None, b"no key", []), (b"tombstone", None, []), (b"", b"", [("empty", b"")]), (b"k", b"v", [("null", None)])]
+    producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "message.timeout.ms": 15_000, "linger.ms": 20})
+    for key, value, headers in sent:
+        producer.produce(topic, key=key, value=value, headers=headers, partition=0)
+    expect_equal(producer.flush(TIMEOUT), 0, f"{topic}: records still unacknowledged after flush")
+    got = consume_all(bootstrap, prefix, topic, {0: len(sent)})[0]
+    got = [(key, value, common.normalise_headers(headers)) for _, key, value, headers, _ in got]
+    expect_equal(got, [(k, v, h) for k, v, h in sent], f"{topic}: records with null and empty fields")
+    wait(admin.delete_topics([topic], request_timeout=TIMEOUT), "delete_topics")
+
+
+def grow_partitions(bootstrap, admin, topic):
+    """CreatePartitions from 3 to 5; the new partitions take records from offset 0."""
+    from confluent_kafka.admin import NewPartitions
+
+    wait(admin.create_partitions([NewPartitions(topic, 5)], request_timeout=TIMEOUT), "create_partitions")
+    for _ in common.deadline_loop(15, f"{topic} to show 5 partitions"):
+        if len(admin.list_topics(topic=topic, timeout=TIMEOUT).topics[topic].partitions) == 5:
+            break
+        time.sleep(0.2)
+    producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "message.timeout.ms": 15_000, "topic.metadata.refresh.interval.ms": 500})
+    offsets = []
+    producer.produce(topic, value=b"in a new partition", partition=4, on_delivery=lambda e, m: offsets.append((e, m.offset())))
+    expect_equal(producer.flush(TIMEOUT), 0, f"{topic}-4: record still unacknowledged after flush")
+    expect_equal(offsets, [(None, 0)], f"{topic}-4: delivery of the first record of a new partition")
 
 
 def main():
@@ -245,6 +354,15 @@ def main():
         after = describe_topic_config(admin, topic)
         expect_equal(after.get("retention.ms"), common.RETENTION_MS, f"{topic} retention.ms after altering")
         step(f"retention.ms {before['retention.ms']} -> {after['retention.ms']}")
+
+        grow_partitions(args.bootstrap, admin, topics[1])
+        step("create_partitions: 3 -> 5, the new partition takes records from offset 0")
+        edge_records(args.bootstrap, args.prefix, admin)
+        step("null and empty keys, values and header values round-trip")
+        log_append_time(args.bootstrap, args.prefix, admin)
+        step("LogAppendTime topic: broker timestamps, by-time lookups on them")
+        bulk(args.bootstrap, args.prefix, admin)
+        step("bulk: 12,000 records in large zstd batches, read through 1 KiB fetches")
 
         error_cases(args.bootstrap, args.prefix, admin, consumer)
         step("error cases: unknown and invalid topics, MESSAGE_TOO_LARGE, CORRUPT_MESSAGE")
