@@ -31,6 +31,10 @@ struct FloeBroker: AsyncParsableCommand {
     var messageMaxBytes: Int32 = 1_048_588
     @Option(name: .customLong("log-cache-bytes"), help: "Memory for acknowledged tail batches of led partitions (FLOE_LOG_CACHE_BYTES).")
     var logCacheBytes = 256 << 20
+    @Option(name: .customLong("block-cache-bytes"), help: "Memory for object blocks read from object storage (FLOE_BLOCK_CACHE_BYTES).")
+    var blockCacheBytes = 128 << 20
+    @Option(name: .customLong("max-object-reads"), help: "Object-store GETs in flight at once for reads of committed data (FLOE_MAX_OBJECT_READS).")
+    var maxObjectReads = 16
 
     static func main() async { await mainWithEnvironment() }
 
@@ -38,6 +42,8 @@ struct FloeBroker: AsyncParsableCommand {
         guard numPartitions >= 1 else { throw ValidationError("--num-partitions must be at least 1") }
         guard messageMaxBytes >= 1024 else { throw ValidationError("--message-max-bytes must be at least 1024") }
         guard logCacheBytes >= 0 else { throw ValidationError("--log-cache-bytes must not be negative") }
+        guard blockCacheBytes >= 0 else { throw ValidationError("--block-cache-bytes must not be negative") }
+        guard (1...1024).contains(maxObjectReads) else { throw ValidationError("--max-object-reads must be in [1, 1024]") }
         guard !clusterId.isEmpty else { throw ValidationError("--cluster-id must not be empty") }
     }
 
@@ -58,7 +64,10 @@ struct FloeBroker: AsyncParsableCommand {
         let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
         let context = BrokerContext(
             settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
-            committed: DirectCommittedReader(store: store), logger: logger,
+            committed: CommittedReader(
+                store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),
+                logger: logger),
+            logger: logger,
             autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
         let server = KafkaServer(
             configuration: KafkaServerConfiguration(

@@ -100,11 +100,11 @@ enum Produce {
         guard let records, records.readableBytes > 0 else {
             return .rejected(code: .invalidRecord, message: "empty record set", batchIndex: nil)
         }
-        let maxBytes = Int(context.topicConfig("max.message.bytes", topic) ?? "") ?? Int(context.settings.messageMaxBytes)
+        let maxBytes = Int(TopicDefaults.maxMessageBytes(in: topic.configs, settings: context.settings))
         var iterator = RecordSetIterator(records, maxBatchBytes: maxBytes)
         var batches: [(start: Int, count: Int64)] = []
         var index: Int32 = 0
-        let logAppend = context.topicConfig("message.timestamp.type", topic) == "LogAppendTime"
+        let logAppend = TopicDefaults.usesLogAppendTime(in: topic.configs, settings: context.settings)
         var start = 0
         while true {
             let batch: RecordBatch?
