@@ -36,6 +36,14 @@ public struct PartitionView: Sendable, Hashable {
     public var walWriter: NodeID
 }
 
+/// A change in what this broker leads, for services that keep state per led partition (the group coordinator).
+public enum LeadershipEvent: Sendable, Hashable {
+    /// This broker took over the partition at `epoch` and accepts writes from `endOffset` on.
+    case ready(PartitionKey, epoch: LeaderEpoch, endOffset: Int64)
+    /// This broker no longer leads the partition (at `epoch`).
+    case resigned(PartitionKey, epoch: LeaderEpoch)
+}
+
 /// Why a partition cannot be served by this broker right now.
 public enum PartitionUnavailable: Error, Sendable {
     /// Another broker leads it (or nobody does): NOT_LEADER_OR_FOLLOWER.
@@ -126,6 +134,8 @@ public actor ReplicaManager {
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter: UInt64 = 0
     private var knownState = MetadataState()
+    private var subscribers: [UInt64: AsyncStream<LeadershipEvent>.Continuation] = [:]
+    private var nextSubscriber: UInt64 = 0
 
     public init(
         nodeId: NodeID, zone: String, wal: WALClient, metadata: any MetadataSource, writer: any MetadataWriter,
@@ -172,7 +182,29 @@ public actor ReplicaManager {
         wakeWaiters()
     }
 
+    /// Leadership changes from now on, starting with a `.ready` for every partition already led and ready.
+    public func leadershipEvents() -> AsyncStream<LeadershipEvent> {
+        let (stream, continuation) = AsyncStream<LeadershipEvent>.makeStream()
+        let id = nextSubscriber
+        nextSubscriber &+= 1
+        subscribers[id] = continuation
+        for partition in partitions.values.sorted(by: { $0.key < $1.key }) where partition.phase == .ready {
+            continuation.yield(.ready(partition.key, epoch: partition.epoch, endOffset: partition.highWatermark))
+        }
+        continuation.onTermination = { _ in Task { await self.unsubscribe(id) } }
+        return stream
+    }
+
+    private func unsubscribe(_ id: UInt64) {
+        subscribers[id] = nil
+    }
+
+    private func publish(_ event: LeadershipEvent) {
+        for continuation in subscribers.values { continuation.yield(event) }
+    }
+
     private func resign(_ partition: Partition) {
+        publish(.resigned(partition.key, epoch: partition.epoch))
         partition.task?.cancel()
         partition.generation &+= 1
         let pending = partition.pending
@@ -279,6 +311,7 @@ public actor ReplicaManager {
         partition.phase = .ready
         partition.generation &+= 1
         cache.drop(partition.key)
+        publish(.ready(partition.key, epoch: partition.epoch, endOffset: end))
         logger.info(
             "leading", metadata: [
                 "partition": "\(partition.key.topic)-\(partition.key.partition)", "epoch": "\(partition.epoch)",
