@@ -73,6 +73,7 @@ public actor ReplicaManager {
         enum Phase { case recovering, ready, resyncing }
 
         struct Pending {
+            var number: UInt64
             var generation: UInt64
             var baseOffset: Int64
             var nextOffset: Int64
@@ -96,6 +97,11 @@ public actor ReplicaManager {
         var epochStartOffset: Int64 = 0
         var pending: Deque<Pending> = []
         var task: Task<Void, Never>?
+        var producers = ProducerStateTable()
+        /// Numbers appends, so a duplicate batch can wait for the append that wrote the original.
+        var appendCounter: UInt64 = 0
+        /// Appends not yet durable, by number.
+        var pendingResults: [UInt64: EventLoopFuture<AppendResult>] = [:]
 
         init(key: PartitionKey, topicId: KafkaUUID, streamId: StreamID, epoch: LeaderEpoch) {
             self.key = key
@@ -105,26 +111,54 @@ public actor ReplicaManager {
         }
     }
 
+    /// One batch of a record set: where it starts in `records`, its offset count, and its producer fields.
+    public struct BatchInfo: Sendable, Hashable {
+        public var start: Int
+        public var count: Int64
+        /// -1 for batches of non-idempotent producers.
+        public var producerId: Int64
+        public var producerEpoch: Int16
+        public var baseSequence: Int32
+
+        public init(start: Int, count: Int64, producerId: Int64 = -1, producerEpoch: Int16 = -1, baseSequence: Int32 = -1) {
+            self.start = start
+            self.count = count
+            self.producerId = producerId
+            self.producerEpoch = producerEpoch
+            self.baseSequence = baseSequence
+        }
+
+        var lastSequence: Int32 {
+            let last = Int64(baseSequence) + count - 1
+            return last > Int64(Int32.max) ? Int32(truncatingIfNeeded: last - Int64(Int32.max) - 1) : Int32(last)
+        }
+    }
+
     /// A record set ready to append: its batches checked, and where they start in `records`.
     public struct Append: Sendable {
         public var key: PartitionKey
         public var records: ByteBuffer
-        /// Reader-relative starts of each batch in `records`, with its offset count.
-        public var batches: [(start: Int, count: Int64)]
+        public var batches: [BatchInfo]
         /// When set, every batch is switched to LogAppendTime with this time.
         public var logAppendTime: Int64?
 
-        public init(key: PartitionKey, records: ByteBuffer, batches: [(start: Int, count: Int64)], logAppendTime: Int64?) {
+        public init(key: PartitionKey, records: ByteBuffer, batches: [BatchInfo], logAppendTime: Int64?) {
             self.key = key
             self.records = records
             self.batches = batches
             self.logAppendTime = logAppendTime
+        }
+
+        /// Batches without producer ids (internal writers such as the group coordinator).
+        public init(key: PartitionKey, records: ByteBuffer, batches: [(start: Int, count: Int64)], logAppendTime: Int64?) {
+            self.init(key: key, records: records, batches: batches.map { BatchInfo(start: $0.start, count: $0.count) }, logAppendTime: logAppendTime)
         }
     }
 
     let nodeId: NodeID
     let zone: String
     let wal: WALClient
+    let committed: any CommittedDataReader
     let metadata: any MetadataSource
     let writer: any MetadataWriter
     let logger: Logger
@@ -138,9 +172,10 @@ public actor ReplicaManager {
     private var nextSubscriber: UInt64 = 0
 
     public init(
-        nodeId: NodeID, zone: String, wal: WALClient, metadata: any MetadataSource, writer: any MetadataWriter,
-        logCacheBytes: Int, logger: Logger
+        nodeId: NodeID, zone: String, wal: WALClient, committed: any CommittedDataReader, metadata: any MetadataSource,
+        writer: any MetadataWriter, logCacheBytes: Int, logger: Logger
     ) {
+        self.committed = committed
         self.nodeId = nodeId
         self.zone = zone
         self.wal = wal
@@ -209,6 +244,7 @@ public actor ReplicaManager {
         partition.generation &+= 1
         let pending = partition.pending
         partition.pending.removeAll()
+        partition.pendingResults.removeAll()
         // Appends already sent may still become durable; their producers retry against the new leader.
         for item in pending { item.promise.succeed(.failure(.notLeaderOrFollower, "leadership moved")) }
         cache.drop(partition.key)
@@ -300,8 +336,11 @@ public actor ReplicaManager {
             }
         }
         guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
+        let producers = try await rebuildProducers(
+            stream: partition.streamId, writer: chosen, logStart: stream.logStartOffset, end: end)
         let connection = try await wal.appendConnection(endpoint)
         guard isCurrent(partition), !Task.isCancelled else { return }
+        partition.producers = producers
         partition.writer = chosen
         partition.connection = connection
         partition.nextOffset = end
@@ -343,10 +382,14 @@ public actor ReplicaManager {
             do {
                 guard let endpoint = Self.endpoint(state, partition.writer) else { throw TakeOverError(description: "WAL writer \(partition.writer) unknown") }
                 let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
+                let committedEnd = knownState.streams[partition.streamId]?.committedEnd ?? 0
+                let end = max(durableEnd, committedEnd, partition.highWatermark)
+                // Appends that failed may or may not be durable: learn the producers' state from what is.
+                let producers = try await rebuildProducers(
+                    stream: partition.streamId, writer: partition.writer, logStart: partition.logStartOffset, end: end)
                 let connection = try await wal.appendConnection(endpoint)
                 guard isCurrent(partition) else { return }
-                let committed = knownState.streams[partition.streamId]?.committedEnd ?? 0
-                let end = max(durableEnd, committed, partition.highWatermark)
+                partition.producers = producers
                 partition.nextOffset = end
                 partition.highWatermark = end
                 partition.connection = connection
@@ -366,6 +409,45 @@ public actor ReplicaManager {
         }
     }
 
+    /// How far back from the end a new leader (or a resync) reads to rebuild idempotent producers'
+    /// state: well beyond the five in-flight batches a producer may retry.
+    static let producerScanOffsets: Int64 = 20_000
+
+    /// Producer state rebuilt from the durable batches in [max(logStart, end - producerScanOffsets), end).
+    private func rebuildProducers(stream: StreamID, writer: NodeID, logStart: Int64, end: Int64) async throws -> ProducerStateTable {
+        var table = ProducerStateTable()
+        var offset = max(logStart, end - Self.producerScanOffsets)
+        var rounds = 0
+        while offset < end, rounds < 100_000 {
+            rounds += 1
+            let state = await metadata.state
+            guard let record = state.streams[stream] else { break }
+            let bytes: ByteBuffer
+            if offset >= record.committedEnd {
+                guard let endpoint = Self.endpoint(state, writer) else { throw TakeOverError(description: "WAL writer \(writer) unknown") }
+                do {
+                    bytes = try await wal.read(endpoint, stream: stream, from: offset, maxBytes: 4 << 20)
+                } catch let error as WALCallError where error.code == KafkaErrorCode.offsetNotAvailable.rawValue {
+                    // Uploaded meanwhile: read it from its object once the commit shows.
+                    _ = await metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(500))
+                    continue
+                }
+            } else {
+                bytes = try await committed.readCommitted(stream: stream, from: offset, maxBytes: 4 << 20, state: state)
+            }
+            var iterator = RecordSetIterator(bytes)
+            var progressed = false
+            while let batch = try iterator.next(), batch.baseOffset < end {
+                guard batch.lastOffset >= offset else { continue }
+                table.replay(batch)
+                offset = batch.nextOffset
+                progressed = true
+            }
+            if !progressed { break }
+        }
+        return table
+    }
+
     // MARK: Produce
 
     /// Assigns offsets to `appends` and queues them at the WAL writer, in order, before returning;
@@ -382,15 +464,44 @@ public actor ReplicaManager {
         guard partition.phase == .ready, let connection = partition.connection else {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
+        // Idempotent producers: refuse fenced and out-of-order batches, answer retries with the original offset.
+        var table = partition.producers
+        var verdicts: [ProducerStateTable.Verdict] = []
+        for batch in append.batches where batch.producerId >= 0 {
+            let verdict = table.check(
+                id: batch.producerId, epoch: batch.producerEpoch, firstSequence: batch.baseSequence, lastSequence: batch.lastSequence)
+            if case .reject(let code, let message) = verdict { return eventLoop.makeSucceededFuture(.failure(code, message)) }
+            verdicts.append(verdict)
+        }
+        if let first = verdicts.first, case .duplicate(let original) = first {
+            guard append.batches.count == 1 else {
+                return eventLoop.makeSucceededFuture(.failure(.outOfOrderSequenceNumber, "a retried batch must be sent alone"))
+            }
+            let answer = AppendResult(errorCode: 0, baseOffset: original.baseOffset, logAppendTime: -1, logStartOffset: partition.logStartOffset)
+            guard let pending = partition.pendingResults[original.append] else { return eventLoop.makeSucceededFuture(answer) }
+            // The original is still on its way to disk: answer as it is answered.
+            return pending.map { $0.errorCode == 0 ? answer : $0 }
+        }
+        if verdicts.contains(where: { if case .duplicate = $0 { true } else { false } }) {
+            return eventLoop.makeSucceededFuture(.failure(.outOfOrderSequenceNumber, "a retried batch must be sent alone"))
+        }
         var records = append.records
         let base = partition.nextOffset
         var next = base
+        let number = partition.appendCounter &+ 1
         do {
             for batch in append.batches {
                 let index = records.readerIndex + batch.start
                 try RecordBatch.stamp(batchAt: index, in: &records, baseOffset: next, partitionLeaderEpoch: partition.epoch)
                 if let time = append.logAppendTime {
                     try RecordBatch.setLogAppendTime(batchAt: index, in: &records, timestamp: time)
+                }
+                if batch.producerId >= 0 {
+                    table.record(
+                        id: batch.producerId, epoch: batch.producerEpoch,
+                        batch: .init(
+                            firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: next,
+                            lastOffset: next + batch.count - 1, append: number))
                 }
                 next += batch.count
             }
@@ -405,12 +516,15 @@ public actor ReplicaManager {
         } catch {
             return eventLoop.makeSucceededFuture(.failure(.unknownServerError, "\(error)"))
         }
+        partition.producers = table
+        partition.appendCounter = number
         partition.nextOffset = next
         let promise = eventLoop.makePromise(of: AppendResult.self)
         let generation = partition.generation
+        partition.pendingResults[number] = promise.futureResult
         partition.pending.append(
             Partition.Pending(
-                generation: generation, baseOffset: base, nextOffset: next, bytes: records,
+                number: number, generation: generation, baseOffset: base, nextOffset: next, bytes: records,
                 logAppendTime: append.logAppendTime ?? -1, outcome: nil, promise: promise))
         let key = append.key
         let identity = ObjectIdentifier(partition)
@@ -434,6 +548,7 @@ public actor ReplicaManager {
         var advanced = false
         while let head = partition.pending.first, let result = head.outcome {
             partition.pending.removeFirst()
+            partition.pendingResults[head.number] = nil
             if let error = result {
                 fail(partition, head, error)
                 continue
@@ -461,6 +576,7 @@ public actor ReplicaManager {
         let rest = partition.pending
         partition.pending.removeAll()
         for item in rest { item.promise.succeed(.failure(.notLeaderOrFollower, "an earlier append failed")) }
+        partition.pendingResults.removeAll()
         partition.generation &+= 1
         partition.connection = nil
         cache.drop(partition.key)

@@ -58,27 +58,29 @@ struct FloeBroker: AsyncParsableCommand {
             nodeId: common.nodeID, zone: common.zone, advertisedHost: common.advertised.host, advertisedPort: Int32(common.advertised.port),
             clusterId: clusterId, defaultPartitions: numPartitions, autoCreateTopics: autoCreateTopics, messageMaxBytes: messageMaxBytes)
         let wal = WALClient(logger: logger)
+        let committed = CommittedReader(
+            store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),
+            logger: logger)
         let replicas = ReplicaManager(
-            nodeId: common.nodeID, zone: common.zone, wal: wal, metadata: follower, writer: controller, logCacheBytes: logCacheBytes, logger: logger)
+            nodeId: common.nodeID, zone: common.zone, wal: wal, committed: committed, metadata: follower, writer: controller,
+            logCacheBytes: logCacheBytes, logger: logger)
         let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
-        let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
-        let context = BrokerContext(
-            settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
-            committed: CommittedReader(
-                store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),
-                logger: logger),
-            logger: logger,
-            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
-        let server = KafkaServer(
-            configuration: KafkaServerConfiguration(
-                host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
-                shutdownGracePeriod: .seconds(5)),
-            handler: BrokerRequestHandler(context: context, admin: admin), logger: logger)
         let membership = NodeMembership(
             controller: controller,
             registration: NodeRegistration(
                 id: common.nodeID, kind: .broker, zone: common.zone, listener: common.advertised.description, admin: common.admin.description),
             logger: logger)
+        let producerIds = ProducerIdAllocator(nodeId: common.nodeID, writer: controller, incarnation: { await membership.incarnation })
+        let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
+        let context = BrokerContext(
+            settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
+            committed: committed, logger: logger,
+            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+        let server = KafkaServer(
+            configuration: KafkaServerConfiguration(
+                host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
+                shutdownGracePeriod: .seconds(5)),
+            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds), logger: logger)
         let options = common
         let handlers = AdminServer.Handlers(
             ready: {
