@@ -159,6 +159,8 @@ public actor ReplicaManager {
     let zone: String
     let wal: WALClient
     let committed: any CommittedDataReader
+    /// Set in WAL-bypass mode: appends go straight into committed objects.
+    let direct: DirectObjectAppender?
     let metadata: any MetadataSource
     let writer: any MetadataWriter
     let logger: Logger
@@ -173,9 +175,10 @@ public actor ReplicaManager {
 
     public init(
         nodeId: NodeID, zone: String, wal: WALClient, committed: any CommittedDataReader, metadata: any MetadataSource,
-        writer: any MetadataWriter, logCacheBytes: Int, logger: Logger
+        writer: any MetadataWriter, logCacheBytes: Int, direct: DirectObjectAppender? = nil, logger: Logger
     ) {
         self.committed = committed
+        self.direct = direct
         self.nodeId = nodeId
         self.zone = zone
         self.wal = wal
@@ -300,6 +303,15 @@ public actor ReplicaManager {
         guard stream.epoch == partition.epoch else {
             throw TakeOverError(description: "metadata has stream epoch \(stream.epoch), leading with \(partition.epoch)")
         }
+        if direct != nil {
+            // Everything acknowledged is committed: the stream continues at its committed end, and a
+            // stale leader's late commit is refused by epoch at the controller.
+            let producers = try await rebuildProducers(
+                stream: partition.streamId, writer: -1, logStart: stream.logStartOffset, end: stream.committedEnd)
+            guard isCurrent(partition), !Task.isCancelled else { return }
+            becomeReady(partition, writer: -1, connection: nil, end: stream.committedEnd, logStart: stream.logStartOffset, producers: producers)
+            return
+        }
         guard var chosen = Self.chooseWriter(state, zone: zone, current: stream.walWriter) else {
             throw TakeOverError(description: "no live WAL writer")
         }
@@ -340,13 +352,19 @@ public actor ReplicaManager {
             stream: partition.streamId, writer: chosen, logStart: stream.logStartOffset, end: end)
         let connection = try await wal.appendConnection(endpoint)
         guard isCurrent(partition), !Task.isCancelled else { return }
+        becomeReady(partition, writer: chosen, connection: connection, end: end, logStart: stream.logStartOffset, producers: producers)
+    }
+
+    private func becomeReady(
+        _ partition: Partition, writer: NodeID, connection: KafkaConnection?, end: Int64, logStart: Int64, producers: ProducerStateTable
+    ) {
         partition.producers = producers
-        partition.writer = chosen
+        partition.writer = writer
         partition.connection = connection
         partition.nextOffset = end
         partition.highWatermark = end
         partition.epochStartOffset = end
-        partition.logStartOffset = max(stream.logStartOffset, partition.logStartOffset)
+        partition.logStartOffset = max(logStart, partition.logStartOffset)
         partition.phase = .ready
         partition.generation &+= 1
         cache.drop(partition.key)
@@ -354,7 +372,7 @@ public actor ReplicaManager {
         logger.info(
             "leading", metadata: [
                 "partition": "\(partition.key.topic)-\(partition.key.partition)", "epoch": "\(partition.epoch)",
-                "end_offset": "\(end)", "wal_writer": "\(chosen)",
+                "end_offset": "\(end)", "wal_writer": "\(writer)",
             ])
         wakeWaiters()
     }
@@ -379,6 +397,30 @@ public actor ReplicaManager {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled, isCurrent(partition) {
             let state = knownState
+            if direct != nil {
+                // Whatever was committed is the stream now.
+                let fresh = await metadata.state
+                _ = await metadata.waitForVersion(fresh.lastAppliedIndex + 1, timeout: .milliseconds(100))
+                let latest = await metadata.state
+                guard isCurrent(partition), let stream = latest.streams[partition.streamId], stream.epoch == partition.epoch else { return }
+                do {
+                    let producers = try await rebuildProducers(
+                        stream: partition.streamId, writer: -1, logStart: stream.logStartOffset, end: stream.committedEnd)
+                    guard isCurrent(partition) else { return }
+                    partition.producers = producers
+                    partition.nextOffset = stream.committedEnd
+                    partition.highWatermark = max(partition.highWatermark, stream.committedEnd)
+                    partition.generation &+= 1
+                    partition.phase = .ready
+                    wakeWaiters()
+                    return
+                } catch {
+                    logger.warning("resync failed; retrying", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
+                }
+                do { try await Task.sleep(for: backoff) } catch { return }
+                backoff = min(backoff * 2, .seconds(1))
+                continue
+            }
             do {
                 guard let endpoint = Self.endpoint(state, partition.writer) else { throw TakeOverError(description: "WAL writer \(partition.writer) unknown") }
                 let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
@@ -461,7 +503,7 @@ public actor ReplicaManager {
             let code: KafkaErrorCode = knownState.partition(append.key) == nil ? .unknownTopicOrPartition : .notLeaderOrFollower
             return eventLoop.makeSucceededFuture(.failure(code))
         }
-        guard partition.phase == .ready, let connection = partition.connection else {
+        guard partition.phase == .ready, direct != nil || partition.connection != nil else {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
         // Idempotent producers: refuse fenced and out-of-order batches, answer retries with the original offset.
@@ -509,12 +551,19 @@ public actor ReplicaManager {
             return eventLoop.makeSucceededFuture(.failure(.corruptMessage, "\(error)"))
         }
         guard next > base else { return eventLoop.makeSucceededFuture(.failure(.invalidRecord, "no records")) }
-        let future: EventLoopFuture<ByteBuffer>
-        do {
-            future = try wal.enqueueAppend(
-                on: connection, stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
-        } catch {
-            return eventLoop.makeSucceededFuture(.failure(.unknownServerError, "\(error)"))
+        let future: EventLoopFuture<WALCallError?>
+        if let direct {
+            future = direct.enqueue(stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
+        } else if let connection = partition.connection {
+            do {
+                future = try wal.enqueueAppend(
+                    on: connection, stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records
+                ).map { WALClient.appendError($0) }
+            } catch {
+                return eventLoop.makeSucceededFuture(.failure(.unknownServerError, "\(error)"))
+            }
+        } else {
+            return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "no append path"))
         }
         partition.producers = table
         partition.appendCounter = number
@@ -531,7 +580,7 @@ public actor ReplicaManager {
         future.whenComplete { result in
             let outcome: WALCallError?
             switch result {
-            case .success(let body): outcome = WALClient.appendError(body)
+            case .success(let error): outcome = error
             case .failure(let error):
                 outcome = WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "WAL writer connection: \(error)")
             }

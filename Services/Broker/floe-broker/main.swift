@@ -33,6 +33,8 @@ struct FloeBroker: AsyncParsableCommand {
     var logCacheBytes = 256 << 20
     @Option(name: .customLong("block-cache-bytes"), help: "Memory for object blocks read from object storage (FLOE_BLOCK_CACHE_BYTES).")
     var blockCacheBytes = 128 << 20
+    @Flag(name: .customLong("wal-bypass"), help: "Benchmark mode: acknowledge appends only once they are in a committed object, without the WAL (FLOE_WAL_BYPASS).")
+    var walBypass = false
     @Option(name: .customLong("max-object-reads"), help: "Object-store GETs in flight at once for reads of committed data (FLOE_MAX_OBJECT_READS).")
     var maxObjectReads = 16
 
@@ -63,7 +65,9 @@ struct FloeBroker: AsyncParsableCommand {
             logger: logger)
         let replicas = ReplicaManager(
             nodeId: common.nodeID, zone: common.zone, wal: wal, committed: committed, metadata: follower, writer: controller,
-            logCacheBytes: logCacheBytes, logger: logger)
+            logCacheBytes: logCacheBytes,
+            direct: walBypass ? DirectObjectAppender(store: store, writer: controller, metadata: follower, logger: logger) : nil,
+            logger: logger)
         let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
         let membership = NodeMembership(
             controller: controller,
