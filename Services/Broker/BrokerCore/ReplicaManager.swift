@@ -527,7 +527,10 @@ public actor ReplicaManager {
         if verdicts.contains(where: { if case .duplicate = $0 { true } else { false } }) {
             return eventLoop.makeSucceededFuture(.failure(.outOfOrderSequenceNumber, "a retried batch must be sent alone"))
         }
-        var records = append.records
+        // A copy of its own: the request's bytes are a slice of the whole request frame, which the
+        // log cache would otherwise keep alive (and undercount) for as long as it holds the batch.
+        var records = ByteBufferAllocator().buffer(capacity: append.records.readableBytes)
+        records.writeImmutableBuffer(append.records)
         let base = partition.nextOffset
         var next = base
         let number = partition.appendCounter &+ 1

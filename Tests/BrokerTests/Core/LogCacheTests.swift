@@ -22,14 +22,17 @@ import Testing
     }
 
     @Test func staysWithinItsCapacityEvictingTheOldestFirst() {
-        var cache = LogCache(capacity: 1000)
+        // Entries cost their buffer's capacity: eight 128-byte buffers fit in 1 KiB.
+        #expect(LogCache.cost(bytes(128)) == 128)
+        var cache = LogCache(capacity: 1024)
         for index in 0..<50 {
             let key = index % 2 == 0 ? a : b
             let base = Int64(index / 2) * 10
-            cache.append(key, baseOffset: base, nextOffset: base + 10, bytes: bytes(90))
-            #expect(cache.totalBytes <= 1000)
+            cache.append(key, baseOffset: base, nextOffset: base + 10, bytes: bytes(128))
+            #expect(cache.totalBytes <= 1024)
         }
-        #expect(cache.startOffset(a) == 200)
+        #expect(cache.totalBytes == 1024)
+        #expect(cache.startOffset(a) == 210)
         #expect(cache.read(a, from: 0, maxBytes: 1000, limit: 1000) == nil, "evicted offsets are read elsewhere")
         #expect(cache.read(a, from: 240, maxBytes: 1000, limit: 1000)?.count == 1)
     }
@@ -39,7 +42,7 @@ import Testing
         cache.append(a, baseOffset: 0, nextOffset: 10, bytes: bytes(100))
         cache.append(a, baseOffset: 15, nextOffset: 20, bytes: bytes(100))
         #expect(cache.startOffset(a) == 15)
-        #expect(cache.totalBytes == 100)
+        #expect(cache.totalBytes == LogCache.cost(bytes(100)))
         cache.drop(a)
         #expect(cache.totalBytes == 0)
         #expect(cache.startOffset(a) == nil)
