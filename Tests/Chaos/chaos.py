@@ -153,8 +153,9 @@ class Producers:
 class GroupConsumer:
     """A consumer group member that commits after processing and watches committed offsets."""
 
-    def __init__(self, bootstrap):
+    def __init__(self, bootstrap, use_group=True):
         self.bootstrap = bootstrap
+        self.use_group = use_group
         self.consumed = set()
         self.committed_history = {}  # partition -> last committed offset seen
         self.backwards = []
@@ -183,7 +184,10 @@ class GroupConsumer:
             "bootstrap.servers": self.bootstrap, "group.id": GROUP, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": 10000, "socket.timeout.ms": 10000,
         })
-        consumer.subscribe([TOPIC])
+        if self.use_group:
+            consumer.subscribe([TOPIC])
+        else:
+            consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
         last_check = 0.0
         while not self.stop.is_set():
             messages = consumer.consume(num_messages=500, timeout=0.5)
@@ -193,15 +197,16 @@ class GroupConsumer:
                         self.errors.append(str(message.error()))
                     continue
                 self.consumed.add(message.value().decode())
-            if messages:
+            if messages and self.use_group:
                 try:
                     consumer.commit(asynchronous=False)
                 except KafkaException as error:
                     self.errors.append(f"commit: {error}")
-            if time.time() - last_check > 2:
+            if self.use_group and time.time() - last_check > 2:
                 self.check_committed(consumer)
                 last_check = time.time()
-        self.check_committed(consumer)
+        if self.use_group:
+            self.check_committed(consumer)
         consumer.close()
 
     def finish(self):
@@ -232,6 +237,7 @@ def main():
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--base-port", type=int, default=39092)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--no-group", action="store_true", help="consume by assignment instead of in a consumer group")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -246,7 +252,7 @@ def main():
         for future in admin.create_topics([NewTopic(TOPIC, PARTITIONS)]).values():
             future.result(30)
         producers = Producers(bootstrap)
-        consumer = GroupConsumer(bootstrap)
+        consumer = GroupConsumer(bootstrap, use_group=not args.no_group)
         producers.start()
         consumer.start()
         kills = {}
@@ -291,7 +297,8 @@ def main():
         if missing:
             problems.append(f"{len(missing)} acknowledged records missing, e.g. {missing[:3]}")
         if moved:
-            problems.append(f"{len(moved)} acknowledged records at another offset, e.g. {moved[:3]}")
+            examples = [f"{v} acknowledged at {producers.acked[v]}, found at {where[v]}" for v in moved[:3]]
+            problems.append(f"{len(moved)} acknowledged records at another offset, e.g. {examples}")
         for partition, items in records.items():
             last = {}
             for offset, value in items:
