@@ -306,53 +306,71 @@ public actor ReplicaManager {
         if direct != nil {
             // Everything acknowledged is committed: the stream continues at its committed end, and a
             // stale leader's late commit is refused by epoch at the controller.
+            let fresh = try await barrier(partition, writer: -1)
             let producers = try await rebuildProducers(
-                stream: partition.streamId, writer: -1, logStart: stream.logStartOffset, end: stream.committedEnd)
+                stream: partition.streamId, writer: -1, logStart: fresh.logStartOffset, end: fresh.committedEnd)
             guard isCurrent(partition), !Task.isCancelled else { return }
-            becomeReady(partition, writer: -1, connection: nil, end: stream.committedEnd, logStart: stream.logStartOffset, producers: producers)
+            becomeReady(partition, writer: -1, connection: nil, end: fresh.committedEnd, logStart: fresh.logStartOffset, producers: producers)
             return
         }
         guard var chosen = Self.chooseWriter(state, zone: zone, current: stream.walWriter) else {
             throw TakeOverError(description: "no live WAL writer")
         }
-        var end = stream.committedEnd
         let previous = stream.walWriter
+        var durableEnd: Int64 = -1
         if previous != -1, state.nodes[previous] != nil {
             guard let endpoint = Self.endpoint(state, previous) else { throw TakeOverError(description: "WAL writer \(previous) has no endpoint") }
-            let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
-            if previous == chosen {
-                end = max(end, durableEnd)
-            } else if durableEnd > stream.committedEnd {
-                // The tail moves to another writer: have the old one commit it first, so the new
-                // writer's first upload continues exactly where the committed stream ends.
-                try await wal.flush(endpoint, stream: partition.streamId, timeout: .seconds(10))
-                end = try await waitForCommittedEnd(partition.streamId, atLeast: durableEnd)
-            }
+            durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
         }
-        if chosen != previous {
+        // The committed end must be read after the fence, from an image that has every commit made
+        // before it: a writer that uploaded, trimmed and restarted answers -1 and only the metadata
+        // knows where the stream ends.
+        let usable = previous != -1 && state.nodes[previous]?.state == .active ? previous : chosen
+        let fresh = try await barrier(partition, writer: usable)
+        var end = max(fresh.committedEnd, durableEnd)
+        if previous != -1, previous != chosen, durableEnd > fresh.committedEnd, let endpoint = Self.endpoint(state, previous) {
+            // The tail moves to another writer: have the old one commit it first, so the new
+            // writer's first upload continues exactly where the committed stream ends.
+            try await wal.flush(endpoint, stream: partition.streamId, timeout: .seconds(10))
+            end = try await waitForCommittedEnd(partition.streamId, atLeast: durableEnd)
+        }
+        if chosen != usable {
             guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
             let held = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
             if held != -1, held != end {
                 // That writer still remembers an older stretch of this stream; keep the previous writer.
-                guard previous != -1, state.nodes[previous]?.state == .active else {
+                guard usable == previous else {
                     throw TakeOverError(description: "WAL writer \(chosen) holds the stream up to \(held), expected \(end)")
                 }
                 chosen = previous
             } else {
-                let result = try await writer.writeAndWait(
-                    .setStreamWriter(streamId: partition.streamId, epoch: partition.epoch, writer: chosen), metadata: metadata)
-                if case .error(let error) = result {
-                    if error.code == MetadataErrorCode.fencedLeaderEpoch { throw WALCallError(code: error.code, message: error.message) }
-                    throw TakeOverError(description: "setStreamWriter: \(error)")
-                }
+                _ = try await barrier(partition, writer: chosen)
             }
         }
         guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
         let producers = try await rebuildProducers(
-            stream: partition.streamId, writer: chosen, logStart: stream.logStartOffset, end: end)
+            stream: partition.streamId, writer: chosen, logStart: fresh.logStartOffset, end: end)
         let connection = try await wal.appendConnection(endpoint)
         guard isCurrent(partition), !Task.isCancelled else { return }
-        becomeReady(partition, writer: chosen, connection: connection, end: end, logStart: stream.logStartOffset, producers: producers)
+        becomeReady(partition, writer: chosen, connection: connection, end: end, logStart: fresh.logStartOffset, producers: producers)
+    }
+
+    /// Records `writer` as the stream's WAL writer at the controller and waits until the image has
+    /// applied it; returns the stream as that image has it. Being a controller write, it orders
+    /// everything committed before it (e.g. a writer's last upload) into the returned record.
+    private func barrier(_ partition: Partition, writer node: NodeID) async throws -> StreamRecord {
+        let (result, index) = try await writer.writeWithIndex(.setStreamWriter(streamId: partition.streamId, epoch: partition.epoch, writer: node))
+        if case .error(let error) = result {
+            if error.code == MetadataErrorCode.fencedLeaderEpoch { throw WALCallError(code: KafkaErrorCode.fencedLeaderEpoch.rawValue, message: error.message) }
+            throw TakeOverError(description: "setStreamWriter: \(error)")
+        }
+        guard await metadata.waitForVersion(index, timeout: .seconds(10)) else {
+            throw TakeOverError(description: "metadata image did not reach version \(index)")
+        }
+        guard let stream = await metadata.state.streams[partition.streamId] else {
+            throw TakeOverError(description: "stream \(partition.streamId) deleted")
+        }
+        return stream
     }
 
     private func becomeReady(
@@ -399,11 +417,9 @@ public actor ReplicaManager {
             let state = knownState
             if direct != nil {
                 // Whatever was committed is the stream now.
-                let fresh = await metadata.state
-                _ = await metadata.waitForVersion(fresh.lastAppliedIndex + 1, timeout: .milliseconds(100))
-                let latest = await metadata.state
-                guard isCurrent(partition), let stream = latest.streams[partition.streamId], stream.epoch == partition.epoch else { return }
                 do {
+                    let stream = try await barrier(partition, writer: -1)
+                    guard isCurrent(partition) else { return }
                     let producers = try await rebuildProducers(
                         stream: partition.streamId, writer: -1, logStart: stream.logStartOffset, end: stream.committedEnd)
                     guard isCurrent(partition) else { return }
@@ -424,8 +440,8 @@ public actor ReplicaManager {
             do {
                 guard let endpoint = Self.endpoint(state, partition.writer) else { throw TakeOverError(description: "WAL writer \(partition.writer) unknown") }
                 let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
-                let committedEnd = knownState.streams[partition.streamId]?.committedEnd ?? 0
-                let end = max(durableEnd, committedEnd, partition.highWatermark)
+                let fresh = try await barrier(partition, writer: partition.writer)
+                let end = max(durableEnd, fresh.committedEnd, partition.highWatermark)
                 // Appends that failed may or may not be durable: learn the producers' state from what is.
                 let producers = try await rebuildProducers(
                     stream: partition.streamId, writer: partition.writer, logStart: partition.logStartOffset, end: end)
