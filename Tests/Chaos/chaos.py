@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Chaos run: a whole Floe cluster under idempotent producers and a consumer group while a
-randomly chosen service (controller, WAL writer or broker) is SIGKILLed every few seconds.
+randomly chosen service (controller, WAL writer or broker) is SIGKILLed every few seconds (or, for
+a share of the events, paused with SIGSTOP for up to 3 s and resumed, so requests time out and are
+retried).
 
 It starts `floe dev` (3 controllers, zones a and b, a WAL writer and 2 brokers per zone), creates a
 6-partition topic, runs idempotent producers (every acknowledged record remembered with its
@@ -13,7 +15,7 @@ schedule, then stops the load and checks:
   * the group consumed every acknowledged record;
   * every killed service came back (all services ready at the end).
 
-It prints kills per service kind, the longest window without an acknowledged produce, and the
+It prints kills and pauses per service kind, the longest window without an acknowledged produce, and the
 verdict, and exits 0 only when every check held.
 
     python3 Tests/Chaos/chaos.py --floe .build/debug/floe --duration 120
@@ -238,6 +240,7 @@ def main():
     parser.add_argument("--base-port", type=int, default=39092)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-group", action="store_true", help="consume by assignment instead of in a consumer group")
+    parser.add_argument("--pause-fraction", type=float, default=0.2, help="share of events that pause a service instead of killing it")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -256,6 +259,7 @@ def main():
         producers.start()
         consumer.start()
         kills = {}
+        pauses = {}
         end = time.time() + args.duration
         while time.time() < end:
             time.sleep(rng.uniform(0.5 * args.interval, 1.5 * args.interval))
@@ -263,7 +267,18 @@ def main():
             if not candidates:
                 continue
             victim = rng.choice(candidates)
+            pause = rng.random() < args.pause_fraction
             try:
+                if pause:
+                    # A stalled process (GC pause, overloaded host): requests to it time out and are
+                    # retried elsewhere, then it wakes up with stale state.
+                    seconds = rng.uniform(0.5, 3.0)
+                    os.kill(victim["pid"], signal.SIGSTOP)
+                    log(f"SIGSTOP {victim['kind']}-{victim['node_id']} for {seconds:.1f} s; acked so far {len(producers.acked)}")
+                    time.sleep(seconds)
+                    os.kill(victim["pid"], signal.SIGCONT)
+                    pauses[victim["kind"]] = pauses.get(victim["kind"], 0) + 1
+                    continue
                 os.kill(victim["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 continue
@@ -317,6 +332,7 @@ def main():
         print("chaos summary")
         print(f"  command: {' '.join(sys.argv)}  (seed {seed})")
         print(f"  kills: " + ", ".join(f"{kind} {count}" for kind, count in sorted(kills.items())) + f" (total {sum(kills.values())})")
+        print(f"  pauses (SIGSTOP/SIGCONT): " + (", ".join(f"{kind} {count}" for kind, count in sorted(pauses.items())) or "none"))
         print(f"  restarts seen: {sum(restarts.values())}; all {len(services)} services ready at the end")
         print(f"  records: sent {producers.sent}, acknowledged {len(producers.acked)}, in the topic {len(where)}, consumed by the group {len(consumer.consumed)}")
         print(f"  longest window without an acknowledged produce: {producers.longest_gap:.2f} s")
