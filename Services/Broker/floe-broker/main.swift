@@ -30,9 +30,9 @@ struct FloeBroker: AsyncParsableCommand {
     @Option(name: .customLong("message-max-bytes"), help: "Largest record batch accepted unless a topic sets max.message.bytes (FLOE_MESSAGE_MAX_BYTES).")
     var messageMaxBytes: Int32 = 1_048_588
     @Option(name: .customLong("log-cache-bytes"), help: "Memory for acknowledged tail batches of led partitions (FLOE_LOG_CACHE_BYTES).")
-    var logCacheBytes = 256 << 20
+    var logCacheBytes = 128 << 20
     @Option(name: .customLong("block-cache-bytes"), help: "Memory for object blocks read from object storage (FLOE_BLOCK_CACHE_BYTES).")
-    var blockCacheBytes = 128 << 20
+    var blockCacheBytes = 96 << 20
     @Flag(name: .customLong("wal-bypass"), help: "Benchmark mode: acknowledge appends only once they are in a committed object, without the WAL (FLOE_WAL_BYPASS).")
     var walBypass = false
     @Option(name: .customLong("max-object-reads"), help: "Object-store GETs in flight at once for reads of committed data (FLOE_MAX_OBJECT_READS).")
