@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 Tools/install-deps.sh
 
 # Every service executable floe dev can start, plus floe itself.
-products=(floe floe-controller floe-wal-writer)
+products=(floe floe-controller floe-wal-writer floe-broker)
 for product in "${products[@]}"; do
     echo "== build $product (release)"
     swift build -c release --product "$product"

@@ -22,6 +22,8 @@ public struct DevClusterPlan: Sendable, Equatable {
     /// `--object-store` URL handed to services that use object storage.
     public var objectStore: String
     public var logLevel: String
+    /// Extra arguments for every broker (e.g. `--wal-bypass` for the benchmark comparison).
+    public var brokerArguments: [String] = []
 
     /// Limits that keep the port blocks above from overlapping.
     public static let maxZones = 10
@@ -108,7 +110,7 @@ public struct DevClusterPlan: Sendable, Equatable {
                     let j = z * plan.brokersPerZone + b
                     return plan.service(
                         "broker", "floe-broker", id: Int32(101 + j), zone: zone, listen: j, admin: 300 + j,
-                        extra: ["--object-store", plan.objectStore]
+                        extra: ["--object-store", plan.objectStore] + plan.brokerArguments
                     )
                 }
             }

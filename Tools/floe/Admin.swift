@@ -91,13 +91,14 @@ struct Admin: AsyncParsableCommand {
         func run() async throws {
             let (wire, endpoint) = try connection.open()
             defer { Task { await wire.close() } }
-            let elapsed = try await Self.move(wire: wire, bootstrap: endpoint, topic: topic, partition: partition, to: to)
-            print(String(format: "%@-%d now led by %d: writable again after %.1f ms", topic, partition, to, inSeconds(elapsed) * 1000))
+            let elapsed = try await Self.move(wire: wire, bootstrap: endpoint, topic: topic, partition: partition, to: to, probe: false)
+            print(String(format: "%@-%d now led by %d: serving again after %.1f ms", topic, partition, to, inSeconds(elapsed) * 1000))
         }
 
-        /// Requests the move, then waits until Metadata shows the new leader and a produce there succeeds;
-        /// returns the time from the request to that produce's acknowledgement.
-        static func move(wire: KafkaWire, bootstrap: KafkaEndpoint, topic: String, partition: Int32, to: Int32) async throws -> Duration {
+        /// Requests the move, then waits until Metadata shows the new leader and the leader serves the
+        /// partition: with `probe`, until a produce of one small record is acknowledged there (the
+        /// benchmark's own topics), otherwise until ListOffsets answers (nothing is written).
+        static func move(wire: KafkaWire, bootstrap: KafkaEndpoint, topic: String, partition: Int32, to: Int32, probe: Bool) async throws -> Duration {
             let clock = ContinuousClock()
             let start = clock.now
             var request = AlterPartitionReassignmentsRequest()
@@ -114,7 +115,11 @@ struct Admin: AsyncParsableCommand {
             if let failed = response.responses.first?.partitions.first, failed.errorCode != 0 {
                 throw KafkaWire.Failure(description: "error \(failed.errorCode): \(failed.errorMessage ?? "")")
             }
-            try await wire.produceUntilAccepted(bootstrap, topic: topic, partition: partition, leader: to, deadline: .seconds(30))
+            if probe {
+                try await wire.produceUntilAccepted(bootstrap, topic: topic, partition: partition, leader: to, deadline: .seconds(30))
+            } else {
+                try await wire.waitUntilServing(bootstrap, topic: topic, partition: partition, leader: to, deadline: .seconds(30))
+            }
             return clock.now - start
         }
     }
@@ -142,6 +147,39 @@ struct Admin: AsyncParsableCommand {
 }
 
 extension KafkaWire {
+    /// Waits until `leader` leads `topic`-`partition` (per Metadata) and answers ListOffsets for it.
+    func waitUntilServing(_ bootstrap: KafkaEndpoint, topic: String, partition: Int32, leader: Int32, deadline: Duration) async throws {
+        let clock = ContinuousClock()
+        let end = clock.now.advanced(by: deadline)
+        var lastError = "no attempt"
+        while clock.now < end {
+            do {
+                let leaders = try await self.leaders(bootstrap, topic: topic, deadline: clock.now.duration(to: end))
+                if let current = leaders[partition], current.id == leader {
+                    var entry = ListOffsetsRequest.ListOffsetsTopic()
+                    entry.name = topic
+                    var part = ListOffsetsRequest.ListOffsetsPartition()
+                    part.partitionIndex = partition
+                    part.timestamp = -1
+                    entry.partitions = [part]
+                    var request = ListOffsetsRequest()
+                    request.replicaId = -1
+                    request.topics = [entry]
+                    let response = try await call(request, version: 7, to: current.endpoint, as: ListOffsetsResponse.self)
+                    let code = response.topics.first?.partitions.first?.errorCode ?? -1
+                    if code == 0 { return }
+                    lastError = "ListOffsets error \(code)"
+                } else {
+                    lastError = "leader is still \(leaders[partition]?.id ?? -1)"
+                }
+            } catch {
+                lastError = "\(error)"
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw Failure(description: "\(topic)-\(partition) not served by \(leader) within \(deadline): \(lastError)")
+    }
+
     /// Produces one small record to `topic`-`partition` at its current leader (optionally waiting for
     /// `leader` to lead it) until it is acknowledged.
     func produceUntilAccepted(_ bootstrap: KafkaEndpoint, topic: String, partition: Int32, leader: Int32? = nil, deadline: Duration) async throws {

@@ -49,7 +49,7 @@ struct BenchFailover: AsyncParsableCommand {
             guard let target = metadata.brokers.map(\.nodeId).sorted().first(where: { $0 != leader }) else {
                 throw ValidationError("moves need at least two brokers")
             }
-            moveTimes.append(try await Admin.Reassign.move(wire: wire, bootstrap: endpoint, topic: topic, partition: 0, to: target))
+            moveTimes.append(try await Admin.Reassign.move(wire: wire, bootstrap: endpoint, topic: topic, partition: 0, to: target, probe: true))
         }
         if !moveTimes.isEmpty { report("partition move → writable", moveTimes.sorted()) }
 

@@ -206,11 +206,16 @@ struct BenchProduce: AsyncParsableCommand, Sendable {
         var request = ListOffsetsRequest()
         request.replicaId = -1
         request.topics = [entry]
-        let response = try await wire.call(request, version: 7, to: endpoint, as: ListOffsetsResponse.self)
-        guard let answer = response.topics.first?.partitions.first, answer.errorCode == 0 else {
-            throw KafkaWire.Failure(description: "ListOffsets \(topic)-\(partition) failed")
+        // A partition just created may still be being taken over by its leader: retry, bounded.
+        var code: Int16 = -1
+        for _ in 0..<300 {
+            let response = try await wire.call(request, version: 7, to: endpoint, as: ListOffsetsResponse.self)
+            guard let answer = response.topics.first?.partitions.first else { break }
+            if answer.errorCode == 0 { return answer.offset }
+            code = answer.errorCode
+            try await Task.sleep(for: .milliseconds(20))
         }
-        return answer.offset
+        throw KafkaWire.Failure(description: "ListOffsets \(topic)-\(partition) failed with error \(code)")
     }
 
     private func consumeLoop(

@@ -41,14 +41,10 @@ public final class BrokerContext: Sendable {
         self.autoCreate = autoCreate
         self.now = now
     }
+}
 
-    /// A topic config's effective value: set on the topic, else the broker-wide default.
-    func topicConfig(_ key: String, _ topic: TopicRecord) -> String? {
-        if let value = topic.configs[key] { return value }
-        switch key {
-        case "max.message.bytes": return String(settings.messageMaxBytes)
-        case "message.timestamp.type": return settings.messageTimestampType
-        default: return nil
-        }
+extension CommittedReader: CommittedDataReader {
+    public func readCommitted(stream: StreamID, from offset: Int64, maxBytes: Int, state: MetadataState) async throws -> ByteBuffer {
+        try await read(stream: stream, from: offset, maxBytes: maxBytes, segments: committedSegments(in: state, stream: stream, from: offset))
     }
 }

@@ -17,15 +17,17 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
     public static let implemented: Set<ApiKey> = [
         .apiVersions, .metadata, .produce, .fetch, .listOffsets, .offsetForLeaderEpoch, .deleteRecords,
         .createTopics, .deleteTopics, .createPartitions, .describeConfigs, .alterConfigs, .incrementalAlterConfigs,
-        .describeCluster,
+        .describeCluster, .initProducerId,
     ]
 
     let context: BrokerContext
     let admin: AdminHandlers
+    let producerIds: ProducerIdAllocator
 
-    public init(context: BrokerContext, admin: AdminHandlers) {
+    public init(context: BrokerContext, admin: AdminHandlers, producerIds: ProducerIdAllocator) {
         self.context = context
         self.admin = admin
+        self.producerIds = producerIds
     }
 
     /// Request header versions of the implemented APIs; anything else closes the connection
@@ -61,6 +63,11 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             }
         case .deleteRecords:
             return later(request, key) { (parsed: DeleteRecordsRequest) in await DeleteRecords.handle(parsed, version: version, context: context) }
+        case .initProducerId:
+            let producerIds = producerIds
+            return later(request, key) { (parsed: InitProducerIdRequest) in
+                await InitProducerId.handle(parsed, version: version, allocator: producerIds)
+            }
         case .createTopics:
             return later(request, key) { (parsed: CreateTopicsRequest) in await admin.createTopics(parsed, version: version) }
         case .deleteTopics:

@@ -26,23 +26,23 @@ struct LogCache {
     /// Adds acknowledged batches; a gap after the partition's cached tail drops the older entries,
     /// so a partition's entries are always contiguous.
     mutating func append(_ key: PartitionKey, baseOffset: Int64, nextOffset: Int64, bytes: ByteBuffer) {
-        guard capacity > 0, bytes.readableBytes <= capacity else {
+        guard capacity > 0, Self.cost(bytes) <= capacity else {
             drop(key)
             return
         }
         var entries = partitions[key] ?? []
         if let last = entries.last, last.nextOffset != baseOffset {
-            totalBytes -= entries.reduce(0) { $0 + $1.bytes.readableBytes }
+            totalBytes -= entries.reduce(0) { $0 + Self.cost($1.bytes) }
             entries.removeAll()
         }
         entries.append(Entry(baseOffset: baseOffset, nextOffset: nextOffset, bytes: bytes))
         partitions[key] = entries
         order.append((key, baseOffset))
-        totalBytes += bytes.readableBytes
+        totalBytes += Self.cost(bytes)
         while totalBytes > capacity, let oldest = order.popFirst() {
             guard var list = partitions[oldest.key], let first = list.first, first.baseOffset == oldest.baseOffset else { continue }
             list.removeFirst()
-            totalBytes -= first.bytes.readableBytes
+            totalBytes -= Self.cost(first.bytes)
             partitions[oldest.key] = list.isEmpty ? nil : list
         }
     }
@@ -50,8 +50,13 @@ struct LogCache {
     /// Forgets a partition (leadership lost or the tail became uncertain).
     mutating func drop(_ key: PartitionKey) {
         if let entries = partitions.removeValue(forKey: key) {
-            totalBytes -= entries.reduce(0) { $0 + $1.bytes.readableBytes }
+            totalBytes -= entries.reduce(0) { $0 + Self.cost($1.bytes) }
         }
+    }
+
+    /// What an entry costs in memory: its buffer's allocated capacity, not just its bytes.
+    static func cost(_ bytes: ByteBuffer) -> Int {
+        max(bytes.capacity, bytes.readableBytes)
     }
 
     /// The first offset the cache holds for `key`, nil when it holds none.

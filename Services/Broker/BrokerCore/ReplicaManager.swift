@@ -36,6 +36,14 @@ public struct PartitionView: Sendable, Hashable {
     public var walWriter: NodeID
 }
 
+/// A change in what this broker leads, for services that keep state per led partition (the group coordinator).
+public enum LeadershipEvent: Sendable, Hashable {
+    /// This broker took over the partition at `epoch` and accepts writes from `endOffset` on.
+    case ready(PartitionKey, epoch: LeaderEpoch, endOffset: Int64)
+    /// This broker no longer leads the partition (at `epoch`).
+    case resigned(PartitionKey, epoch: LeaderEpoch)
+}
+
 /// Why a partition cannot be served by this broker right now.
 public enum PartitionUnavailable: Error, Sendable {
     /// Another broker leads it (or nobody does): NOT_LEADER_OR_FOLLOWER.
@@ -65,6 +73,7 @@ public actor ReplicaManager {
         enum Phase { case recovering, ready, resyncing }
 
         struct Pending {
+            var number: UInt64
             var generation: UInt64
             var baseOffset: Int64
             var nextOffset: Int64
@@ -88,6 +97,11 @@ public actor ReplicaManager {
         var epochStartOffset: Int64 = 0
         var pending: Deque<Pending> = []
         var task: Task<Void, Never>?
+        var producers = ProducerStateTable()
+        /// Numbers appends, so a duplicate batch can wait for the append that wrote the original.
+        var appendCounter: UInt64 = 0
+        /// Appends not yet durable, by number.
+        var pendingResults: [UInt64: EventLoopFuture<AppendResult>] = [:]
 
         init(key: PartitionKey, topicId: KafkaUUID, streamId: StreamID, epoch: LeaderEpoch) {
             self.key = key
@@ -97,26 +111,56 @@ public actor ReplicaManager {
         }
     }
 
+    /// One batch of a record set: where it starts in `records`, its offset count, and its producer fields.
+    public struct BatchInfo: Sendable, Hashable {
+        public var start: Int
+        public var count: Int64
+        /// -1 for batches of non-idempotent producers.
+        public var producerId: Int64
+        public var producerEpoch: Int16
+        public var baseSequence: Int32
+
+        public init(start: Int, count: Int64, producerId: Int64 = -1, producerEpoch: Int16 = -1, baseSequence: Int32 = -1) {
+            self.start = start
+            self.count = count
+            self.producerId = producerId
+            self.producerEpoch = producerEpoch
+            self.baseSequence = baseSequence
+        }
+
+        var lastSequence: Int32 {
+            let last = Int64(baseSequence) + count - 1
+            return last > Int64(Int32.max) ? Int32(truncatingIfNeeded: last - Int64(Int32.max) - 1) : Int32(last)
+        }
+    }
+
     /// A record set ready to append: its batches checked, and where they start in `records`.
     public struct Append: Sendable {
         public var key: PartitionKey
         public var records: ByteBuffer
-        /// Reader-relative starts of each batch in `records`, with its offset count.
-        public var batches: [(start: Int, count: Int64)]
+        public var batches: [BatchInfo]
         /// When set, every batch is switched to LogAppendTime with this time.
         public var logAppendTime: Int64?
 
-        public init(key: PartitionKey, records: ByteBuffer, batches: [(start: Int, count: Int64)], logAppendTime: Int64?) {
+        public init(key: PartitionKey, records: ByteBuffer, batches: [BatchInfo], logAppendTime: Int64?) {
             self.key = key
             self.records = records
             self.batches = batches
             self.logAppendTime = logAppendTime
+        }
+
+        /// Batches without producer ids (internal writers such as the group coordinator).
+        public init(key: PartitionKey, records: ByteBuffer, batches: [(start: Int, count: Int64)], logAppendTime: Int64?) {
+            self.init(key: key, records: records, batches: batches.map { BatchInfo(start: $0.start, count: $0.count) }, logAppendTime: logAppendTime)
         }
     }
 
     let nodeId: NodeID
     let zone: String
     let wal: WALClient
+    let committed: any CommittedDataReader
+    /// Set in WAL-bypass mode: appends go straight into committed objects.
+    let direct: DirectObjectAppender?
     let metadata: any MetadataSource
     let writer: any MetadataWriter
     let logger: Logger
@@ -126,11 +170,15 @@ public actor ReplicaManager {
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter: UInt64 = 0
     private var knownState = MetadataState()
+    private var subscribers: [UInt64: AsyncStream<LeadershipEvent>.Continuation] = [:]
+    private var nextSubscriber: UInt64 = 0
 
     public init(
-        nodeId: NodeID, zone: String, wal: WALClient, metadata: any MetadataSource, writer: any MetadataWriter,
-        logCacheBytes: Int, logger: Logger
+        nodeId: NodeID, zone: String, wal: WALClient, committed: any CommittedDataReader, metadata: any MetadataSource,
+        writer: any MetadataWriter, logCacheBytes: Int, direct: DirectObjectAppender? = nil, logger: Logger
     ) {
+        self.committed = committed
+        self.direct = direct
         self.nodeId = nodeId
         self.zone = zone
         self.wal = wal
@@ -172,11 +220,34 @@ public actor ReplicaManager {
         wakeWaiters()
     }
 
+    /// Leadership changes from now on, starting with a `.ready` for every partition already led and ready.
+    public func leadershipEvents() -> AsyncStream<LeadershipEvent> {
+        let (stream, continuation) = AsyncStream<LeadershipEvent>.makeStream()
+        let id = nextSubscriber
+        nextSubscriber &+= 1
+        subscribers[id] = continuation
+        for partition in partitions.values.sorted(by: { $0.key < $1.key }) where partition.phase == .ready {
+            continuation.yield(.ready(partition.key, epoch: partition.epoch, endOffset: partition.highWatermark))
+        }
+        continuation.onTermination = { _ in Task { await self.unsubscribe(id) } }
+        return stream
+    }
+
+    private func unsubscribe(_ id: UInt64) {
+        subscribers[id] = nil
+    }
+
+    private func publish(_ event: LeadershipEvent) {
+        for continuation in subscribers.values { continuation.yield(event) }
+    }
+
     private func resign(_ partition: Partition) {
+        publish(.resigned(partition.key, epoch: partition.epoch))
         partition.task?.cancel()
         partition.generation &+= 1
         let pending = partition.pending
         partition.pending.removeAll()
+        partition.pendingResults.removeAll()
         // Appends already sent may still become durable; their producers retry against the new leader.
         for item in pending { item.promise.succeed(.failure(.notLeaderOrFollower, "leadership moved")) }
         cache.drop(partition.key)
@@ -232,57 +303,94 @@ public actor ReplicaManager {
         guard stream.epoch == partition.epoch else {
             throw TakeOverError(description: "metadata has stream epoch \(stream.epoch), leading with \(partition.epoch)")
         }
+        if direct != nil {
+            // Everything acknowledged is committed: the stream continues at its committed end, and a
+            // stale leader's late commit is refused by epoch at the controller.
+            let fresh = try await barrier(partition, writer: -1)
+            let producers = try await rebuildProducers(
+                stream: partition.streamId, writer: -1, logStart: fresh.logStartOffset, end: fresh.committedEnd)
+            guard isCurrent(partition), !Task.isCancelled else { return }
+            becomeReady(partition, writer: -1, connection: nil, end: fresh.committedEnd, logStart: fresh.logStartOffset, producers: producers)
+            return
+        }
         guard var chosen = Self.chooseWriter(state, zone: zone, current: stream.walWriter) else {
             throw TakeOverError(description: "no live WAL writer")
         }
-        var end = stream.committedEnd
         let previous = stream.walWriter
+        var durableEnd: Int64 = -1
         if previous != -1, state.nodes[previous] != nil {
             guard let endpoint = Self.endpoint(state, previous) else { throw TakeOverError(description: "WAL writer \(previous) has no endpoint") }
-            let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
-            if previous == chosen {
-                end = max(end, durableEnd)
-            } else if durableEnd > stream.committedEnd {
-                // The tail moves to another writer: have the old one commit it first, so the new
-                // writer's first upload continues exactly where the committed stream ends.
-                try await wal.flush(endpoint, stream: partition.streamId, timeout: .seconds(10))
-                end = try await waitForCommittedEnd(partition.streamId, atLeast: durableEnd)
-            }
+            durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
         }
-        if chosen != previous {
+        // The committed end must be read after the fence, from an image that has every commit made
+        // before it: a writer that uploaded, trimmed and restarted answers -1 and only the metadata
+        // knows where the stream ends.
+        let usable = previous != -1 && state.nodes[previous]?.state == .active ? previous : chosen
+        let fresh = try await barrier(partition, writer: usable)
+        var end = max(fresh.committedEnd, durableEnd)
+        if previous != -1, previous != chosen, durableEnd > fresh.committedEnd, let endpoint = Self.endpoint(state, previous) {
+            // The tail moves to another writer: have the old one commit it first, so the new
+            // writer's first upload continues exactly where the committed stream ends.
+            try await wal.flush(endpoint, stream: partition.streamId, timeout: .seconds(10))
+            end = try await waitForCommittedEnd(partition.streamId, atLeast: durableEnd)
+        }
+        if chosen != usable {
             guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
             let held = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
             if held != -1, held != end {
                 // That writer still remembers an older stretch of this stream; keep the previous writer.
-                guard previous != -1, state.nodes[previous]?.state == .active else {
+                guard usable == previous else {
                     throw TakeOverError(description: "WAL writer \(chosen) holds the stream up to \(held), expected \(end)")
                 }
                 chosen = previous
             } else {
-                let result = try await writer.writeAndWait(
-                    .setStreamWriter(streamId: partition.streamId, epoch: partition.epoch, writer: chosen), metadata: metadata)
-                if case .error(let error) = result {
-                    if error.code == MetadataErrorCode.fencedLeaderEpoch { throw WALCallError(code: error.code, message: error.message) }
-                    throw TakeOverError(description: "setStreamWriter: \(error)")
-                }
+                _ = try await barrier(partition, writer: chosen)
             }
         }
         guard let endpoint = Self.endpoint(state, chosen) else { throw TakeOverError(description: "WAL writer \(chosen) has no endpoint") }
+        let producers = try await rebuildProducers(
+            stream: partition.streamId, writer: chosen, logStart: fresh.logStartOffset, end: end)
         let connection = try await wal.appendConnection(endpoint)
         guard isCurrent(partition), !Task.isCancelled else { return }
-        partition.writer = chosen
+        becomeReady(partition, writer: chosen, connection: connection, end: end, logStart: fresh.logStartOffset, producers: producers)
+    }
+
+    /// Records `writer` as the stream's WAL writer at the controller and waits until the image has
+    /// applied it; returns the stream as that image has it. Being a controller write, it orders
+    /// everything committed before it (e.g. a writer's last upload) into the returned record.
+    private func barrier(_ partition: Partition, writer node: NodeID) async throws -> StreamRecord {
+        let (result, index) = try await writer.writeWithIndex(.setStreamWriter(streamId: partition.streamId, epoch: partition.epoch, writer: node))
+        if case .error(let error) = result {
+            if error.code == MetadataErrorCode.fencedLeaderEpoch { throw WALCallError(code: KafkaErrorCode.fencedLeaderEpoch.rawValue, message: error.message) }
+            throw TakeOverError(description: "setStreamWriter: \(error)")
+        }
+        guard await metadata.waitForVersion(index, timeout: .seconds(10)) else {
+            throw TakeOverError(description: "metadata image did not reach version \(index)")
+        }
+        guard let stream = await metadata.state.streams[partition.streamId] else {
+            throw TakeOverError(description: "stream \(partition.streamId) deleted")
+        }
+        return stream
+    }
+
+    private func becomeReady(
+        _ partition: Partition, writer: NodeID, connection: KafkaConnection?, end: Int64, logStart: Int64, producers: ProducerStateTable
+    ) {
+        partition.producers = producers
+        partition.writer = writer
         partition.connection = connection
         partition.nextOffset = end
         partition.highWatermark = end
         partition.epochStartOffset = end
-        partition.logStartOffset = max(stream.logStartOffset, partition.logStartOffset)
+        partition.logStartOffset = max(logStart, partition.logStartOffset)
         partition.phase = .ready
         partition.generation &+= 1
         cache.drop(partition.key)
+        publish(.ready(partition.key, epoch: partition.epoch, endOffset: end))
         logger.info(
             "leading", metadata: [
                 "partition": "\(partition.key.topic)-\(partition.key.partition)", "epoch": "\(partition.epoch)",
-                "end_offset": "\(end)", "wal_writer": "\(chosen)",
+                "end_offset": "\(end)", "wal_writer": "\(writer)",
             ])
         wakeWaiters()
     }
@@ -307,13 +415,39 @@ public actor ReplicaManager {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled, isCurrent(partition) {
             let state = knownState
+            if direct != nil {
+                // Whatever was committed is the stream now.
+                do {
+                    let stream = try await barrier(partition, writer: -1)
+                    guard isCurrent(partition) else { return }
+                    let producers = try await rebuildProducers(
+                        stream: partition.streamId, writer: -1, logStart: stream.logStartOffset, end: stream.committedEnd)
+                    guard isCurrent(partition) else { return }
+                    partition.producers = producers
+                    partition.nextOffset = stream.committedEnd
+                    partition.highWatermark = max(partition.highWatermark, stream.committedEnd)
+                    partition.generation &+= 1
+                    partition.phase = .ready
+                    wakeWaiters()
+                    return
+                } catch {
+                    logger.warning("resync failed; retrying", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
+                }
+                do { try await Task.sleep(for: backoff) } catch { return }
+                backoff = min(backoff * 2, .seconds(1))
+                continue
+            }
             do {
                 guard let endpoint = Self.endpoint(state, partition.writer) else { throw TakeOverError(description: "WAL writer \(partition.writer) unknown") }
                 let durableEnd = try await wal.fence(endpoint, stream: partition.streamId, epoch: partition.epoch)
+                let fresh = try await barrier(partition, writer: partition.writer)
+                let end = max(durableEnd, fresh.committedEnd, partition.highWatermark)
+                // Appends that failed may or may not be durable: learn the producers' state from what is.
+                let producers = try await rebuildProducers(
+                    stream: partition.streamId, writer: partition.writer, logStart: partition.logStartOffset, end: end)
                 let connection = try await wal.appendConnection(endpoint)
                 guard isCurrent(partition) else { return }
-                let committed = knownState.streams[partition.streamId]?.committedEnd ?? 0
-                let end = max(durableEnd, committed, partition.highWatermark)
+                partition.producers = producers
                 partition.nextOffset = end
                 partition.highWatermark = end
                 partition.connection = connection
@@ -333,6 +467,45 @@ public actor ReplicaManager {
         }
     }
 
+    /// How far back from the end a new leader (or a resync) reads to rebuild idempotent producers'
+    /// state: well beyond the five in-flight batches a producer may retry.
+    static let producerScanOffsets: Int64 = 20_000
+
+    /// Producer state rebuilt from the durable batches in [max(logStart, end - producerScanOffsets), end).
+    private func rebuildProducers(stream: StreamID, writer: NodeID, logStart: Int64, end: Int64) async throws -> ProducerStateTable {
+        var table = ProducerStateTable()
+        var offset = max(logStart, end - Self.producerScanOffsets)
+        var rounds = 0
+        while offset < end, rounds < 100_000 {
+            rounds += 1
+            let state = await metadata.state
+            guard let record = state.streams[stream] else { break }
+            let bytes: ByteBuffer
+            if offset >= record.committedEnd {
+                guard let endpoint = Self.endpoint(state, writer) else { throw TakeOverError(description: "WAL writer \(writer) unknown") }
+                do {
+                    bytes = try await wal.read(endpoint, stream: stream, from: offset, maxBytes: 4 << 20)
+                } catch let error as WALCallError where error.code == KafkaErrorCode.offsetNotAvailable.rawValue {
+                    // Uploaded meanwhile: read it from its object once the commit shows.
+                    _ = await metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(500))
+                    continue
+                }
+            } else {
+                bytes = try await committed.readCommitted(stream: stream, from: offset, maxBytes: 4 << 20, state: state)
+            }
+            var iterator = RecordSetIterator(bytes)
+            var progressed = false
+            while let batch = try iterator.next(), batch.baseOffset < end {
+                guard batch.lastOffset >= offset else { continue }
+                table.replay(batch)
+                offset = batch.nextOffset
+                progressed = true
+            }
+            if !progressed { break }
+        }
+        return table
+    }
+
     // MARK: Produce
 
     /// Assigns offsets to `appends` and queues them at the WAL writer, in order, before returning;
@@ -346,12 +519,37 @@ public actor ReplicaManager {
             let code: KafkaErrorCode = knownState.partition(append.key) == nil ? .unknownTopicOrPartition : .notLeaderOrFollower
             return eventLoop.makeSucceededFuture(.failure(code))
         }
-        guard partition.phase == .ready, let connection = partition.connection else {
+        guard partition.phase == .ready, direct != nil || partition.connection != nil else {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
-        var records = append.records
+        // Idempotent producers: refuse fenced and out-of-order batches, answer retries with the original offset.
+        var table = partition.producers
+        var verdicts: [ProducerStateTable.Verdict] = []
+        for batch in append.batches where batch.producerId >= 0 {
+            let verdict = table.check(
+                id: batch.producerId, epoch: batch.producerEpoch, firstSequence: batch.baseSequence, lastSequence: batch.lastSequence)
+            if case .reject(let code, let message) = verdict { return eventLoop.makeSucceededFuture(.failure(code, message)) }
+            verdicts.append(verdict)
+        }
+        if let first = verdicts.first, case .duplicate(let original) = first {
+            guard append.batches.count == 1 else {
+                return eventLoop.makeSucceededFuture(.failure(.outOfOrderSequenceNumber, "a retried batch must be sent alone"))
+            }
+            let answer = AppendResult(errorCode: 0, baseOffset: original.baseOffset, logAppendTime: -1, logStartOffset: partition.logStartOffset)
+            guard let pending = partition.pendingResults[original.append] else { return eventLoop.makeSucceededFuture(answer) }
+            // The original is still on its way to disk: answer as it is answered.
+            return pending.map { $0.errorCode == 0 ? answer : $0 }
+        }
+        if verdicts.contains(where: { if case .duplicate = $0 { true } else { false } }) {
+            return eventLoop.makeSucceededFuture(.failure(.outOfOrderSequenceNumber, "a retried batch must be sent alone"))
+        }
+        // A copy of its own: the request's bytes are a slice of the whole request frame, which the
+        // log cache would otherwise keep alive (and undercount) for as long as it holds the batch.
+        var records = ByteBufferAllocator().buffer(capacity: append.records.readableBytes)
+        records.writeImmutableBuffer(append.records)
         let base = partition.nextOffset
         var next = base
+        let number = partition.appendCounter &+ 1
         do {
             for batch in append.batches {
                 let index = records.readerIndex + batch.start
@@ -359,32 +557,49 @@ public actor ReplicaManager {
                 if let time = append.logAppendTime {
                     try RecordBatch.setLogAppendTime(batchAt: index, in: &records, timestamp: time)
                 }
+                if batch.producerId >= 0 {
+                    table.record(
+                        id: batch.producerId, epoch: batch.producerEpoch,
+                        batch: .init(
+                            firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: next,
+                            lastOffset: next + batch.count - 1, append: number))
+                }
                 next += batch.count
             }
         } catch {
             return eventLoop.makeSucceededFuture(.failure(.corruptMessage, "\(error)"))
         }
         guard next > base else { return eventLoop.makeSucceededFuture(.failure(.invalidRecord, "no records")) }
-        let future: EventLoopFuture<ByteBuffer>
-        do {
-            future = try wal.enqueueAppend(
-                on: connection, stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
-        } catch {
-            return eventLoop.makeSucceededFuture(.failure(.unknownServerError, "\(error)"))
+        let future: EventLoopFuture<WALCallError?>
+        if let direct {
+            future = direct.enqueue(stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
+        } else if let connection = partition.connection {
+            do {
+                future = try wal.enqueueAppend(
+                    on: connection, stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records
+                ).map { WALClient.appendError($0) }
+            } catch {
+                return eventLoop.makeSucceededFuture(.failure(.unknownServerError, "\(error)"))
+            }
+        } else {
+            return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "no append path"))
         }
+        partition.producers = table
+        partition.appendCounter = number
         partition.nextOffset = next
         let promise = eventLoop.makePromise(of: AppendResult.self)
         let generation = partition.generation
+        partition.pendingResults[number] = promise.futureResult
         partition.pending.append(
             Partition.Pending(
-                generation: generation, baseOffset: base, nextOffset: next, bytes: records,
+                number: number, generation: generation, baseOffset: base, nextOffset: next, bytes: records,
                 logAppendTime: append.logAppendTime ?? -1, outcome: nil, promise: promise))
         let key = append.key
         let identity = ObjectIdentifier(partition)
         future.whenComplete { result in
             let outcome: WALCallError?
             switch result {
-            case .success(let body): outcome = WALClient.appendError(body)
+            case .success(let error): outcome = error
             case .failure(let error):
                 outcome = WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "WAL writer connection: \(error)")
             }
@@ -401,6 +616,7 @@ public actor ReplicaManager {
         var advanced = false
         while let head = partition.pending.first, let result = head.outcome {
             partition.pending.removeFirst()
+            partition.pendingResults[head.number] = nil
             if let error = result {
                 fail(partition, head, error)
                 continue
@@ -428,6 +644,7 @@ public actor ReplicaManager {
         let rest = partition.pending
         partition.pending.removeAll()
         for item in rest { item.promise.succeed(.failure(.notLeaderOrFollower, "an earlier append failed")) }
+        partition.pendingResults.removeAll()
         partition.generation &+= 1
         partition.connection = nil
         cache.drop(partition.key)

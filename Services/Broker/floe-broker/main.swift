@@ -30,7 +30,13 @@ struct FloeBroker: AsyncParsableCommand {
     @Option(name: .customLong("message-max-bytes"), help: "Largest record batch accepted unless a topic sets max.message.bytes (FLOE_MESSAGE_MAX_BYTES).")
     var messageMaxBytes: Int32 = 1_048_588
     @Option(name: .customLong("log-cache-bytes"), help: "Memory for acknowledged tail batches of led partitions (FLOE_LOG_CACHE_BYTES).")
-    var logCacheBytes = 256 << 20
+    var logCacheBytes = 128 << 20
+    @Option(name: .customLong("block-cache-bytes"), help: "Memory for object blocks read from object storage (FLOE_BLOCK_CACHE_BYTES).")
+    var blockCacheBytes = 96 << 20
+    @Flag(name: .customLong("wal-bypass"), help: "Benchmark mode: acknowledge appends only once they are in a committed object, without the WAL (FLOE_WAL_BYPASS).")
+    var walBypass = false
+    @Option(name: .customLong("max-object-reads"), help: "Object-store GETs in flight at once for reads of committed data (FLOE_MAX_OBJECT_READS).")
+    var maxObjectReads = 16
 
     static func main() async { await mainWithEnvironment() }
 
@@ -38,6 +44,8 @@ struct FloeBroker: AsyncParsableCommand {
         guard numPartitions >= 1 else { throw ValidationError("--num-partitions must be at least 1") }
         guard messageMaxBytes >= 1024 else { throw ValidationError("--message-max-bytes must be at least 1024") }
         guard logCacheBytes >= 0 else { throw ValidationError("--log-cache-bytes must not be negative") }
+        guard blockCacheBytes >= 0 else { throw ValidationError("--block-cache-bytes must not be negative") }
+        guard (1...1024).contains(maxObjectReads) else { throw ValidationError("--max-object-reads must be in [1, 1024]") }
         guard !clusterId.isEmpty else { throw ValidationError("--cluster-id must not be empty") }
     }
 
@@ -52,24 +60,31 @@ struct FloeBroker: AsyncParsableCommand {
             nodeId: common.nodeID, zone: common.zone, advertisedHost: common.advertised.host, advertisedPort: Int32(common.advertised.port),
             clusterId: clusterId, defaultPartitions: numPartitions, autoCreateTopics: autoCreateTopics, messageMaxBytes: messageMaxBytes)
         let wal = WALClient(logger: logger)
+        let committed = CommittedReader(
+            store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),
+            logger: logger)
         let replicas = ReplicaManager(
-            nodeId: common.nodeID, zone: common.zone, wal: wal, metadata: follower, writer: controller, logCacheBytes: logCacheBytes, logger: logger)
+            nodeId: common.nodeID, zone: common.zone, wal: wal, committed: committed, metadata: follower, writer: controller,
+            logCacheBytes: logCacheBytes,
+            direct: walBypass ? DirectObjectAppender(store: store, writer: controller, metadata: follower, logger: logger) : nil,
+            logger: logger)
         let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
-        let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
-        let context = BrokerContext(
-            settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
-            committed: DirectCommittedReader(store: store), logger: logger,
-            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
-        let server = KafkaServer(
-            configuration: KafkaServerConfiguration(
-                host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
-                shutdownGracePeriod: .seconds(5)),
-            handler: BrokerRequestHandler(context: context, admin: admin), logger: logger)
         let membership = NodeMembership(
             controller: controller,
             registration: NodeRegistration(
                 id: common.nodeID, kind: .broker, zone: common.zone, listener: common.advertised.description, admin: common.admin.description),
             logger: logger)
+        let producerIds = ProducerIdAllocator(nodeId: common.nodeID, writer: controller, incarnation: { await membership.incarnation })
+        let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
+        let context = BrokerContext(
+            settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
+            committed: committed, logger: logger,
+            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+        let server = KafkaServer(
+            configuration: KafkaServerConfiguration(
+                host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
+                shutdownGracePeriod: .seconds(5)),
+            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds), logger: logger)
         let options = common
         let handlers = AdminServer.Handlers(
             ready: {

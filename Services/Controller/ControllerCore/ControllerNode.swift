@@ -99,6 +99,7 @@ public actor ControllerNode {
     private let transport: KafkaClient
 
     private var lastHeartbeat: [NodeID: ContinuousClock.Instant] = [:]
+    private var reassignmentProposals: Set<PartitionKey> = []
     private var sessionProposals: Set<NodeID> = []
     private var lastSessionCheck: ContinuousClock.Instant
     private var stopped = false
@@ -245,6 +246,29 @@ public actor ControllerNode {
             if lastSessionCheck.duration(to: current) >= .milliseconds(100) {
                 lastSessionCheck = current
                 checkSessions(now: current)
+            }
+            if !metadata.reassignments.isEmpty { completeReassignments() }
+        }
+    }
+
+    /// Floe keeps one copy of the data, in object storage, so a reassignment needs no copying: as
+    /// soon as its target broker is active the leader proposes the leadership move.
+    private func completeReassignments() {
+        for pending in metadata.pendingReassignments {
+            let key = PartitionKey(topic: pending.topic, partition: pending.partition)
+            guard !reassignmentProposals.contains(key), metadata.nodes[pending.target]?.state == .active,
+                  metadata.nodes[pending.target]?.kind == .broker
+            else { continue }
+            reassignmentProposals.insert(key)
+            Task {
+                let outcome = await self.propose(.moveLeader(topic: key.topic, partition: key.partition, to: pending.target), timeout: .seconds(5))
+                if case let .applied(result, _) = outcome, result.errorCode == 0 {
+                    self.reassignmentProposals.remove(key)
+                    return
+                }
+                self.logger.info("reassignment move not applied; retrying in a second", metadata: ["partition": "\(key.topic)-\(key.partition)", "outcome": "\(outcome)"])
+                try? await Task.sleep(for: .seconds(1))
+                self.reassignmentProposals.remove(key)
             }
         }
     }

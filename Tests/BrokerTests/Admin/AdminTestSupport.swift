@@ -6,14 +6,18 @@ import Logging
 import NIOCore
 import Testing
 
-/// A controller and metadata image in one: commands apply to a local `MetadataState` at an
-/// incrementing index, and the image is the same state, so it is current as soon as a write returns.
+/// A controller and a broker's metadata image. Commands apply to the controller's `MetadataState` at
+/// an incrementing index; the image follows at once, or, in `lagging` mode, only when someone waits
+/// for a version (as a follower catches up), so tests can see whether a handler waited.
 /// `failWith` makes every write fail as an unreachable or refusing controller would.
 actor FakeController: MetadataWriter, MetadataSource {
+    private var committed = MetadataState()
     private var image = MetadataState()
     private var index: UInt64 = 0
     private(set) var written: [MetadataCommand] = []
+    private(set) var waitedFor: [UInt64] = []
     private var failure: ControllerClientError?
+    private var lagging = false
 
     var state: MetadataState { image }
 
@@ -21,18 +25,28 @@ actor FakeController: MetadataWriter, MetadataSource {
         if let failure { throw failure }
         written.append(command)
         index += 1
-        return (image.apply(command, index: index), index)
+        let result = committed.apply(command, index: index)
+        if !lagging { image = committed }
+        return (result, index)
     }
 
-    func waitForVersion(_ version: UInt64, timeout: Duration) async -> Bool { image.lastAppliedIndex >= version }
+    func waitForVersion(_ version: UInt64, timeout: Duration) async -> Bool {
+        waitedFor.append(version)
+        if version <= committed.lastAppliedIndex { image = committed }
+        return image.lastAppliedIndex >= version
+    }
 
     func failWith(_ error: ControllerClientError?) { failure = error }
 
-    /// Applies a setup command directly and returns its result.
+    func setLagging(_ value: Bool) { lagging = value }
+
+    /// Applies a setup command directly (controller and image) and returns its result.
     @discardableResult
     func apply(_ command: MetadataCommand) -> MetadataResult {
         index += 1
-        return image.apply(command, index: index)
+        let result = committed.apply(command, index: index)
+        image = committed
+        return result
     }
 }
 

@@ -13,6 +13,9 @@ import Testing
             Issue.record("broker 3 did not register: \(registered)")
             return
         }
+        // A listener that is not HOST:PORT cannot be dialled; it is left out rather than sent half-parsed.
+        await fixture.controller.apply(
+            .registerNode(NodeRegistration(id: 4, kind: .broker, zone: "c", listener: "no-port", admin: "")))
         let response = try wire(await fixture.handlers.describeCluster(DescribeClusterRequest(), version: version), version: version)
         #expect(response.errorCode == Code.none)
         #expect(response.clusterId == "test-cluster")

@@ -155,6 +155,24 @@ import Testing
         #expect(await fixture.state.topicNames == ["placed"])
     }
 
+    @Test func answersOnlyOnceTheImageShowsTheTopic() async throws {
+        let fixture = await AdminFixture()
+        await fixture.controller.setLagging(true)
+        let response = await fixture.handlers.createTopics(.make([("visible", 2)]), version: 7)
+        #expect(response.topics.map(\.errorCode) == [Code.none])
+        let state = await fixture.state
+        #expect(state.topics["visible"]?.partitions.count == 2)
+        #expect(await fixture.controller.waitedFor == [state.lastAppliedIndex])
+        #expect(response.topics.first?.topicId == state.topics["visible"]?.topicId)
+
+        // A deleted topic is gone from the image by the time the answer arrives, too.
+        var delete = DeleteTopicsRequest()
+        delete.topicNames = ["visible"]
+        delete.timeoutMs = 1000
+        #expect(await fixture.handlers.deleteTopics(delete, version: 5).responses.map(\.errorCode) == [Code.none])
+        #expect(await fixture.state.topics["visible"] == nil)
+    }
+
     @Test func controllerFailuresAreRetriableErrors() async throws {
         let fixture = await AdminFixture()
         await fixture.controller.failWith(.unavailable("connection refused"))

@@ -53,6 +53,9 @@ struct DevUp: AsyncParsableCommand {
     @Option(name: .customLong("object-store"), help: "Object store URL for services that use one (default: file://DATA_DIR/objects).")
     var objectStore: String?
 
+    @Option(name: .customLong("broker-arg"), parsing: .unconditionalSingleValue, help: "An extra argument for every broker, repeatable (e.g. --broker-arg --wal-bypass).")
+    var brokerArguments: [String] = []
+
     @Option(name: .customLong("log-level"), help: "Log level passed to every service.")
     var logLevel: String = "info"
 
@@ -63,13 +66,14 @@ struct DevUp: AsyncParsableCommand {
         FloeLogging.bootstrap(level: .info)
         let logger = Logger(label: "floe.dev")
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
-        let plan: DevClusterPlan
+        var plan: DevClusterPlan
         do {
             plan = try DevClusterPlan(
                 controllers: controllers, zones: zones.split(separator: ",").map { String($0) },
                 brokersPerZone: brokersPerZone, dataDirectory: dataDirectory, basePort: basePort,
                 objectStore: objectStore, logLevel: logLevel
             )
+            plan.brokerArguments = brokerArguments
         } catch {
             throw ValidationError(error.description)
         }

@@ -83,6 +83,12 @@ enum Fetch {
                     data.lastStableOffset = -1
                     data.logStartOffset = -1
                     failed = true
+                    if version >= 12, error.errorCode == .notLeaderOrFollower || error.errorCode == .fencedLeaderEpoch,
+                       let record = await context.metadata.state.partition(key) {
+                        // Tells the client where to go without a Metadata round trip (KIP-951 style hint).
+                        data.currentLeader.leaderId = record.leader
+                        data.currentLeader.leaderEpoch = record.leaderEpoch
+                    }
                 }
                 out.partitions.append(data)
             }

@@ -43,7 +43,7 @@ enum MetadataHandler {
             guard let record = state.topics[name] else {
                 if let code = autoCreateErrors[name], code != 0 {
                     topic.errorCode = code
-                } else if isValidTopicName(name) {
+                } else if MetadataState.validateTopicName(name) == nil {
                     topic.errorCode = allowAutoCreate && context.settings.autoCreateTopics
                         ? KafkaErrorCode.leaderNotAvailable.rawValue : KafkaErrorCode.unknownTopicOrPartition.rawValue
                 } else {
@@ -73,14 +73,5 @@ enum MetadataHandler {
         }
         response.clusterAuthorizedOperations = Int32.min
         return response
-    }
-
-    /// Kafka's topic name rule: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
-    static func isValidTopicName(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 249, name != ".", name != ".." else { return false }
-        return name.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == 0x2E || byte == 0x5F || byte == 0x2D
-        }
     }
 }

@@ -100,11 +100,11 @@ enum Produce {
         guard let records, records.readableBytes > 0 else {
             return .rejected(code: .invalidRecord, message: "empty record set", batchIndex: nil)
         }
-        let maxBytes = Int(context.topicConfig("max.message.bytes", topic) ?? "") ?? Int(context.settings.messageMaxBytes)
+        let maxBytes = Int(TopicDefaults.maxMessageBytes(in: topic.configs, settings: context.settings))
         var iterator = RecordSetIterator(records, maxBatchBytes: maxBytes)
-        var batches: [(start: Int, count: Int64)] = []
+        var batches: [ReplicaManager.BatchInfo] = []
         var index: Int32 = 0
-        let logAppend = context.topicConfig("message.timestamp.type", topic) == "LogAppendTime"
+        let logAppend = TopicDefaults.usesLogAppendTime(in: topic.configs, settings: context.settings)
         var start = 0
         while true {
             let batch: RecordBatch?
@@ -122,7 +122,16 @@ enum Produce {
             if batch.isControl {
                 return .rejected(code: .invalidRecord, message: "clients may not write control batches", batchIndex: index)
             }
-            batches.append((start, Int64(batch.lastOffsetDelta) + 1))
+            if batch.isTransactional {
+                return .rejected(code: .invalidRecord, message: "transactions are not supported", batchIndex: index)
+            }
+            if batch.producerId >= 0, batch.baseSequence < 0 {
+                return .rejected(code: .invalidRecord, message: "an idempotent batch needs a base sequence", batchIndex: index)
+            }
+            batches.append(
+                ReplicaManager.BatchInfo(
+                    start: start, count: Int64(batch.lastOffsetDelta) + 1, producerId: batch.producerId,
+                    producerEpoch: batch.producerEpoch, baseSequence: batch.baseSequence))
             start += batch.sizeInBytes
             index += 1
         }

@@ -164,7 +164,9 @@ extension AdminHandlers {
 
     /// Creates the missing ones of `topics` with the broker's default partition count, for Metadata
     /// and Produce when both the request and `auto.create.topics.enable` allow it. Kafka's internal
-    /// topics get Kafka's settings for them. Returns a Kafka error code per topic: 0 when the topic
+    /// topics (`__consumer_offsets`, `__transaction_state`) are created with Kafka's settings for them
+    /// even when auto-creation is off, since the group and transaction coordinators cannot work
+    /// without them. Returns a Kafka error code per topic: 0 when the topic
     /// exists now, INVALID_TOPIC_EXCEPTION for an illegal name, UNKNOWN_TOPIC_OR_PARTITION
     /// (retriable) when it could not be created.
     public func autoCreate(topics: [String]) async -> [String: Int16] {

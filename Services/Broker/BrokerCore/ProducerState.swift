@@ -1,0 +1,86 @@
+import KafkaProtocol
+import KafkaRecords
+
+/// Idempotent-producer state of one partition: per producer id, its epoch and the metadata of its
+/// last five batches, as Kafka keeps it. Used to refuse out-of-order and fenced batches and to
+/// answer a retried batch with its original offset instead of appending it twice.
+struct ProducerStateTable {
+    /// Batches remembered per producer (Kafka's `max.in.flight.requests.per.connection` bound for idempotence).
+    static let rememberedBatches = 5
+
+    struct BatchMetadata: Equatable {
+        var firstSequence: Int32
+        var lastSequence: Int32
+        var baseOffset: Int64
+        var lastOffset: Int64
+        /// Which append (ReplicaManager's sequence number) wrote it, so a duplicate can wait for it.
+        var append: UInt64
+    }
+
+    struct Entry: Equatable {
+        var epoch: Int16
+        var batches: [BatchMetadata] = []
+        var lastSequence: Int32? { batches.last?.lastSequence }
+    }
+
+    enum Verdict: Equatable {
+        /// Append it.
+        case append
+        /// Already written by append `append` at `baseOffset`: answer with that.
+        case duplicate(BatchMetadata)
+        case reject(KafkaErrorCode, String)
+    }
+
+    private(set) var producers: [Int64: Entry] = [:]
+
+    /// Kafka's sequence arithmetic: sequences wrap from Int32.max to 0.
+    static func follows(_ next: Int32, _ last: Int32) -> Bool {
+        last == Int32.max ? next == 0 : next == last &+ 1
+    }
+
+    /// What to do with a batch of producer `id`, before it is appended.
+    func check(id: Int64, epoch: Int16, firstSequence: Int32, lastSequence: Int32) -> Verdict {
+        guard id >= 0 else { return .append }
+        guard let entry = producers[id] else {
+            // Unknown producer (new, or its state is older than what was rebuilt): accept, as Kafka does.
+            return .append
+        }
+        if epoch < entry.epoch {
+            return .reject(.invalidProducerEpoch, "producer \(id) epoch \(epoch) is older than \(entry.epoch)")
+        }
+        if epoch > entry.epoch {
+            return firstSequence == 0
+                ? .append
+                : .reject(.outOfOrderSequenceNumber, "producer \(id) new epoch \(epoch) must start at sequence 0, got \(firstSequence)")
+        }
+        if let match = entry.batches.first(where: { $0.firstSequence == firstSequence && $0.lastSequence == lastSequence }) {
+            return .duplicate(match)
+        }
+        guard let last = entry.lastSequence else { return .append }
+        guard Self.follows(firstSequence, last) else {
+            return .reject(.outOfOrderSequenceNumber, "producer \(id) expected sequence \(last == Int32.max ? 0 : last &+ 1), got \(firstSequence)")
+        }
+        return .append
+    }
+
+    /// Records an appended (or recovered) batch.
+    mutating func record(id: Int64, epoch: Int16, batch: BatchMetadata) {
+        guard id >= 0 else { return }
+        var entry = producers[id] ?? Entry(epoch: epoch)
+        if epoch > entry.epoch { entry = Entry(epoch: epoch) }
+        if epoch < entry.epoch { return }
+        entry.batches.append(batch)
+        if entry.batches.count > Self.rememberedBatches { entry.batches.removeFirst(entry.batches.count - Self.rememberedBatches) }
+        producers[id] = entry
+    }
+
+    /// Rebuilds state from durable batches in offset order (a new leader's or a resync's tail scan).
+    mutating func replay(_ batch: RecordBatch) {
+        guard batch.producerId >= 0, !batch.isControl else { return }
+        record(
+            id: batch.producerId, epoch: batch.producerEpoch,
+            batch: BatchMetadata(
+                firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: batch.baseOffset,
+                lastOffset: batch.lastOffset, append: 0))
+    }
+}

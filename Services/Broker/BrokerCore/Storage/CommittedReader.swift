@@ -1,0 +1,365 @@
+import ClusterMetadata
+import KafkaRecords
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ObjectStorage
+
+/// Limits of a `CommittedReader`.
+public struct CommittedReaderConfiguration: Sendable, Hashable {
+    /// Bound on the bytes of cached blocks; a block larger than this is served but not cached.
+    public var blockCacheBytes: Int
+    /// Bound on the number of cached object indexes.
+    public var indexCacheEntries: Int
+    /// Blocks of the same stream fetched in the background after each block a read uses.
+    public var readAheadBlocks: Int
+    /// Bound on object-store GETs in flight at once, demand and read-ahead together.
+    public var maxConcurrentReads: Int
+    /// Trailing bytes fetched first when loading an index, hoping footer and index fit.
+    public var tailReadBytes: Int
+
+    public init(
+        blockCacheBytes: Int = 256 << 20, indexCacheEntries: Int = 4096, readAheadBlocks: Int = 2,
+        maxConcurrentReads: Int = 16, tailReadBytes: Int = ObjectFormat.defaultTailRead
+    ) {
+        self.blockCacheBytes = blockCacheBytes
+        self.indexCacheEntries = indexCacheEntries
+        self.readAheadBlocks = readAheadBlocks
+        self.maxConcurrentReads = maxConcurrentReads
+        self.tailReadBytes = tailReadBytes
+    }
+}
+
+/// Counters of a `CommittedReader` at one instant.
+public struct CommittedReaderStats: Sendable, Equatable {
+    /// Block reads served from the cache.
+    public var blockHits = 0
+    /// Block reads that started a GET.
+    public var blockMisses = 0
+    /// Block reads that waited for a GET another read (or read-ahead) had started.
+    public var blockJoins = 0
+    public var indexHits = 0
+    public var indexMisses = 0
+    public var indexJoins = 0
+    /// Ranged GETs sent to the store (index and blocks, read-ahead included).
+    public var gets = 0
+    /// GETs that failed.
+    public var getFailures = 0
+    /// GETs running now.
+    public var inFlight = 0
+    /// The most GETs ever running at once.
+    public var maxInFlight = 0
+    /// Index and block loads under way now (demand and read-ahead), each counted once however many readers wait on it.
+    public var loading = 0
+    /// Loads queued for a GET permit now.
+    public var waitingForPermit = 0
+    /// Bytes of blocks in the cache (never above `blockCacheBytes`).
+    public var bytesCached = 0
+    public var blocksCached = 0
+    public var indexesCached = 0
+    /// Blocks dropped from the cache to make room.
+    public var evictions = 0
+    /// Blocks larger than the whole cache, served without caching.
+    public var uncacheableBlocks = 0
+    /// Read-ahead block loads started.
+    public var readAheadStarted = 0
+    /// Read-ahead loads not started because every GET permit was taken.
+    public var readAheadSkipped = 0
+
+    public init() {}
+}
+
+/// Why a committed read failed.
+public enum CommittedReadError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The object is not in the store: it was deleted after compaction while the caller held older
+    /// metadata. Re-read the metadata and retry with fresh segments.
+    case objectMissing(objectId: ObjectID, key: String)
+    /// The object's bytes fail a check (footer, index, block checksum, batch framing), or it does not
+    /// hold the range the metadata says it does. Never retried into data.
+    case corrupt(objectId: ObjectID, key: String, reason: String)
+    /// The store failed after its own retries (5xx, timeouts, transport).
+    case store(objectId: ObjectID, key: String, ObjectStoreError)
+
+    public var description: String {
+        switch self {
+        case let .objectMissing(id, key): "object \(id) (\(key)) is missing from the store"
+        case let .corrupt(id, key, reason): "object \(id) (\(key)) is corrupt: \(reason)"
+        case let .store(id, key, error): "reading object \(id) (\(key)) failed: \(error)"
+        }
+    }
+}
+
+/// Serves committed stream data from object storage: record batches cut from verified blocks,
+/// through a byte-bounded block cache and an index cache, with single-flight loads, read-ahead
+/// and a FIFO bound on concurrent GETs. Tail reads never come here, so cold reads stay isolated.
+public final class CommittedReader: Sendable {
+    /// The limits this reader runs with.
+    public let configuration: CommittedReaderConfiguration
+    private let store: any ObjectStore
+    private let logger: Logger
+    private let permits: FIFOAsyncSemaphore
+    private let blocks: SingleFlightCache<BlockKey, ByteBuffer>
+    private let layouts: SingleFlightCache<ObjectID, ObjectLayout>
+    private let io = NIOLockedValueBox(IOCounters())
+
+    private struct BlockKey: Hashable, Sendable {
+        var objectId: ObjectID
+        var position: UInt64
+    }
+
+    private struct IOCounters {
+        var gets = 0
+        var failures = 0
+        var inFlight = 0
+        var maxInFlight = 0
+        var readAheadSkipped = 0
+    }
+
+    /// An object's index arranged for lookups: each stream's blocks in offset order.
+    private struct ObjectLayout: Sendable {
+        var streams: [UInt64: [BlockIndexEntry]]
+    }
+
+    public init(store: any ObjectStore, configuration: CommittedReaderConfiguration = .init(), logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        self.permits = FIFOAsyncSemaphore(permits: configuration.maxConcurrentReads)
+        self.blocks = SingleFlightCache(capacity: configuration.blockCacheBytes) { $0.readableBytes }
+        self.layouts = SingleFlightCache(capacity: configuration.indexCacheEntries) { _ in 1 }
+    }
+
+    /// The current counters.
+    public var stats: CommittedReaderStats {
+        let blockCounters = blocks.counters
+        let layoutCounters = layouts.counters
+        let io = io.withLockedValue { $0 }
+        var stats = CommittedReaderStats()
+        stats.blockHits = blockCounters.hits
+        stats.blockMisses = blockCounters.misses
+        stats.blockJoins = blockCounters.joins
+        stats.indexHits = layoutCounters.hits
+        stats.indexMisses = layoutCounters.misses
+        stats.indexJoins = layoutCounters.joins
+        stats.gets = io.gets
+        stats.getFailures = io.failures
+        stats.inFlight = io.inFlight
+        stats.maxInFlight = io.maxInFlight
+        stats.loading = blocks.loading + layouts.loading
+        stats.waitingForPermit = permits.waiting
+        stats.bytesCached = blocks.totalCost
+        stats.blocksCached = blocks.count
+        stats.indexesCached = layouts.count
+        stats.evictions = blockCounters.evictions
+        stats.uncacheableBlocks = blockCounters.uncacheable
+        stats.readAheadStarted = blockCounters.prefetches
+        stats.readAheadSkipped = io.readAheadSkipped
+        return stats
+    }
+
+    /// Whole record batches of `stream` back to back, starting with the batch that contains
+    /// `offset` (or the first batch after it), up to `maxBytes` but always at least one whole batch
+    /// when any exists; empty when `offset` is at or past the last segment's end. `segments` come
+    /// from `committedSegments(in:stream:from:)`.
+    public func read(stream: StreamID, from offset: Int64, maxBytes: Int, segments: [CommittedSegment]) async throws -> ByteBuffer {
+        let streamKey = UInt64(bitPattern: stream)
+        var next = offset
+        var slices: [ByteBuffer] = []
+        var total = 0
+        segmentLoop: for segment in segments.sorted(by: { $0.startOffset < $1.startOffset }) where segment.endOffset > next {
+            let target = max(next, segment.startOffset)
+            let layout = try await layout(of: segment)
+            let entries = layout.streams[streamKey] ?? []
+            // The first block that can hold `target`; blocks of a stream are in offset order.
+            var position = entries.partitioningIndex { $0.endOffset > target }
+            guard position < entries.count, entries[position].firstOffset < segment.endOffset else {
+                throw fail(CommittedReadError.corrupt(
+                    objectId: segment.objectId, key: segment.key,
+                    reason: "no block of stream \(stream) holds offsets \(target)..<\(segment.endOffset)"))
+            }
+            while position < entries.count, entries[position].firstOffset < segment.endOffset {
+                let entry = entries[position]
+                let data = try await block(entry, of: segment)
+                readAhead(after: position, in: entries, of: segment)
+                var batches = RecordSetIterator(data)
+                while true {
+                    let batch: RecordBatch?
+                    do { batch = try batches.next() } catch {
+                        throw fail(CommittedReadError.corrupt(objectId: segment.objectId, key: segment.key, reason: "block at \(entry.position): \(error)"))
+                    }
+                    guard let batch else { break }
+                    guard batch.baseOffset >= entry.firstOffset, batch.lastOffset >= batch.baseOffset,
+                          batch.nextOffset <= entry.endOffset
+                    else {
+                        throw fail(CommittedReadError.corrupt(
+                            objectId: segment.objectId, key: segment.key,
+                            reason: "batch \(batch.baseOffset)...\(batch.lastOffset) outside its block's offsets \(entry.firstOffset)..<\(entry.endOffset)"))
+                    }
+                    if batch.lastOffset < max(next, segment.startOffset) { continue }
+                    if batch.baseOffset >= segment.endOffset { continue segmentLoop }
+                    if total > 0, total + batch.sizeInBytes > maxBytes { break segmentLoop }
+                    slices.append(batch.bytes)
+                    total += batch.sizeInBytes
+                    next = batch.nextOffset
+                    if total >= maxBytes { break segmentLoop }
+                }
+                if batches.partialBatch != nil {
+                    throw fail(CommittedReadError.corrupt(objectId: segment.objectId, key: segment.key, reason: "block at \(entry.position) ends inside a batch"))
+                }
+                position += 1
+            }
+        }
+        if slices.count == 1 { return slices[0] }
+        var out = ByteBufferAllocator().buffer(capacity: total)
+        for slice in slices { out.writeImmutableBuffer(slice) }
+        return out
+    }
+
+    // MARK: - Loading
+
+    private func layout(of segment: CommittedSegment) async throws -> ObjectLayout {
+        do {
+            return try await layouts.value(for: segment.objectId) { [self] in
+                try await loadLayout(of: segment)
+            }
+        } catch {
+            throw fail(classify(error, segment))
+        }
+    }
+
+    private func block(_ entry: BlockIndexEntry, of segment: CommittedSegment) async throws -> ByteBuffer {
+        do {
+            return try await blocks.value(for: BlockKey(objectId: segment.objectId, position: entry.position)) { [self] in
+                try await permits.acquire()
+                defer { permits.release() }
+                return try await loadBlock(entry, of: segment)
+            }
+        } catch {
+            throw fail(classify(error, segment))
+        }
+    }
+
+    /// Starts background loads of the blocks after `position`. Read-ahead only uses permits that
+    /// are free right now, so it never queues in front of a reader's demand GET.
+    private func readAhead(after position: Int, in entries: [BlockIndexEntry], of segment: CommittedSegment) {
+        let end = min(entries.count, position + 1 + max(0, configuration.readAheadBlocks))
+        guard position + 1 < end else { return }
+        for entry in entries[(position + 1)..<end] {
+            let key = BlockKey(objectId: segment.objectId, position: entry.position)
+            if blocks.contains(key) { continue }
+            guard permits.tryAcquire() else {
+                io.withLockedValue { $0.readAheadSkipped += 1 }
+                return
+            }
+            let started = blocks.prefetch(key) { [self] in
+                defer { permits.release() }
+                return try await loadBlock(entry, of: segment)
+            }
+            if !started { permits.release() }
+        }
+    }
+
+    private func loadLayout(of segment: CommittedSegment) async throws -> ObjectLayout {
+        let size = Int(segment.objectSize)
+        guard size >= ObjectFormat.footerSize else {
+            throw ObjectStoreError.corrupt("\(size) bytes is too short for an object")
+        }
+        try await permits.acquire()
+        defer { permits.release() }
+        let start = max(0, size - max(ObjectFormat.footerSize, configuration.tailReadBytes))
+        let tail = try await get(segment.key, range: start..<size)
+        guard tail.readableBytes == size - start else {
+            throw ObjectStoreError.corrupt("the store holds fewer than the \(size) bytes the metadata records")
+        }
+        let index: ObjectIndex
+        if let decoded = try ObjectIndex.decode(tail: tail, objectSize: size) {
+            index = decoded
+        } else {
+            let range = try ObjectIndex.indexRange(tail: tail, objectSize: size)
+            index = try ObjectIndex.decode(index: try await get(segment.key, range: range), tail: tail, objectSize: size)
+        }
+        var streams: [UInt64: [BlockIndexEntry]] = [:]
+        for entry in index.entries { streams[entry.streamID, default: []].append(entry) }
+        for (stream, entries) in streams {
+            let sorted = entries.sorted { $0.firstOffset < $1.firstOffset }
+            for (earlier, later) in zip(sorted, sorted.dropFirst()) where later.firstOffset < earlier.endOffset {
+                throw ObjectStoreError.corrupt("blocks of stream \(stream) overlap at offset \(later.firstOffset)")
+            }
+            streams[stream] = sorted
+        }
+        return ObjectLayout(streams: streams)
+    }
+
+    /// Fetches and verifies one block; the caller holds a permit.
+    private func loadBlock(_ entry: BlockIndexEntry, of segment: CommittedSegment) async throws -> ByteBuffer {
+        guard entry.position + UInt64(entry.length) <= UInt64(max(0, segment.objectSize)) else {
+            throw ObjectStoreError.corrupt("block at \(entry.position) runs past the object's \(segment.objectSize) bytes")
+        }
+        let block = try await get(segment.key, range: entry.byteRange)
+        try ObjectIndex.verify(block: block, entry: entry)
+        return block
+    }
+
+    private func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer {
+        io.withLockedValue {
+            $0.gets += 1
+            $0.inFlight += 1
+            $0.maxInFlight = max($0.maxInFlight, $0.inFlight)
+        }
+        do {
+            let data = try await store.get(key, range: range)
+            io.withLockedValue { $0.inFlight -= 1 }
+            return data
+        } catch {
+            io.withLockedValue {
+                $0.inFlight -= 1
+                $0.failures += 1
+            }
+            throw error
+        }
+    }
+
+    // MARK: - Errors
+
+    private func classify(_ error: any Error, _ segment: CommittedSegment) -> any Error {
+        if let error = error as? CommittedReadError { return error }
+        guard let error = error as? ObjectStoreError else { return error }
+        switch error {
+        case .notFound: return CommittedReadError.objectMissing(objectId: segment.objectId, key: segment.key)
+        case .corrupt(let reason): return CommittedReadError.corrupt(objectId: segment.objectId, key: segment.key, reason: reason)
+        case .invalidRange(_, let range):
+            return CommittedReadError.corrupt(
+                objectId: segment.objectId, key: segment.key,
+                reason: "range \(range.lowerBound)..<\(range.upperBound) is past the stored object's end")
+        default: return CommittedReadError.store(objectId: segment.objectId, key: segment.key, error)
+        }
+    }
+
+    private func fail(_ error: any Error) -> any Error {
+        switch error as? CommittedReadError {
+        case .corrupt?:
+            logger.error("committed object failed verification", metadata: ["error": "\(error)"])
+        case .objectMissing?:
+            logger.debug("committed object missing; metadata is stale", metadata: ["error": "\(error)"])
+        case .store?:
+            logger.warning("committed read failed", metadata: ["error": "\(error)"])
+        case nil:
+            break
+        }
+        return error
+    }
+}
+
+extension Array {
+    /// The index of the first element for which `belongsToSecondPart` holds, given that it holds
+    /// for a suffix of the array (binary search).
+    fileprivate func partitioningIndex(where belongsToSecondPart: (Element) -> Bool) -> Int {
+        var low = 0
+        var high = count
+        while low < high {
+            let middle = low + (high - low) / 2
+            if belongsToSecondPart(self[middle]) { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+}

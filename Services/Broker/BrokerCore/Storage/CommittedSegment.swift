@@ -1,0 +1,44 @@
+import ClusterMetadata
+import ObjectStorage
+
+/// One committed object range a read can use: stream offsets [startOffset, endOffset) held by
+/// the object at `key` of `objectSize` bytes.
+public struct CommittedSegment: Sendable, Hashable {
+    public var objectId: ObjectID
+    public var key: String
+    public var objectSize: Int64
+    public var startOffset: Int64
+    public var endOffset: Int64
+
+    public init(objectId: ObjectID, key: String, objectSize: Int64, startOffset: Int64, endOffset: Int64) {
+        self.objectId = objectId
+        self.key = key
+        self.objectSize = objectSize
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+    }
+}
+
+private func keyKind(_ kind: ObjectKind) -> ObjectKey.Kind {
+    switch kind {
+    case .streamSet: .streamSet
+    case .stream: .stream
+    case .routed: .routed
+    }
+}
+
+/// Where stream `stream`'s committed data from `offset` lives, in offset order, with keys and
+/// sizes resolved from the object records. Empty when `offset` is at or past the committed end.
+/// Stops before the first location whose object record is missing or not committed, so a reader
+/// never silently skips offsets.
+public func committedSegments(in state: MetadataState, stream: StreamID, from offset: Int64) -> [CommittedSegment] {
+    var segments: [CommittedSegment] = []
+    for location in state.objects(covering: stream, from: offset) {
+        guard let record = state.objects[location.objectId], record.state == .committed else { break }
+        segments.append(CommittedSegment(
+            objectId: location.objectId,
+            key: ObjectKey.make(id: UInt64(bitPattern: location.objectId), kind: keyKind(record.kind)),
+            objectSize: record.size, startOffset: location.startOffset, endOffset: location.endOffset))
+    }
+    return segments
+}
