@@ -1,9 +1,10 @@
 import Foundation
 import Testing
 
-/// A real producer (confluent-kafka, acks=all, retries) keeps writing while the broker leading its
-/// partition is SIGKILLed; every acknowledged record must then be readable, at the offset its
+/// A real producer (confluent-kafka, acks=all, retries) keeps writing while a process under its
+/// partition fails; every acknowledged record must then be readable, at the offset its
 /// acknowledgement named, in order, and still after the whole cluster is stopped and started again.
+/// Without idempotence retries may store a record twice (reported); with it, exactly once.
 @Suite(.serialized) struct FailoverTests {
     /// How the partition's leader fails.
     enum Fault: String, CustomStringConvertible, Sendable, CaseIterable {
@@ -12,8 +13,26 @@ import Testing
         /// SIGSTOP until the controller's session timeout moves the partition to the other broker,
         /// then SIGKILL (floe dev restarts it): the partition really changes hands under the producer.
         case freezeUntilMovedThenKill
+        /// SIGKILL the zone's WAL writer, which holds every unuploaded acknowledged record; floe dev
+        /// restarts it on its volume and it must replay them.
+        case killWALWriter
         var description: String { rawValue }
     }
+
+    /// One fault under one kind of producer.
+    struct Scenario: CustomStringConvertible, Sendable {
+        var fault: Fault
+        var idempotent: Bool
+        var description: String { "\(fault)\(idempotent ? ", idempotent producer" : "")" }
+    }
+
+    static let scenarios: [Scenario] = [
+        Scenario(fault: .kill, idempotent: false),
+        Scenario(fault: .kill, idempotent: true),
+        Scenario(fault: .freezeUntilMovedThenKill, idempotent: false),
+        Scenario(fault: .freezeUntilMovedThenKill, idempotent: true),
+        Scenario(fault: .killWALWriter, idempotent: true),
+    ]
 
     /// The last line of a script's output that is a node id.
     static func nodeID(in output: String) -> Int32? {
@@ -46,8 +65,9 @@ import Testing
         try await ClientScripts.run("failover.py", arguments, timeout: timeout)
     }
 
-    @Test(.timeLimit(.minutes(6)), arguments: Fault.allCases)
-    func partitionLeaderFailingUnderProduceLosesNoAcknowledgedRecord(_ fault: Fault) async throws {
+    @Test(.timeLimit(.minutes(6)), arguments: scenarios)
+    func processFailingUnderProduceLosesNoAcknowledgedRecord(_ scenario: Scenario) async throws {
+        let fault = scenario.fault
         let cluster = try DevClusterProcess.make(brokersPerZone: 2, name: "failover")
         defer { cluster.tearDown() }
         try cluster.start()
@@ -65,7 +85,8 @@ import Testing
 
         let acked = cluster.dataDirectory + "/acked.txt"
         let stopFile = cluster.dataDirectory + "/stop-producing"
-        let producer = try ClientScripts.start("failover.py", ["produce"] + common + ["--acked", acked, "--stop-file", stopFile])
+        let idempotence = scenario.idempotent ? ["--idempotent"] : []
+        let producer = try ClientScripts.start("failover.py", ["produce"] + common + idempotence + ["--acked", acked, "--stop-file", stopFile])
         let followedFile = cluster.dataDirectory + "/followed.txt"
         // The follower stops only once the producer has exited, so the end it reads is final.
         let followerStopFile = cluster.dataDirectory + "/stop-following"
@@ -82,9 +103,14 @@ import Testing
         // The partition's leader fails; the producer must keep getting acknowledgements.
         let atKill = Self.acknowledgedCount(acked)
         var movedTo: Int32?
+        var killed = (node: leader, pid: victimPid)
         switch fault {
         case .kill:
             #expect(kill(victimPid, SIGKILL) == 0)
+        case .killWALWriter:
+            let writer = try #require(cluster.clusterFile?.services.first { $0.kind == "wal-writer" }, "a WAL writer in cluster.json")
+            killed = (writer.nodeID, try #require(writer.pid))
+            #expect(kill(killed.pid, SIGKILL) == 0)
         case .freezeUntilMovedThenKill:
             #expect(kill(victimPid, SIGSTOP) == 0)
             let moved = try await script(["leader"] + common + ["--not", "\(leader)", "--wait", "60"], timeout: .seconds(90))
@@ -95,10 +121,11 @@ import Testing
         try await Self.waitForAcknowledged(acked, atLeast: atKill + 300, within: .seconds(90), producer: producer)
         let afterKill = try await script(["leader"] + common)
         let newLeader = Self.nodeID(in: afterKill.output).map { "\($0)" } ?? "?"
-        let restarted = try await cluster.waitUntilReady("broker \(leader) restarted by floe dev") { services in
-            services.contains { $0.nodeID == leader && $0.pid != victimPid && $0.restarts >= 1 }
+        let killedNode = killed.node, killedPid = killed.pid
+        let restarted = try await cluster.waitUntilReady("node \(killedNode) restarted by floe dev") { services in
+            services.contains { $0.nodeID == killedNode && $0.pid != killedPid && $0.restarts >= 1 }
         }
-        #expect(restarted.contains { $0.nodeID == leader && $0.pid != victimPid })
+        #expect(restarted.contains { $0.nodeID == killed.node && $0.pid != killed.pid })
 
         _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
         let produced = await producer.wait(timeout: .seconds(150))
@@ -110,9 +137,10 @@ import Testing
         let total = Self.acknowledgedCount(acked)
         #expect(total > atKill + 300)
 
-        let verified = try await script(["verify"] + common + ["--acked", acked, "--followed", followedFile])
+        let exactlyOnce = scenario.idempotent ? ["--exactly-once"] : []
+        let verified = try await script(["verify"] + common + exactlyOnce + ["--acked", acked, "--followed", followedFile])
         #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())")
-        print("fail-over (\(fault)): leader \(leader) (pid \(victimPid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
+        print("fail-over (\(scenario)): node \(killed.node) (pid \(killed.pid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
             + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); "
             + "follower \(Self.summary(in: followed.output)); verify \(Self.summary(in: verified.output))")
 
@@ -120,8 +148,8 @@ import Testing
         #expect(cluster.stop() == 0, "floe dev exit status after SIGTERM\n\(cluster.logTail())")
         try cluster.start()
         try await cluster.waitUntilReady("floe dev restarted on its data directory")
-        let reread = try await script(["verify"] + common + ["--acked", acked])
+        let reread = try await script(["verify"] + common + exactlyOnce + ["--acked", acked])
         #expect(reread.status == 0, "verify after restarting the cluster: \(reread)\n--- floe dev ---\n\(cluster.logTail())")
-        print("fail-over (\(fault)) after a full restart: verify \(Self.summary(in: reread.output))")
+        print("fail-over (\(scenario)) after a full restart: verify \(Self.summary(in: reread.output))")
     }
 }

@@ -4,13 +4,13 @@ processes in between (confluent-kafka, librdkafka 2.x).
 
   create   --bootstrap B --topic T                 one-partition topic
   leader   --bootstrap B --topic T [--not N]       prints the node id leading partition 0 (once it is not N)
-  produce  --bootstrap B --topic T --acked FILE --stop-file S
-           numbered records (acks=all, retries, one request in flight so retries keep order) until
+  produce  --bootstrap B --topic T --acked FILE --stop-file S [--idempotent]
+           numbered records (acks=all, retries; idempotent, or one request in flight) until
            S exists; every acknowledged record is appended to FILE as "number offset"
   follow   --bootstrap B --topic T --followed FILE --stop-file S
            a consumer reading the partition from its start while the fault happens, appending
            "offset number" to FILE, until S exists and it has reached the end
-  verify   --bootstrap B --topic T --acked FILE [--followed FILE]
+  verify   --bootstrap B --topic T --acked FILE [--followed FILE] [--exactly-once]
            reads the partition from its start to its end: offsets strictly increasing, every
            acknowledged number present at the offset its acknowledgement named, acknowledged
            numbers in order, and what the follower read equal to the partition, record for record;
@@ -63,9 +63,11 @@ def leader(args):
 
 
 def produce(args):
+    # Idempotent: the broker deduplicates retries and keeps order with several requests in flight.
+    # Otherwise one request in flight keeps retries in order (duplicates remain possible).
+    ordering = {"enable.idempotence": True} if args.idempotent else {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}
     producer = Producer({
-        "bootstrap.servers": args.bootstrap, "acks": "all", "enable.idempotence": False,
-        "max.in.flight.requests.per.connection": 1, "retries": 1_000_000, "retry.backoff.ms": 100,
+        "bootstrap.servers": args.bootstrap, "acks": "all", **ordering, "retries": 1_000_000, "retry.backoff.ms": 100,
         "message.timeout.ms": 90_000, "linger.ms": 5, "socket.timeout.ms": 5_000,
         "topic.metadata.refresh.interval.ms": 1_000,
     })
@@ -181,6 +183,8 @@ def verify(args):
         differing = [(a, b) for a, b in zip(followed, records) if a != b]
         expect(not differing, f"the follower read other records than the partition holds, e.g. (followed, stored) {differing[:3]}")
     duplicates = len(records) - len(first_seen)
+    if args.exactly_once:
+        expect_equal(duplicates, 0, "records stored twice although the producer was idempotent")
     print(json.dumps({"acknowledged": len(acknowledged), "stored": len(records), "high_watermark": high,
                       "duplicates": duplicates, "unacknowledged_stored": len(set(first_seen) - set(numbers))}), flush=True)
 
@@ -192,6 +196,8 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--acked")
     parser.add_argument("--followed")
+    parser.add_argument("--idempotent", action="store_true", help="produce: enable.idempotence=true")
+    parser.add_argument("--exactly-once", action="store_true", help="verify: no record may be stored twice")
     parser.add_argument("--stop-file")
     parser.add_argument("--not", dest="not_leader", type=int, default=-1, help="leader: wait for a leader other than this node")
     parser.add_argument("--wait", type=float, default=30.0, help="leader: seconds to wait")
