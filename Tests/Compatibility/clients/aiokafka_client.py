@@ -30,7 +30,7 @@ def codec_setting(codec):
 
 async def produce(bootstrap, topic, codec, records_by_partition):
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec_setting(codec), acks="all",
-                                linger_ms=20, request_timeout_ms=TIMEOUT_MS, enable_idempotence=False)
+                                linger_ms=20, request_timeout_ms=TIMEOUT_MS, enable_idempotence=codec in common.IDEMPOTENT_CODECS)
     await producer.start()
     try:
         futures = []

@@ -11,6 +11,8 @@ import sys
 import time
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+# Topics of these codecs are written by an idempotent producer (InitProducerId, sequence numbers).
+IDEMPOTENT_CODECS = {"gzip", "zstd"}
 PARTITIONS = 3
 PER_PARTITION = 12
 BASE_TIMESTAMP = 1_700_000_000_000

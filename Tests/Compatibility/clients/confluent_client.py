@@ -44,7 +44,7 @@ def wait(futures, what):
 def produce(bootstrap, topic, codec, records_by_partition):
     producer = Producer({
         **NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "compression.type": codec, "acks": "all", "linger.ms": 20,
-        "message.timeout.ms": 20_000, "enable.idempotence": False,
+        "message.timeout.ms": 20_000, "enable.idempotence": codec in common.IDEMPOTENT_CODECS,
     })
     delivered = []
 

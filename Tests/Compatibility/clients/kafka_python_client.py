@@ -21,7 +21,7 @@ except ImportError as error:
     sys.exit(2)
 
 TIMEOUT_MS = 15_000
-# Idempotence (kafka-python 3's default) needs InitProducerId, which this run does not exercise.
+# Idempotence (kafka-python 3's default) is switched on per codec (common.IDEMPOTENT_CODECS).
 PRODUCER = {"acks": "all", "linger_ms": 20, "request_timeout_ms": TIMEOUT_MS, "max_block_ms": TIMEOUT_MS,
             "delivery_timeout_ms": 20_000, "enable_idempotence": False}
 
@@ -31,7 +31,8 @@ def codec_setting(codec):
 
 
 def produce(bootstrap, topic, codec, records_by_partition):
-    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec_setting(codec), **PRODUCER)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec_setting(codec),
+                             **{**PRODUCER, "enable_idempotence": codec in common.IDEMPOTENT_CODECS})
     try:
         futures = []
         for partition, records in records_by_partition.items():

@@ -50,7 +50,8 @@ def produce(bootstrap, topic, codec):
     lines = b"".join(key + b"\t" + value + b"\n" for key, value in records(codec))
     headers = [arg for k, v in [("codec", codec), *HEADERS] for arg in ("-H", f"{k}={v}")]
     kcat(bootstrap, "-P", "-t", topic, "-p", "0", "-K", "\t", "-X", f"compression.codec={codec}",
-         "-X", "message.timeout.ms=15000", *headers, stdin=lines)
+         "-X", "message.timeout.ms=15000", "-X", f"enable.idempotence={str(codec in common.IDEMPOTENT_CODECS).lower()}",
+         *headers, stdin=lines)
 
 
 def consume(bootstrap, topic, start="beginning", count=COUNT):
