@@ -311,6 +311,49 @@ def grow_partitions(bootstrap, admin, topic):
     expect_equal(offsets, [(None, 0)], f"{topic}-4: delivery of the first record of a new partition")
 
 
+def expect_admin_error(futures, code, what):
+    """Every future of an admin call must fail with `code`."""
+    for key, future in futures.items():
+        try:
+            future.result(timeout=TIMEOUT)
+        except confluent_kafka.KafkaException as error:
+            expect_equal(error.args[0].code(), code, f"{what} ({key}): {error}")
+            continue
+        raise Mismatch(f"{what} ({key}) succeeded")
+
+
+def admin_error_cases(bootstrap, prefix, admin, existing):
+    """Requests a Kafka broker refuses, refused the same way: each answers its Kafka error code."""
+    expect_admin_error(admin.create_topics([NewTopic(existing, num_partitions=1, replication_factor=1)], request_timeout=TIMEOUT),
+                       KafkaError.TOPIC_ALREADY_EXISTS, "create_topics of an existing topic")
+    expect_admin_error(admin.create_topics([NewTopic(f"{prefix}-badconfig", num_partitions=1, replication_factor=1, config={"retention.ms": "soon"})],
+                                           request_timeout=TIMEOUT), KafkaError.INVALID_CONFIG, "create_topics with retention.ms=soon")
+    expect_admin_error(admin.create_topics([NewTopic(f"{prefix}-unknownconfig", num_partitions=1, replication_factor=1, config={"no.such.config": "1"})],
+                                           request_timeout=TIMEOUT), KafkaError.INVALID_CONFIG, "create_topics with an unknown config")
+    expect_admin_error(admin.create_topics([NewTopic(f"{prefix}-nopartitions", num_partitions=0, replication_factor=1)], request_timeout=TIMEOUT),
+                       KafkaError.INVALID_PARTITIONS, "create_topics with 0 partitions")
+    expect_admin_error(admin.delete_topics([f"{prefix}-never-created"], request_timeout=TIMEOUT),
+                       KafkaError.UNKNOWN_TOPIC_OR_PART, "delete_topics of a topic that does not exist")
+    for name in ("badconfig", "unknownconfig", "nopartitions"):
+        expect(not topic_exists(admin, f"{prefix}-{name}"), f"{prefix}-{name} exists after a refused create_topics")
+    if hasattr(admin, "delete_records"):
+        expect_admin_error(admin.delete_records([TopicPartition(existing, 1, 10_000)], request_timeout=TIMEOUT),
+                           KafkaError.OFFSET_OUT_OF_RANGE, "delete_records beyond the high watermark")
+    # A fetch beyond the end: OFFSET_OUT_OF_RANGE, which this consumer reports instead of resetting.
+    consumer = new_consumer(bootstrap, prefix)
+    try:
+        consumer.assign([TopicPartition(existing, 1, 10_000)])
+        for _ in common.deadline_loop(20, f"the answer to a fetch beyond the end of {existing}-1"):
+            message = consumer.poll(1.0)
+            if message is not None:
+                expect(message.error() is not None and message.error().code() == KafkaError._AUTO_OFFSET_RESET
+                       and "out of range" in message.error().str().lower(),
+                       f"fetch beyond the end of {existing}-1: got {message.error() or message.offset()}, want OFFSET_OUT_OF_RANGE")
+                break
+    finally:
+        consumer.close()
+
+
 def main():
     args = common.parse_args(__doc__)
     step(f"confluent-kafka {confluent_kafka.version()} on librdkafka {confluent_kafka.libversion()} ({sys.executable})")
@@ -364,6 +407,8 @@ def main():
         bulk(args.bootstrap, args.prefix, admin)
         step("bulk: 12,000 records in large zstd batches, read through 1 KiB fetches")
 
+        admin_error_cases(args.bootstrap, args.prefix, admin, topics[2])
+        step("admin errors: TOPIC_ALREADY_EXISTS, INVALID_CONFIG, INVALID_PARTITIONS, UNKNOWN_TOPIC_OR_PART, OFFSET_OUT_OF_RANGE")
         error_cases(args.bootstrap, args.prefix, admin, consumer)
         step("error cases: unknown and invalid topics, MESSAGE_TOO_LARGE, CORRUPT_MESSAGE")
 
