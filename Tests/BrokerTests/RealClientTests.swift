@@ -52,3 +52,28 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
         try await runScript("kcat_client.py", prefix: "kcat")
     }
 }
+
+/// The harness itself: a script that finds a mismatch, or hangs, must come back as a failure.
+@Suite struct ClientScriptHarnessTests {
+    static func closedPort() throws -> Int {
+        try #require((47_000..<48_000).first { DevClusterProcess.portIsFree($0) }, "a loopback port nothing listens on")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func scriptAgainstNothingFailsWithAMessage() async throws {
+        let port = try Self.closedPort()
+        let outcome = try await ClientScripts.run("kcat_client.py", ["--bootstrap", "127.0.0.1:\(port)", "--prefix", "nothing"], timeout: .seconds(50))
+        #expect(outcome.status != 0 && !outcome.timedOut, "\(outcome)")
+        #expect(outcome.output.contains("FAIL"), "\(outcome)")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func scriptOverItsDeadlineStopsWithItsStacks() async throws {
+        let port = try Self.closedPort()
+        // confluent-kafka waits up to 15 s for CreateTopics; the 3 s deadline must end it first.
+        let started = ContinuousClock.now
+        let outcome = try await ClientScripts.run(
+            "confluent_client.py", ["--bootstrap", "127.0.0.1:\(port)", "--prefix", "hung", "--deadline", "3"], timeout: .seconds(50))
+        #expect(outcome.status != 0 && !outcome.timedOut, "\(outcome)")
+        #expect(outcome.output.contains("Timeout"), "\(outcome)")
+        #expect(ContinuousClock.now - started < .seconds(12))
+    }
+}
