@@ -53,6 +53,53 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
     }
 }
 
+/// Every client writes its topics, the whole cluster is stopped (SIGTERM) and started again on its
+/// data directory, and every client reads them back: the brokers come back with empty caches, so
+/// the reads are served from what the WAL writer and object storage kept.
+@Suite(.serialized) struct ClientsAcrossRestartTests {
+    struct Client: Sendable, CustomStringConvertible {
+        var script: String
+        var interpreter: String
+        var prefix: String
+        var description: String { "\(script) under \(interpreter)" }
+    }
+
+    static let clients = [
+        Client(script: "confluent_client.py", interpreter: ClientScripts.pathPython, prefix: "confluent-pip"),
+        Client(script: "confluent_client.py", interpreter: ClientScripts.debianPython, prefix: "confluent-debian"),
+        Client(script: "kafka_python_client.py", interpreter: ClientScripts.pathPython, prefix: "kafka-python"),
+        Client(script: "aiokafka_client.py", interpreter: ClientScripts.pathPython, prefix: "aiokafka"),
+        Client(script: "kcat_client.py", interpreter: ClientScripts.pathPython, prefix: "kcat"),
+    ]
+
+    @Test(.timeLimit(.minutes(8))) func everyClientReadsBackWhatItWroteAfterAClusterRestart() async throws {
+        let cluster = try DevClusterProcess.make(brokersPerZone: 1, name: "clients-restart")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try await cluster.waitUntilReady("floe dev with one broker")
+        let run = UInt32.random(in: 0...UInt32.max)
+        func phase(_ name: String, _ client: Client) async throws -> ClientScripts.Outcome {
+            try await ClientScripts.run(
+                client.script, interpreter: client.interpreter,
+                ["--bootstrap", cluster.bootstrap, "--prefix", "\(client.prefix)-\(run)", "--phase", name, "--deadline", "100"],
+                timeout: .seconds(120))
+        }
+        var written: [Client] = []
+        for client in Self.clients {
+            let outcome = try await phase("write", client)
+            #expect(outcome.status == 0 && !outcome.timedOut, "write phase of \(client): \(outcome)")
+            if outcome.status == 0 { written.append(client) }
+        }
+        #expect(cluster.stop() == 0, "floe dev exit status after SIGTERM\n\(cluster.logTail())")
+        try cluster.start()
+        try await cluster.waitUntilReady("floe dev restarted on its data directory")
+        for client in written {
+            let outcome = try await phase("read", client)
+            #expect(outcome.status == 0 && !outcome.timedOut, "read phase of \(client) after the restart: \(outcome)\n--- floe dev ---\n\(cluster.logTail())")
+        }
+    }
+}
+
 /// The harness itself: a script that finds a mismatch, or hangs, must come back as a failure.
 @Suite struct ClientScriptHarnessTests {
     static func closedPort() throws -> Int {
