@@ -14,29 +14,35 @@ final class DevClusterProcess: Sendable {
     let binary: String
     let dataDirectory: String
     let basePort: Int
+    let zones: [String]
     let brokersPerZone: Int
     private let process = Mutex<Process?>(nil)
 
-    init(binary: String, dataDirectory: String, basePort: Int, brokersPerZone: Int) {
+    init(binary: String, dataDirectory: String, basePort: Int, zones: [String], brokersPerZone: Int) {
         self.binary = binary
         self.dataDirectory = dataDirectory
         self.basePort = basePort
+        self.zones = zones
         self.brokersPerZone = brokersPerZone
     }
 
+    var brokerCount: Int { zones.count * brokersPerZone }
+
     /// Builds the cluster from the products next to the test binary, in a fresh directory and on free ports.
-    static func make(brokersPerZone: Int, name: String) throws -> DevClusterProcess {
+    static func make(zones: [String] = ["a"], brokersPerZone: Int, name: String) throws -> DevClusterProcess {
         guard let binary = floeBinary() else { throw ClusterTestFailure(description: "floe is not built next to the tests (swift build --build-tests)") }
         let directory = NSTemporaryDirectory() + "floe-\(name)-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        return DevClusterProcess(binary: binary, dataDirectory: directory, basePort: try freeBasePort(brokers: brokersPerZone), brokersPerZone: brokersPerZone)
+        let basePort = try freeBasePort(brokers: zones.count * brokersPerZone, zones: zones.count)
+        return DevClusterProcess(binary: binary, dataDirectory: directory, basePort: basePort, zones: zones, brokersPerZone: brokersPerZone)
     }
 
     func start() throws {
         let child = Process()
         child.executableURL = URL(fileURLWithPath: binary)
         child.arguments = [
-            "dev", "up", "--data-dir", dataDirectory, "--base-port", "\(basePort)", "--brokers-per-zone", "\(brokersPerZone)",
+            "dev", "up", "--data-dir", dataDirectory, "--base-port", "\(basePort)", "--zones", zones.joined(separator: ","),
+            "--brokers-per-zone", "\(brokersPerZone)",
             "--log-level", "info", "--grace-period", "10",
         ]
         let logPath = "\(dataDirectory)/floe-dev.out"
@@ -91,7 +97,7 @@ final class DevClusterProcess: Sendable {
     var clusterFile: ClusterFile? { try? ClusterFile.read(from: "\(dataDirectory)/cluster.json") }
 
     /// The comma-separated broker addresses clients bootstrap from.
-    var bootstrap: String { (0..<brokersPerZone).map { "127.0.0.1:\(basePort + $0)" }.joined(separator: ",") }
+    var bootstrap: String { (0..<brokerCount).map { "127.0.0.1:\(basePort + $0)" }.joined(separator: ",") }
 
     /// Waits until cluster.json lists every service running with a pid, each answering /readyz, and
     /// `condition` holds; returns the services.
@@ -105,7 +111,7 @@ final class DevClusterProcess: Sendable {
             if let file = clusterFile {
                 let services = file.services
                 let brokers = services.filter { $0.kind == "broker" }
-                if brokers.count == brokersPerZone, services.allSatisfy({ $0.state == "running" && $0.pid != nil }), condition(services) {
+                if brokers.count == brokerCount, services.allSatisfy({ $0.state == "running" && $0.pid != nil }), condition(services) {
                     var notReady: [String] = []
                     for service in services {
                         guard let admin = try? HostPort(parsing: service.admin) else { continue }
@@ -146,8 +152,10 @@ final class DevClusterProcess: Sendable {
 
     /// A base port whose broker, controller and WAL writer ports (listen and admin) are all free.
     /// The search starts at a random place so concurrent test runs on one machine rarely collide.
-    static func freeBasePort(brokers: Int) throws -> Int {
-        let offsets = (0..<brokers).flatMap { [$0, 300 + $0] } + [98, 198, 118, 218]
+    static func freeBasePort(brokers: Int, zones: Int) throws -> Int {
+        let brokerPorts: [Int] = (0..<brokers).flatMap { j -> [Int] in [j, 300 + j] }
+        let writerPorts: [Int] = (0..<zones).flatMap { z -> [Int] in [118 + z, 218 + z] }
+        let offsets = brokerPorts + writerPorts + [98, 198]
         let slots = Array(stride(from: 40_000, to: 64_000, by: 400))
         let start = Int.random(in: 0..<slots.count)
         for k in 0..<slots.count {

@@ -1,18 +1,19 @@
 import Foundation
 import Testing
 
-/// One `floe dev` (one broker) for every test of a suite: started before the first test, stopped
-/// after the last, reachable from the tests through ``current``.
+/// One `floe dev` for every test of a suite: two zones with a broker and a WAL writer each, so a
+/// topic's partitions are led by both brokers. Started before the first test, stopped after the
+/// last, reachable from the tests through ``current``.
 struct SharedDevCluster: SuiteTrait, TestScoping {
     @TaskLocal static var current: DevClusterProcess?
 
     var isRecursive: Bool { false }
 
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let cluster = try DevClusterProcess.make(brokersPerZone: 1, name: "clients")
+        let cluster = try DevClusterProcess.make(zones: ["a", "b"], brokersPerZone: 1, name: "clients")
         defer { cluster.tearDown() }
         try cluster.start()
-        try await cluster.waitUntilReady("floe dev with one broker")
+        try await cluster.waitUntilReady("floe dev with two zones")
         try await Self.$current.withValue(cluster) { try await function() }
     }
 }

@@ -12,6 +12,9 @@ import time
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 # Topics of these codecs are written by an idempotent producer (InitProducerId, sequence numbers).
+# The other producers keep one request in flight: a retried request (e.g. after
+# NOT_LEADER_OR_FOLLOWER while a new partition's leader takes over) would otherwise land after
+# later ones, which Kafka allows without idempotence and the order checks would rightly reject.
 IDEMPOTENT_CODECS = {"gzip", "zstd"}
 PARTITIONS = 3
 PER_PARTITION = 12

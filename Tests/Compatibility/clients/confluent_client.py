@@ -45,6 +45,7 @@ def produce(bootstrap, topic, codec, records_by_partition):
     producer = Producer({
         **NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "compression.type": codec, "acks": "all", "linger.ms": 20,
         "message.timeout.ms": 20_000, "enable.idempotence": codec in common.IDEMPOTENT_CODECS,
+        **({} if codec in common.IDEMPOTENT_CODECS else {"max.in.flight.requests.per.connection": 1}),
     })
     delivered = []
 

@@ -32,7 +32,8 @@ def codec_setting(codec):
 
 def produce(bootstrap, topic, codec, records_by_partition):
     producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec_setting(codec),
-                             **{**PRODUCER, "enable_idempotence": codec in common.IDEMPOTENT_CODECS})
+                             **{**PRODUCER, "enable_idempotence": codec in common.IDEMPOTENT_CODECS,
+                                **({} if codec in common.IDEMPOTENT_CODECS else {"max_in_flight_requests_per_connection": 1})})
     try:
         futures = []
         for partition, records in records_by_partition.items():

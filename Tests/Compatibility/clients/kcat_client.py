@@ -50,8 +50,14 @@ def produce(bootstrap, topic, codec):
     lines = b"".join(key + b"\t" + value + b"\n" for key, value in records(codec))
     headers = [arg for k, v in [("codec", codec), *HEADERS] for arg in ("-H", f"{k}={v}")]
     kcat(bootstrap, "-P", "-t", topic, "-p", "0", "-K", "\t", "-X", f"compression.codec={codec}",
-         "-X", "message.timeout.ms=15000", "-X", f"enable.idempotence={str(codec in common.IDEMPOTENT_CODECS).lower()}",
-         *headers, stdin=lines)
+         "-X", "message.timeout.ms=15000", *ordering(codec), *headers, stdin=lines)
+
+
+def ordering(codec):
+    """Idempotence, or one request in flight (see common.IDEMPOTENT_CODECS)."""
+    if codec in common.IDEMPOTENT_CODECS:
+        return ["-X", "enable.idempotence=true"]
+    return ["-X", "enable.idempotence=false", "-X", "max.in.flight.requests.per.connection=1"]
 
 
 def consume(bootstrap, topic, start="beginning", count=COUNT):

@@ -110,6 +110,8 @@ class _Reader:
 
     def string(self):
         n = self.take(">h")
+        if n < 0:
+            return None
         raw = self.data[self.at:self.at + n]
         self.at += n
         return raw.decode()
@@ -125,17 +127,50 @@ def _receive_exactly(sock, n):
     return bytes(data)
 
 
-def send_produce(bootstrap, topic, partition, batch, correlation_id, timeout=15.0):
-    """Sends one Produce v7 to `bootstrap` (which must lead the partition) and returns
-    (error_code, base_offset) for the partition."""
-    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+def _exchange(address, frame, timeout):
+    host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        sock.sendall(produce_v7(topic, partition, batch, correlation_id))
+        sock.sendall(frame)
         size = struct.unpack(">i", _receive_exactly(sock, 4))[0]
         if not 0 < size < 1 << 20:
             raise ValueError(f"implausible response size {size}")
-        reader = _Reader(_receive_exactly(sock, size))
+        return _Reader(_receive_exactly(sock, size))
+
+
+def leader_address(bootstrap, topic, partition, timeout=15.0):
+    """HOST:PORT of the partition's leader, from a Metadata v1 request to the first bootstrap broker."""
+    header = struct.pack(">hhi", 3, 1, 40) + _string("floe-raw-produce")
+    body = struct.pack(">i", 1) + _string(topic)
+    frame = header + body
+    reader = _exchange(bootstrap.split(",")[0], struct.pack(">i", len(frame)) + frame, timeout)
+    reader.take(">i")  # correlation id
+    brokers = {}
+    for _ in range(reader.take(">i")):
+        node = reader.take(">i")
+        host = reader.string()
+        port = reader.take(">i")
+        reader.string()  # rack
+        brokers[node] = f"{host}:{port}"
+    reader.take(">i")  # controller id
+    for _ in range(reader.take(">i")):
+        reader.take(">h")
+        name = reader.string()
+        reader.take(">b")
+        for _ in range(reader.take(">i")):
+            _error, index, leader = reader.take(">hii")
+            for _ in range(reader.take(">i")):
+                reader.take(">i")
+            for _ in range(reader.take(">i")):
+                reader.take(">i")
+            if name == topic and index == partition and leader in brokers:
+                return brokers[leader]
+    raise ValueError(f"no leader for {topic}-{partition} in Metadata")
+
+
+def send_produce(bootstrap, topic, partition, batch, correlation_id, timeout=15.0):
+    """Sends one Produce v7 to the partition's leader and returns (error_code, base_offset)."""
+    reader = _exchange(leader_address(bootstrap, topic, partition, timeout), produce_v7(topic, partition, batch, correlation_id), timeout)
     got_correlation = reader.take(">i")
     if got_correlation != correlation_id:
         raise ValueError(f"correlation id {got_correlation}, sent {correlation_id}")
