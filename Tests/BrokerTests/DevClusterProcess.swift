@@ -17,6 +17,7 @@ final class DevClusterProcess: Sendable {
     let zones: [String]
     let brokersPerZone: Int
     private let process = Mutex<Process?>(nil)
+    private let keepData = Mutex(ProcessInfo.processInfo.environment["FLOE_KEEP_TEST_DATA"] != nil)
 
     init(binary: String, dataDirectory: String, basePort: Int, zones: [String], brokersPerZone: Int) {
         self.binary = binary
@@ -84,12 +85,20 @@ final class DevClusterProcess: Sendable {
         }
     }
 
-    /// Stops the cluster and removes its directory unless the environment asks to keep it.
+    /// Keeps the data directory (logs, WAL, objects) after ``tearDown()``; returns a note naming it
+    /// for the failure message.
+    func keepForInspection() -> String {
+        keepData.withLock { $0 = true }
+        return "(logs and data kept in \(dataDirectory))"
+    }
+
+    /// Stops the cluster and removes its directory, unless a failure or the environment
+    /// (FLOE_KEEP_TEST_DATA) asked to keep it.
     func tearDown() {
         if stop() == nil { killAll() }
         let leftovers = (clusterFile?.services ?? []).compactMap(\.pid).filter(isFloeService)
         for pid in leftovers { kill(pid, SIGKILL) }
-        if ProcessInfo.processInfo.environment["FLOE_KEEP_TEST_DATA"] == nil {
+        if !keepData.withLock({ $0 }) {
             try? FileManager.default.removeItem(atPath: dataDirectory)
         }
     }

@@ -3,8 +3,9 @@ import Testing
 
 /// A real producer (confluent-kafka, acks=all, retries) keeps writing while a process under its
 /// partition fails; every acknowledged record must then be readable, at the offset its
-/// acknowledgement named, in order, and still after the whole cluster is stopped and started again.
-/// Without idempotence retries may store a record twice (reported); with it, exactly once.
+/// acknowledgement named, and still after the whole cluster is stopped and started again.
+/// Without idempotence retries may store a record twice or out of order (both reported); with it,
+/// exactly once and in produce order.
 @Suite(.serialized) struct FailoverTests {
     /// How the partition's leader fails.
     enum Fault: String, CustomStringConvertible, Sendable, CaseIterable {
@@ -67,9 +68,17 @@ import Testing
 
     @Test(.timeLimit(.minutes(6)), arguments: scenarios)
     func processFailingUnderProduceLosesNoAcknowledgedRecord(_ scenario: Scenario) async throws {
-        let fault = scenario.fault
         let cluster = try DevClusterProcess.make(brokersPerZone: 2, name: "failover")
         defer { cluster.tearDown() }
+        do {
+            try await run(scenario, on: cluster)
+        } catch {
+            Issue.record("\(error) \(cluster.keepForInspection())")
+        }
+    }
+
+    func run(_ scenario: Scenario, on cluster: DevClusterProcess) async throws {
+        let fault = scenario.fault
         try cluster.start()
         try await cluster.waitUntilReady("floe dev with two brokers")
         let topic = "failover-\(UInt32.random(in: 0...UInt32.max))"
@@ -132,14 +141,15 @@ import Testing
         _ = FileManager.default.createFile(atPath: followerStopFile, contents: nil)
         let followed = await follower.wait(timeout: .seconds(90))
         producerStopped = true
-        #expect(produced.status == 0 && !produced.timedOut, "producer: \(produced)")
-        #expect(followed.status == 0 && !followed.timedOut, "follower: \(followed)")
+        if produced.status != 0 || produced.timedOut || followed.status != 0 || followed.timedOut { _ = cluster.keepForInspection() }
+        #expect(produced.status == 0 && !produced.timedOut, "producer: \(produced) \(cluster.dataDirectory)")
+        #expect(followed.status == 0 && !followed.timedOut, "follower: \(followed) \(cluster.dataDirectory)")
         let total = Self.acknowledgedCount(acked)
         #expect(total > atKill + 300)
 
         let exactlyOnce = scenario.idempotent ? ["--exactly-once"] : []
         let verified = try await script(["verify"] + common + exactlyOnce + ["--acked", acked, "--followed", followedFile])
-        #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())")
+        #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())\n\(verified.status == 0 ? "" : cluster.keepForInspection())")
         print("fail-over (\(scenario)): node \(killed.node) (pid \(killed.pid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
             + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); "
             + "follower \(Self.summary(in: followed.output)); verify \(Self.summary(in: verified.output))")
@@ -149,7 +159,7 @@ import Testing
         try cluster.start()
         try await cluster.waitUntilReady("floe dev restarted on its data directory")
         let reread = try await script(["verify"] + common + exactlyOnce + ["--acked", acked])
-        #expect(reread.status == 0, "verify after restarting the cluster: \(reread)\n--- floe dev ---\n\(cluster.logTail())")
+        #expect(reread.status == 0, "verify after restarting the cluster: \(reread)\n--- floe dev ---\n\(cluster.logTail())\n\(reread.status == 0 ? "" : cluster.keepForInspection())")
         print("fail-over (\(scenario)) after a full restart: verify \(Self.summary(in: reread.output))")
     }
 }

@@ -29,7 +29,8 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
         let outcome = try await ClientScripts.run(
             script, interpreter: interpreter, ["--bootstrap", cluster.bootstrap, "--prefix", unique, "--deadline", "150"],
             timeout: .seconds(180))
-        #expect(outcome.status == 0 && !outcome.timedOut, "\(script) under \(interpreter): \(outcome)\n--- floe dev ---\n\(cluster.logTail())")
+        let passed = outcome.status == 0 && !outcome.timedOut
+        #expect(passed, "\(script) under \(interpreter): \(outcome)\n--- floe dev ---\n\(cluster.logTail())\n\(passed ? "" : cluster.keepForInspection())")
     }
 
     @Test(.timeLimit(.minutes(4))) func confluentKafkaFromPip() async throws {
@@ -88,7 +89,8 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
         var written: [Client] = []
         for client in Self.clients {
             let outcome = try await phase("write", client)
-            #expect(outcome.status == 0 && !outcome.timedOut, "write phase of \(client): \(outcome)")
+            let passed = outcome.status == 0 && !outcome.timedOut
+            #expect(passed, "write phase of \(client): \(outcome)\n\(passed ? "" : cluster.keepForInspection())")
             if outcome.status == 0 { written.append(client) }
         }
         #expect(cluster.stop() == 0, "floe dev exit status after SIGTERM\n\(cluster.logTail())")
@@ -96,7 +98,8 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
         try await cluster.waitUntilReady("floe dev restarted on its data directory")
         for client in written {
             let outcome = try await phase("read", client)
-            #expect(outcome.status == 0 && !outcome.timedOut, "read phase of \(client) after the restart: \(outcome)\n--- floe dev ---\n\(cluster.logTail())")
+            let passed = outcome.status == 0 && !outcome.timedOut
+            #expect(passed, "read phase of \(client) after the restart: \(outcome)\n--- floe dev ---\n\(cluster.logTail())\n\(passed ? "" : cluster.keepForInspection())")
         }
     }
 }

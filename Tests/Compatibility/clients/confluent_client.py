@@ -68,6 +68,30 @@ def produce(bootstrap, topic, codec, records_by_partition):
         expect_equal(offsets, list(range(len(records))), f"{topic}-{partition}: acknowledged offsets")
 
 
+def wait_until_writable(consumer, topic, partitions):
+    """Waits until every partition's leader answers ListOffsets. A batch sent before then can meet
+    NOT_LEADER_OR_FOLLOWER while the new leader takes over, and librdkafka retries it after later
+    batches unless the producer is idempotent."""
+    for partition in partitions:
+        for _ in common.deadline_loop(20, f"{topic}-{partition} to answer ListOffsets"):
+            try:
+                consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=2, cached=False)
+                break
+            except confluent_kafka.KafkaException:
+                time.sleep(0.1)
+
+
+def create_and_wait(admin, bootstrap, prefix, new_topics):
+    """CreateTopics, then waits until every new partition is writable."""
+    wait(admin.create_topics(new_topics, request_timeout=TIMEOUT), "create_topics")
+    consumer = new_consumer(bootstrap, prefix)
+    try:
+        for topic in new_topics:
+            wait_until_writable(consumer, topic.topic, range(topic.num_partitions))
+    finally:
+        consumer.close()
+
+
 def new_consumer(bootstrap, prefix):
     # group.id is mandatory for this client's consumer; with assign() and no commits the group is never joined.
     return Consumer({
@@ -174,7 +198,11 @@ def error_cases(bootstrap, prefix, admin, consumer):
 
     # An invalid topic name.
     errors.clear()
-    producer.produce("bad topic!name", value=b"x", on_delivery=lambda e, m: errors.append(e))
+    try:
+        producer.produce("bad topic!name", value=b"x", on_delivery=lambda e, m: errors.append(e))
+    except confluent_kafka.KafkaException as error:
+        # Refused at once when the producer's metadata already says the topic does not exist.
+        errors.append(error.args[0])
     producer.flush(TIMEOUT)
     expect(len(errors) == 1 and errors[0] is not None, f"produce to an invalid topic name: {errors}")
     codes = (KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
@@ -210,8 +238,8 @@ def log_append_time(bootstrap, prefix, admin):
     """A topic with message.timestamp.type=LogAppendTime: the broker's clock replaces the producer's
     timestamps, and consumers see the LogAppendTime type."""
     topic = f"{prefix}-appendtime"
-    wait(admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
-                                       config={"message.timestamp.type": "LogAppendTime"})], request_timeout=TIMEOUT), "create_topics")
+    create_and_wait(admin, bootstrap, prefix, [NewTopic(topic, num_partitions=1, replication_factor=1,
+                                                        config={"message.timestamp.type": "LogAppendTime"})])
     before = int(time.time() * 1000)
     records = {0: common.expected_records("appendtime", 0, count=6)}
     produce(bootstrap, topic, "lz4", records)
@@ -248,7 +276,7 @@ def bulk(bootstrap, prefix, admin):
     (the broker must still return whole batches and the consumer make progress)."""
     topic = f"{prefix}-bulk"
     per_partition = 4_000
-    wait(admin.create_topics([NewTopic(topic, num_partitions=common.PARTITIONS, replication_factor=1)], request_timeout=TIMEOUT), "create_topics")
+    create_and_wait(admin, bootstrap, prefix, [NewTopic(topic, num_partitions=common.PARTITIONS, replication_factor=1)])
     producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "compression.type": "zstd", "linger.ms": 50, "batch.size": 256_000,
                          "message.timeout.ms": 30_000, "acks": "all"})
     failures = []
@@ -284,7 +312,7 @@ def bulk(bootstrap, prefix, admin):
 def edge_records(bootstrap, prefix, admin):
     """Null keys, null values (tombstones), empty keys and values, a header with a null value."""
     topic = f"{prefix}-edges"
-    wait(admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)], request_timeout=TIMEOUT), "create_topics")
+    create_and_wait(admin, bootstrap, prefix, [NewTopic(topic, num_partitions=1, replication_factor=1)])
     sent = [(None, b"no key", []), (b"tombstone", None, []), (b"", b"", [("empty", b"")]), (b"k", b"v", [("null", None)])]
     producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "message.timeout.ms": 15_000, "linger.ms": 20})
     for key, value, headers in sent:
@@ -371,6 +399,8 @@ def main():
 
     consumer = new_consumer(args.bootstrap, args.prefix)
     try:
+        for topic in topics:
+            wait_until_writable(consumer, topic, range(common.PARTITIONS))
         for codec, topic in zip(common.CODECS, topics):
             records = {p: common.expected_records(codec, p) for p in range(common.PARTITIONS)}
             if args.phase != "read":

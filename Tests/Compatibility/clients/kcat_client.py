@@ -53,6 +53,19 @@ def produce(bootstrap, topic, codec):
          "-X", "message.timeout.ms=15000", *ordering(codec), *headers, stdin=lines)
 
 
+def auto_create(bootstrap, topic):
+    """Creates the topic the way kcat can (a Metadata request that allows auto-creation) and waits
+    until its leader answers ListOffsets. Producing earlier can meet NOT_LEADER_OR_FOLLOWER while
+    the new leader takes over, and librdkafka 2.0.2 retries that batch after the next one even with
+    one request in flight, so a non-idempotent producer would store records out of order."""
+    kcat(bootstrap, "-L", "-t", topic)
+    for _ in common.deadline_loop(20, f"{topic}-0 to answer ListOffsets"):
+        status, out, _ = kcat(bootstrap, "-Q", "-J", "-t", f"{topic}:0:-1", check=False)
+        if status == 0 and "error" not in json.loads(out.decode())[topic]["0"]:
+            return
+        time.sleep(0.1)
+
+
 def ordering(codec):
     """Idempotence, or one request in flight (see common.IDEMPOTENT_CODECS)."""
     if codec in common.IDEMPOTENT_CODECS:
@@ -158,6 +171,7 @@ def main():
         # In a read-only run the produce window is unknown: any time up to now.
         window = (0, None)
         if args.phase != "read":
+            auto_create(args.bootstrap, topic)
             window = (int(time.time() * 1000), None)
             produce(args.bootstrap, topic, codec)
             step(f"{codec}: {COUNT} records produced into an auto-created topic")
