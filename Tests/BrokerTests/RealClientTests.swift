@@ -12,8 +12,12 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         let cluster = try DevClusterProcess.make(zones: ["a", "b"], brokersPerZone: 1, name: "clients")
         defer { cluster.tearDown() }
-        try cluster.start()
-        try await cluster.waitUntilReady("floe dev with two zones")
+        do {
+            try cluster.start()
+            try await cluster.waitUntilReady("floe dev with two zones")
+        } catch {
+            throw ClusterTestFailure(description: "\(error) \(cluster.keepForInspection())")
+        }
         try await Self.$current.withValue(cluster) { try await function() }
     }
 }
