@@ -8,7 +8,7 @@ import Testing
 
 @testable import BrokerCore
 
-@Suite struct CommittedReaderTests {
+@Suite(.timeLimit(.minutes(1))) struct CommittedReaderTests {
     let logger = Logger(label: "test.committed-reader")
 
     func reader(_ store: any ObjectStore, _ configuration: CommittedReaderConfiguration = .init()) -> CommittedReader {
@@ -94,7 +94,8 @@ import Testing
         #expect(offsets.contains { $0 >= segments[1].startOffset && $0 < segments[1].endOffset })
         #expect(offsets.contains { $0 >= segments[2].startOffset })
         #expect(got == fixture.expected(stream, from: lastOfFirst, maxBytes: 1 << 20))
-        #expect(reader.stats.indexMisses == 3)
+        // Each index is loaded once, by the read or by its read-ahead.
+        #expect(reader.stats.indexMisses + reader.stats.indexReadAheadStarted == 3)
     }
 
     @Test func secondReadIsServedFromTheCache() async throws {
@@ -189,6 +190,32 @@ import Testing
         #expect(reader.stats.blockMisses == missesBefore)
         #expect(store.gets > getsBefore)  // the read-ahead GETs
         #expect(reader.stats.readAheadStarted > 2)
+    }
+
+    @Test func readAheadRunsIntoTheNextObject() async throws {
+        // A block or two of each stream per object, as WAL uploads of many streams produce.
+        let fixture = try CommittedFixture(streamCount: 3, objectCount: 5, batchesPerObject: 3, blockSize: 400, seed: 5)
+        let store = GatedStore()
+        try await fixture.upload(to: store)
+        let reader = reader(store, CommittedReaderConfiguration(readAheadBlocks: 2))
+        let stream = fixture.streams[2]
+        let end = fixture.end(of: stream)
+        var offset: Int64 = 0
+        var reads = 0
+        while offset < end, reads < 200 {
+            let got = try await reader.read(stream: stream, from: offset, maxBytes: 1, segments: fixture.segments(stream, from: offset))
+            #expect(got == fixture.expected(stream, from: offset, maxBytes: 1))
+            offset = try #require(try RecordBatch.parseRecordSet(got).batches.last?.lastOffset) + 1
+            reads += 1
+            #expect(await eventually { reader.stats.loading == 0 })
+        }
+        #expect(offset == end)
+        let stats = reader.stats
+        // Only the very first index and block were waited for; every later one was read ahead.
+        #expect(stats.indexMisses == 1)
+        #expect(stats.blockMisses == 1)
+        #expect(stats.indexReadAheadStarted == fixture.objects.count - 1)
+        #expect(stats.indexHits > 0)
     }
 
     @Test func blockCacheStaysWithinItsBoundUnderRandomReads() async throws {

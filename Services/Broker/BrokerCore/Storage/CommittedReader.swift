@@ -63,6 +63,8 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var uncacheableBlocks = 0
     /// Read-ahead block loads started.
     public var readAheadStarted = 0
+    /// Read-ahead index loads started (the next object's, when a read nears the end of one).
+    public var indexReadAheadStarted = 0
     /// Read-ahead loads not started because every GET permit was taken.
     public var readAheadSkipped = 0
 
@@ -153,6 +155,7 @@ public final class CommittedReader: Sendable {
         stats.evictions = blockCounters.evictions
         stats.uncacheableBlocks = blockCounters.uncacheable
         stats.readAheadStarted = blockCounters.prefetches
+        stats.indexReadAheadStarted = layoutCounters.prefetches
         stats.readAheadSkipped = io.readAheadSkipped
         return stats
     }
@@ -166,7 +169,8 @@ public final class CommittedReader: Sendable {
         var next = offset
         var slices: [ByteBuffer] = []
         var total = 0
-        segmentLoop: for segment in segments.sorted(by: { $0.startOffset < $1.startOffset }) where segment.endOffset > next {
+        let ordered = segments.sorted { $0.startOffset < $1.startOffset }
+        segmentLoop: for (number, segment) in ordered.enumerated() where segment.endOffset > next {
             let target = max(next, segment.startOffset)
             let layout = try await layout(of: segment)
             let entries = layout.streams[streamKey] ?? []
@@ -180,7 +184,9 @@ public final class CommittedReader: Sendable {
             while position < entries.count, entries[position].firstOffset < segment.endOffset {
                 let entry = entries[position]
                 let data = try await block(entry, of: segment)
-                readAhead(after: position, in: entries, of: segment)
+                readAhead(
+                    after: position, in: entries, of: segment, stream: streamKey,
+                    next: number + 1 < ordered.count ? ordered[number + 1] : nil)
                 var batches = RecordSetIterator(data)
                 while true {
                     let batch: RecordBatch?
@@ -220,7 +226,9 @@ public final class CommittedReader: Sendable {
     private func layout(of segment: CommittedSegment) async throws -> ObjectLayout {
         do {
             return try await layouts.value(for: segment.objectId) { [self] in
-                try await loadLayout(of: segment)
+                try await permits.acquire()
+                defer { permits.release() }
+                return try await loadLayout(of: segment)
             }
         } catch {
             throw fail(classify(error, segment))
@@ -239,17 +247,52 @@ public final class CommittedReader: Sendable {
         }
     }
 
-    /// Starts background loads of the blocks after `position`. Read-ahead only uses permits that
-    /// are free right now, so it never queues in front of a reader's demand GET.
-    private func readAhead(after position: Int, in entries: [BlockIndexEntry], of segment: CommittedSegment) {
-        let end = min(entries.count, position + 1 + max(0, configuration.readAheadBlocks))
-        guard position + 1 < end else { return }
-        for entry in entries[(position + 1)..<end] {
+    /// Starts background loads of the `readAheadBlocks` blocks after `position`, continuing into
+    /// the next segment's object (its index first) when this one runs out: stream-set objects
+    /// often hold only a block or two of a stream, so a sequential consumer crosses objects often.
+    private func readAhead(
+        after position: Int, in entries: [BlockIndexEntry], of segment: CommittedSegment, stream: UInt64, next: CommittedSegment?
+    ) {
+        let wanted = max(0, configuration.readAheadBlocks)
+        guard wanted > 0 else { return }
+        let following = entries[(position + 1)...].prefix { $0.firstOffset < segment.endOffset }.prefix(wanted)
+        guard prefetchBlocks(following, of: segment) else { return }
+        let remaining = wanted - following.count
+        guard remaining > 0, let next else { return }
+        if let layout = layouts.cachedValue(for: next.objectId) {
+            prefetchBlocks(Self.firstBlocks(layout, stream: stream, of: next).prefix(remaining), of: next)
+            return
+        }
+        guard permits.tryAcquire() else {
+            io.withLockedValue { $0.readAheadSkipped += 1 }
+            return
+        }
+        let started = layouts.prefetch(next.objectId) { [self] in
+            let layout: ObjectLayout
+            do {
+                layout = try await loadLayout(of: next)
+            } catch {
+                permits.release()
+                throw error
+            }
+            permits.release()
+            prefetchBlocks(Self.firstBlocks(layout, stream: stream, of: next).prefix(remaining), of: next)
+            return layout
+        }
+        if !started { permits.release() }
+    }
+
+    /// Starts background loads of `entries` not cached or loading yet. Read-ahead only takes
+    /// permits that are free right now, so it never queues in front of a reader's demand GET.
+    /// Returns false when it stopped for want of a permit.
+    @discardableResult
+    private func prefetchBlocks(_ entries: some Collection<BlockIndexEntry>, of segment: CommittedSegment) -> Bool {
+        for entry in entries {
             let key = BlockKey(objectId: segment.objectId, position: entry.position)
             if blocks.contains(key) { continue }
             guard permits.tryAcquire() else {
                 io.withLockedValue { $0.readAheadSkipped += 1 }
-                return
+                return false
             }
             let started = blocks.prefetch(key) { [self] in
                 defer { permits.release() }
@@ -257,15 +300,22 @@ public final class CommittedReader: Sendable {
             }
             if !started { permits.release() }
         }
+        return true
     }
 
+    /// The blocks of `stream` a read of `segment` starts with, in order.
+    private static func firstBlocks(_ layout: ObjectLayout, stream: UInt64, of segment: CommittedSegment) -> ArraySlice<BlockIndexEntry> {
+        let entries = layout.streams[stream] ?? []
+        let first = entries.partitioningIndex { $0.endOffset > segment.startOffset }
+        return entries[first...].prefix { $0.firstOffset < segment.endOffset }
+    }
+
+    /// Fetches and decodes an object's footer and index; the caller holds a permit.
     private func loadLayout(of segment: CommittedSegment) async throws -> ObjectLayout {
         let size = Int(segment.objectSize)
         guard size >= ObjectFormat.footerSize else {
             throw ObjectStoreError.corrupt("\(size) bytes is too short for an object")
         }
-        try await permits.acquire()
-        defer { permits.release() }
         let start = max(0, size - max(ObjectFormat.footerSize, configuration.tailReadBytes))
         let tail = try await get(segment.key, range: start..<size)
         guard tail.readableBytes == size - start else {
