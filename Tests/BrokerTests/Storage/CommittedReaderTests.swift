@@ -391,9 +391,11 @@ import Testing
             try await reader.read(stream: stream, from: from, maxBytes: 1 << 20, segments: fixture.segments(stream, from: from))
         }
         #expect(error == .objectMissing(objectId: fixture.objects[1].id, key: fixture.objects[1].key))
-        // The data of the first object is returned when the read starts there and stops in time.
-        let firstOnly = try await reader.read(stream: stream, from: 0, maxBytes: 1, segments: fixture.segments(stream, from: 0))
-        #expect(firstOnly == fixture.expected(stream, from: 0, maxBytes: 1))
+        // A read that starts in the first object returns that object's batches and stops where the
+        // missing one begins; the next read from there gets the error.
+        let firstOnly = try await reader.read(stream: stream, from: 0, maxBytes: 1 << 20, segments: fixture.segments(stream, from: 0))
+        let firstObjectBatches = try #require(fixture.batches[stream]?.filter { $0.baseOffset < from })
+        #expect(try baseOffsets(firstOnly) == firstObjectBatches.map(\.baseOffset))
         // Failures are not cached: once the object is there the same read succeeds.
         try await store.put(fixture.objects[1].key, fixture.objects[1].bytes)
         let got = try await reader.read(stream: stream, from: from, maxBytes: 1 << 20, segments: fixture.segments(stream, from: from))

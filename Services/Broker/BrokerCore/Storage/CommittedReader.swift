@@ -163,13 +163,32 @@ public final class CommittedReader: Sendable {
     /// Whole record batches of `stream` back to back, starting with the batch that contains
     /// `offset` (or the first batch after it), up to `maxBytes` but always at least one whole batch
     /// when any exists; empty when `offset` is at or past the last segment's end. `segments` come
-    /// from `committedSegments(in:stream:from:)`.
+    /// from `committedSegments(in:stream:from:)`. A failure after some batches were gathered ends
+    /// the read with those batches (the next read, starting where this one ended, gets the error);
+    /// a failure before any throws `CommittedReadError` (or `CancellationError`).
     public func read(stream: StreamID, from offset: Int64, maxBytes: Int, segments: [CommittedSegment]) async throws -> ByteBuffer {
-        let streamKey = UInt64(bitPattern: stream)
         var next = offset
         var slices: [ByteBuffer] = []
         var total = 0
         let ordered = segments.sorted { $0.startOffset < $1.startOffset }
+        do {
+            try await collect(stream: stream, segments: ordered, maxBytes: maxBytes, next: &next, slices: &slices, total: &total)
+        } catch let error as CommittedReadError where total > 0 {
+            logger.debug("committed read stops early", metadata: ["stream.id": "\(stream)", "next": "\(next)", "error": "\(error)"])
+        }
+        if slices.count == 1 { return slices[0] }
+        var out = ByteBufferAllocator().buffer(capacity: total)
+        for slice in slices { out.writeImmutableBuffer(slice) }
+        return out
+    }
+
+    /// Appends to `slices` the batches from `next` on, advancing `next` and `total`, until `maxBytes`
+    /// or the segments run out.
+    private func collect(
+        stream: StreamID, segments ordered: [CommittedSegment], maxBytes: Int,
+        next: inout Int64, slices: inout [ByteBuffer], total: inout Int
+    ) async throws {
+        let streamKey = UInt64(bitPattern: stream)
         segmentLoop: for (number, segment) in ordered.enumerated() where segment.endOffset > next {
             let target = max(next, segment.startOffset)
             let layout = try await layout(of: segment)
@@ -215,10 +234,6 @@ public final class CommittedReader: Sendable {
                 position += 1
             }
         }
-        if slices.count == 1 { return slices[0] }
-        var out = ByteBufferAllocator().buffer(capacity: total)
-        for slice in slices { out.writeImmutableBuffer(slice) }
-        return out
     }
 
     // MARK: - Loading
