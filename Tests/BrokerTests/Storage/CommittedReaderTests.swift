@@ -32,6 +32,33 @@ import Testing
         #expect(fixture.segments(9999, from: 0).isEmpty)
     }
 
+    @Test func streamObjectsGetTheirOwnKeyKind() async throws {
+        var fixture = try CommittedFixture(streamCount: 1, objectCount: 1, batchesPerObject: 3)
+        try fixture.addObject(batchesPerObject: 3, blockSize: 600, kind: .stream)
+        let stream = fixture.streams[0]
+        let segments = fixture.segments(stream, from: 0)
+        #expect(segments.map { ObjectKey.parse($0.key)?.kind } == [.streamSet, .stream])
+        #expect(segments.map { ObjectKey.parse($0.key)?.id } == fixture.objects.map { UInt64($0.id) })
+        let store = InMemoryObjectStore()
+        try await fixture.upload(to: store)
+        let got = try await reader(store).read(stream: stream, from: 0, maxBytes: 1 << 20, segments: segments)
+        #expect(got == fixture.expected(stream, from: 0, maxBytes: 1 << 20))
+    }
+
+    @Test func indexLargerThanTheTailReadTakesASecondGet() async throws {
+        let fixture = try CommittedFixture(streamCount: 3, objectCount: 2, batchesPerObject: 6, blockSize: 300)
+        let store = GatedStore()
+        try await fixture.upload(to: store)
+        // The tail read holds the footer but not the index.
+        let reader = reader(store, CommittedReaderConfiguration(readAheadBlocks: 0, tailReadBytes: ObjectFormat.footerSize))
+        let stream = fixture.streams[1]
+        let got = try await reader.read(stream: stream, from: 0, maxBytes: 1 << 20, segments: fixture.segments(stream, from: 0))
+        #expect(got == fixture.expected(stream, from: 0, maxBytes: 1 << 20))
+        let stats = reader.stats
+        #expect(stats.indexMisses == 2)
+        #expect(store.gets == 2 * 2 + stats.blockMisses)
+    }
+
     @Test func readsFromEveryOffset() async throws {
         let fixture = try CommittedFixture(streamCount: 3, objectCount: 3, batchesPerObject: 8, blockSize: 600)
         let store = InMemoryObjectStore()
