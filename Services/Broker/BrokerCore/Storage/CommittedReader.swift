@@ -18,6 +18,7 @@ public struct CommittedReaderConfiguration: Sendable, Hashable {
     /// Trailing bytes fetched first when loading an index, hoping footer and index fit.
     public var tailReadBytes: Int
 
+    /// The defaults suit a broker with a few hundred MiB to spare for cold reads.
     public init(
         blockCacheBytes: Int = 256 << 20, indexCacheEntries: Int = 4096, readAheadBlocks: Int = 2,
         maxConcurrentReads: Int = 16, tailReadBytes: Int = ObjectFormat.defaultTailRead
@@ -38,8 +39,11 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var blockMisses = 0
     /// Block reads that waited for a GET another read (or read-ahead) had started.
     public var blockJoins = 0
+    /// Index lookups served from the index cache.
     public var indexHits = 0
+    /// Index lookups that started a load (footer and index GETs).
     public var indexMisses = 0
+    /// Index lookups that waited for a load already under way.
     public var indexJoins = 0
     /// Ranged GETs sent to the store (index and blocks, read-ahead included).
     public var gets = 0
@@ -55,7 +59,9 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var waitingForPermit = 0
     /// Bytes of blocks in the cache (never above `blockCacheBytes`).
     public var bytesCached = 0
+    /// Blocks in the cache.
     public var blocksCached = 0
+    /// Object indexes in the cache (never above `indexCacheEntries`).
     public var indexesCached = 0
     /// Blocks dropped from the cache to make room.
     public var evictions = 0
@@ -68,6 +74,7 @@ public struct CommittedReaderStats: Sendable, Equatable {
     /// Read-ahead loads not started because every GET permit was taken.
     public var readAheadSkipped = 0
 
+    /// All counters at zero.
     public init() {}
 }
 
@@ -122,6 +129,7 @@ public final class CommittedReader: Sendable {
         var streams: [UInt64: [BlockIndexEntry]]
     }
 
+    /// A reader of `store` with empty caches.
     public init(store: any ObjectStore, configuration: CommittedReaderConfiguration = .init(), logger: Logger) {
         self.store = store
         self.configuration = configuration
