@@ -278,6 +278,76 @@ import Testing
         #expect(reader.stats.maxInFlight <= 3)
     }
 
+    @Test func failingStoreNeverYieldsWrongDataOrLeaksPermits() async throws {
+        let fixture = try CommittedFixture(streamCount: 3, objectCount: 4, batchesPerObject: 6, blockSize: 400, seed: 9)
+        let store = FlakyStore(InMemoryObjectStore(), seed: 99)
+        try await fixture.upload(to: store)
+        let bound = 4
+        let reader = reader(store, CommittedReaderConfiguration(blockCacheBytes: 4_000, indexCacheEntries: 2, maxConcurrentReads: bound))
+        store.fail(percent: 30)
+        var random = SeededRandom(seed: 17)
+        var failures = 0
+        var successes = 0
+        for _ in 0..<40 {
+            var reads: [(StreamID, Int64, Int, Bool)] = []
+            for _ in 0..<6 {
+                let stream = fixture.streams[Int.random(in: 0..<fixture.streams.count, using: &random)]
+                let offset = Int64.random(in: 0..<fixture.end(of: stream), using: &random)
+                reads.append((stream, offset, Int.random(in: 1...3_000, using: &random), Bool.random(using: &random)))
+            }
+            let outcomes = await withTaskGroup(of: Bool?.self) { group in
+                for (stream, offset, maxBytes, cancel) in reads {
+                    let task = Task {
+                        try await reader.read(stream: stream, from: offset, maxBytes: maxBytes, segments: fixture.segments(stream, from: offset))
+                    }
+                    if cancel { task.cancel() }
+                    group.addTask {
+                        do {
+                            let got = try await task.value
+                            // Whatever comes back is a prefix of the right answer: whole, correct batches.
+                            let want = fixture.expected(stream, from: offset, maxBytes: maxBytes)
+                            #expect(got.readableBytes > 0)
+                            #expect(got == want.getSlice(at: want.readerIndex, length: min(got.readableBytes, want.readableBytes)))
+                            return true
+                        } catch is CancellationError {
+                            return nil
+                        } catch let error as CommittedReadError {
+                            guard case .store = error else {
+                                Issue.record("unexpected \(error)")
+                                return false
+                            }
+                            return false
+                        } catch {
+                            Issue.record("unexpected \(error)")
+                            return false
+                        }
+                    }
+                }
+                var outcomes: [Bool?] = []
+                for await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            successes += outcomes.filter { $0 == true }.count
+            failures += outcomes.filter { $0 == false }.count
+        }
+        #expect(successes > 0)
+        #expect(failures > 0)
+        // Once the background loads settle, every permit is back and nothing is stuck.
+        #expect(await eventually { reader.stats.loading == 0 })
+        let stats = reader.stats
+        #expect(stats.freePermits == bound)
+        #expect(stats.inFlight == 0)
+        #expect(stats.waitingForPermit == 0)
+        #expect(stats.maxInFlight <= bound)
+        #expect(stats.bytesCached <= 4_000)
+        // With the store healthy again, everything reads back exactly.
+        store.fail(percent: 0)
+        for stream in fixture.streams {
+            let got = try await reader.read(stream: stream, from: 0, maxBytes: 1 << 20, segments: fixture.segments(stream, from: 0))
+            #expect(got == fixture.expected(stream, from: 0, maxBytes: 1 << 20))
+        }
+    }
+
     @Test func blockLargerThanTheCacheIsServedButNotCached() async throws {
         let fixture = try CommittedFixture(streamCount: 1, objectCount: 1, batchesPerObject: 6, blockSize: 1 << 20)
         let store = InMemoryObjectStore()

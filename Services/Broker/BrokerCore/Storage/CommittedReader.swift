@@ -55,6 +55,8 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var maxInFlight = 0
     /// Index and block loads under way now (demand and read-ahead), each counted once however many readers wait on it.
     public var loading = 0
+    /// GET permits nobody holds now (`maxConcurrentReads` when idle).
+    public var freePermits = 0
     /// Loads queued for a GET permit now.
     public var waitingForPermit = 0
     /// Bytes of blocks in the cache (never above `blockCacheBytes`).
@@ -156,6 +158,7 @@ public final class CommittedReader: Sendable {
         stats.inFlight = io.inFlight
         stats.maxInFlight = io.maxInFlight
         stats.loading = blocks.loading + layouts.loading
+        stats.freePermits = permits.available
         stats.waitingForPermit = permits.waiting
         stats.bytesCached = blocks.totalCost
         stats.blocksCached = blocks.count
