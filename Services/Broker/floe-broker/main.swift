@@ -100,7 +100,8 @@ struct FloeBroker: AsyncParsableCommand {
                         metadataVersion: await follower.version, ledPartitions: leadership.led, readyPartitions: leadership.ready,
                         logCacheBytes: await replicas.cachedBytes))
             })
-        let lifecycle = BrokerLifecycle(server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, logger: logger)
+        let lifecycle = BrokerLifecycle(
+            server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, committed: committed, logger: logger)
         do {
             try await ServiceRunner.run(services: [lifecycle], options: common, handlers: handlers, logger: logger)
         } catch is CancellationError {
@@ -133,13 +134,15 @@ struct BrokerLifecycle: Service {
     let follower: MetadataFollower
     let membership: NodeMembership
     let wal: WALClient
+    let committed: CommittedReader
     let logger: Logger
 
     func run() async throws {
         let serverTask = Task { try await server.run() }
         _ = try await server.boundPort()
-        let replicas = replicas, follower = follower, membership = membership
+        let replicas = replicas, follower = follower, membership = membership, committed = committed
         let background = [
+            Task { await Self.exportMetrics(replicas: replicas, committed: committed) },
             Task { await follower.run() },
             Task { await membership.run() },
             Task {
@@ -158,5 +161,32 @@ struct BrokerLifecycle: Service {
             logger.warning("could not deregister; the controller fences this node when its session expires")
         }
         await wal.close()
+    }
+
+    /// Publishes the caches' and partitions' state once a second.
+    static func exportMetrics(replicas: ReplicaManager, committed: CommittedReader) async {
+        let led = Gauge(label: "floe_broker_led_partitions")
+        let ready = Gauge(label: "floe_broker_ready_partitions")
+        let logCache = Gauge(label: "floe_broker_log_cache_bytes")
+        let blockCache = Gauge(label: "floe_broker_block_cache_bytes")
+        let blockHits = Gauge(label: "floe_broker_block_cache_hits")
+        let blockMisses = Gauge(label: "floe_broker_block_cache_misses")
+        let gets = Gauge(label: "floe_broker_object_gets")
+        let getFailures = Gauge(label: "floe_broker_object_get_failures")
+        let getsInFlight = Gauge(label: "floe_broker_object_gets_in_flight")
+        while !Task.isCancelled {
+            let leadership = await replicas.leadership
+            led.record(Double(leadership.led))
+            ready.record(Double(leadership.ready))
+            logCache.record(Double(await replicas.cachedBytes))
+            let stats = committed.stats
+            blockCache.record(Double(stats.bytesCached))
+            blockHits.record(Double(stats.blockHits))
+            blockMisses.record(Double(stats.blockMisses))
+            gets.record(Double(stats.gets))
+            getFailures.record(Double(stats.getFailures))
+            getsInFlight.record(Double(stats.inFlight))
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
     }
 }
