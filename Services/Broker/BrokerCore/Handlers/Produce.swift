@@ -18,7 +18,8 @@ enum Produce {
     }
 
     static func accept(_ request: ProduceRequest, version: Int16, context: BrokerContext) async -> KafkaPendingResponse {
-        let state = await context.metadata.state
+        // The image the partitions were last brought in line with: no hop to the metadata follower.
+        let state = context.replicas.latestState
         let now = context.now()
         var checked: [(topic: String, partition: Int32, verdict: Checked)] = []
         for topic in request.topicData {
