@@ -70,7 +70,6 @@ public struct ControllerOptions: ParsableArguments, Sendable {
     public init() {}
 }
 
-
 /// How `--node-id` names an instance, so one manifest can serve every pod of a StatefulSet or Deployment.
 ///
 /// - `N`: that number.
@@ -78,16 +77,19 @@ public struct ControllerOptions: ParsableArguments, Sendable {
 ///   Manifests give controllers `ordinal:1` (ids 1, 2, 3) and the WAL writers of the zone with index z
 ///   `ordinal:<200 + 10·z>` (zone a 200…209, zone b 210…219, …).
 /// - `auto`: the advertised IPv4 address as `Int32(ip & 0x7fffffff)`, for Deployment pods (brokers). Live pods
-///   have distinct IPs, and a cluster's pod network is far smaller than the 2^31 addresses the top bit folds
-///   together, so live pods get distinct ids. Every private range (10/8, 172.16/12, 192.168/16, 100.64/10)
-///   maps above 100,000,000, far from the small ids above; addresses mapping below ``autoMinimum`` are refused
-///   so the two schemes can never meet.
+///   have distinct IPs, and two addresses share an id only when they differ in the top bit alone, 2^31 apart,
+///   which no pod network spans; so live pods get distinct ids. Every private range (10/8, 172.16/12,
+///   192.168/16, 100.64/10) maps above 100,000,000, far from the small ids above; addresses mapping below
+///   ``autoMinimum`` are refused so the two schemes can never meet.
 public enum NodeIDSpec: Hashable, Sendable, CustomStringConvertible {
+    /// Exactly this id.
     case number(Int32)
+    /// `base` plus the pod's StatefulSet ordinal.
     case ordinal(base: Int32)
+    /// Derived from the advertised IPv4 address.
     case auto
 
-    /// The smallest id `auto` hands out; fixed and ordinal ids stay below it.
+    /// The smallest id `auto` hands out; the manifests keep fixed and ordinal ids below it.
     public static let autoMinimum: Int32 = 1 << 16
 
     /// Parses `N`, `ordinal:BASE` or `auto`.
@@ -157,7 +159,7 @@ public enum NodeIDSpec: Hashable, Sendable, CustomStringConvertible {
     static func ordinal(of podName: String) -> Int32? {
         guard let dash = podName.lastIndex(of: "-") else { return nil }
         let digits = podName[podName.index(after: dash)...]
-        // Ten digits cannot be a real ordinal and could overflow the conversion's intent.
+        // Ordinals are small; ten or more digits is some other suffix, not an ordinal.
         guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
         return Int32(digits)
     }
