@@ -22,8 +22,7 @@ if [ "${CI:-}" = true ] || [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest, yaml' 2>/dev/null || ! command -v weed >/dev/null \
-    || ! command -v kubernetes-validate >/dev/null; then
+if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest, kubernetes_validate, yaml' 2>/dev/null || ! command -v weed >/dev/null; then
     echo "install-deps: pip install ${pip_packages[*]}"
     python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
 fi

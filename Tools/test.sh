@@ -13,7 +13,7 @@ command -v kubectl >/dev/null || { echo "kubectl is required to render Deploy/ov
 for overlay in Deploy/overlays/*/; do
     rendered=$(kubectl kustomize "$overlay")
     for version in 1.30.0 1.34.0; do
-        printf '%s\n' "$rendered" | kubernetes-validate --strict --quiet --kubernetes-version "$version" -
+        printf '%s\n' "$rendered" | python3 -m kubernetes_validate --strict --quiet --kubernetes-version "$version" -
     done
     echo "$overlay: $(printf '%s\n' "$rendered" | grep -c '^kind:') objects valid for Kubernetes 1.30 and 1.34"
 done
