@@ -185,6 +185,25 @@ struct ManifestTests {
         #expect(!topologyZones.values.flatMap { $0 }.contains("TOPOLOGY_ZONE"), "a zone's topology placeholder was not filled in")
     }
 
+    @Test func containerImageBuildsEveryExecutableTheManifestsRun() throws {
+        let containerfile = try String(contentsOf: Overlay.repositoryRoot.appendingPathComponent("Deploy/Containerfile"), encoding: .utf8)
+        // Both loops (build, then install) must name every executable.
+        let loops = containerfile.split(separator: "\n").filter { $0.contains("for product in") }
+        #expect(loops.count == 2)
+        var used = Set<String>()
+        for overlay in expectedZones.keys {
+            var expander = PodExpander(objects: try Overlay.render(overlay))
+            used.formUnion(try expander.pods().map(\.executableName))
+        }
+        #expect(!used.isEmpty)
+        for loop in loops {
+            let products = Set(loop.split(separator: " ").map(String.init))
+            for executable in used.sorted() {
+                #expect(products.contains(executable), "the Containerfile does not build \(executable): \(loop)")
+            }
+        }
+    }
+
     private func parse(_ pod: Pod) throws -> ParsedService {
         let executable = try #require(Executable.all[pod.executableName], "\(pod.workload.label) runs unknown \(pod.executableName)")
         do {
