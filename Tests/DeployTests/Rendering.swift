@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Why rendering or reading the manifests failed.
 struct DeployTestFailure: Error, CustomStringConvertible {
@@ -44,7 +45,24 @@ enum Overlay {
             .sorted()
     }
 
+    /// Rendered overlays as JSON, so each is rendered once per test run.
+    private static let cache = Mutex<[String: Data]>([:])
+
     static func render(_ name: String) throws -> [KubeObject] {
+        let json: Data
+        if let cached = cache.withLock({ $0[name] }) {
+            json = cached
+        } else {
+            json = try renderJSON(name)
+            cache.withLock { $0[name] = json }
+        }
+        guard let documents = try JSONSerialization.jsonObject(with: json) as? [[String: Any]] else {
+            throw DeployTestFailure("overlay \(name) did not render to a list of objects")
+        }
+        return documents.map(KubeObject.init)
+    }
+
+    private static func renderJSON(_ name: String) throws -> Data {
         guard let kubectl = which("kubectl") else {
             throw DeployTestFailure("kubectl is not on PATH: the manifest tests render Deploy/overlays with `kubectl kustomize`")
         }
@@ -59,11 +77,7 @@ enum Overlay {
         try rendered.write(to: yaml)
         // PyYAML comes with kubernetes-validate (Tools/install-deps.sh); Foundation has no YAML reader.
         let script = "import json, sys, yaml\njson.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None], sys.stdout)"
-        let json = try run(python, ["-c", script, yaml.path], scratch: scratch)
-        guard let documents = try JSONSerialization.jsonObject(with: json) as? [[String: Any]] else {
-            throw DeployTestFailure("overlay \(name) did not render to a list of objects")
-        }
-        return documents.map(KubeObject.init)
+        return try run(python, ["-c", script, yaml.path], scratch: scratch)
     }
 
     static func which(_ name: String) -> String? {
