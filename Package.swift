@@ -302,6 +302,14 @@ let package = Package(
             path: "Tests/WALWriterServiceTests"
         ),
         .testTarget(
+            name: "DeployTests",
+            dependencies: [
+                "FloeService", "floe-controller", "floe-wal-writer", "floe-broker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/DeployTests"
+        ),
+        .testTarget(
             name: "RaftTests",
             dependencies: ["Raft"],
             path: "Tests/RaftTests"

