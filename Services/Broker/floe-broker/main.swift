@@ -69,11 +69,12 @@ struct FloeBroker: AsyncParsableCommand {
                 logger: logger),
             logger: logger,
             autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+        let groups = GroupCoordinator(context: context)
         let server = KafkaServer(
             configuration: KafkaServerConfiguration(
                 host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
                 shutdownGracePeriod: .seconds(5)),
-            handler: BrokerRequestHandler(context: context, admin: admin), logger: logger)
+            handler: BrokerRequestHandler(context: context, admin: admin, groups: groups), logger: logger)
         let membership = NodeMembership(
             controller: controller,
             registration: NodeRegistration(
@@ -94,7 +95,8 @@ struct FloeBroker: AsyncParsableCommand {
                         metadataVersion: await follower.version, ledPartitions: leadership.led, readyPartitions: leadership.ready,
                         logCacheBytes: await replicas.cachedBytes))
             })
-        let lifecycle = BrokerLifecycle(server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, logger: logger)
+        let lifecycle = BrokerLifecycle(
+            server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, groups: groups, logger: logger)
         do {
             try await ServiceRunner.run(services: [lifecycle], options: common, handlers: handlers, logger: logger)
         } catch is CancellationError {
@@ -127,13 +129,15 @@ struct BrokerLifecycle: Service {
     let follower: MetadataFollower
     let membership: NodeMembership
     let wal: WALClient
+    let groups: GroupCoordinator
     let logger: Logger
 
     func run() async throws {
         let serverTask = Task { try await server.run() }
         _ = try await server.boundPort()
-        let replicas = replicas, follower = follower, membership = membership
+        let replicas = replicas, follower = follower, membership = membership, groups = groups
         let background = [
+            Task { await groups.run() },
             Task { await follower.run() },
             Task { await membership.run() },
             Task {
