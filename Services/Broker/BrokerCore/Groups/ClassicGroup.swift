@@ -555,8 +555,8 @@ public struct ClassicGroup: Sendable {
     ) -> [GroupAction] {
         func answer(_ code: KafkaErrorCode) -> [GroupAction] { [.syncResponse(token: token, SyncOutcome(error: code))] }
         guard state != .dead else { return answer(.coordinatorNotAvailable) }
-        guard let index = memberIndex(memberId) else { return answer(.unknownMemberId) }
         if isStaticMemberFenced(memberId: memberId, instanceId: groupInstanceId) { return answer(.fencedInstanceId) }
+        guard let index = memberIndex(memberId) else { return answer(.unknownMemberId) }
         guard requested == generationId else { return answer(.illegalGeneration) }
         if let type, type != protocolType { return answer(.inconsistentGroupProtocol) }
         if let name, name != protocolName { return answer(.inconsistentGroupProtocol) }
@@ -624,9 +624,8 @@ public struct ClassicGroup: Sendable {
     /// A Heartbeat request.
     public mutating func heartbeat(memberId: String, groupInstanceId: String?, generationId requested: Int32, now: Int64) -> KafkaErrorCode {
         guard state != .dead else { return .coordinatorNotAvailable }
-        guard state != .empty else { return .unknownMemberId }
-        guard let index = memberIndex(memberId) else { return .unknownMemberId }
         if isStaticMemberFenced(memberId: memberId, instanceId: groupInstanceId) { return .fencedInstanceId }
+        guard state != .empty, let index = memberIndex(memberId) else { return .unknownMemberId }
         guard requested == generationId else { return .illegalGeneration }
         heartbeat(index, now: now)
         return state == .preparingRebalance ? .rebalanceInProgress : .none

@@ -1,0 +1,189 @@
+"""Consumer groups with confluent-kafka (librdkafka) against a Floe cluster.
+
+Usage: confluent_group.py BOOTSTRAP SCENARIO TOPIC
+Scenarios:
+  coverage     3 consumers on a 6-partition topic each get partitions, together every partition once;
+               then one leaves and the other two cover all 6 again.
+  commit       a consumer reads half the records, commits, closes; a new consumer in the same group
+               resumes exactly after the committed offset.
+  cooperative  the same coverage checks with partition.assignment.strategy=cooperative-sticky.
+  simple-commit GROUP    an assign()-mode consumer (no group membership) commits offset 100+p for
+               every partition of the existing topic, which must read back at once.
+  check-committed GROUP  a fresh consumer reads those offsets back (e.g. after the coordinator moved).
+Prints one JSON line per check; exits non-zero on the first failed check.
+"""
+import json
+import sys
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BOOTSTRAP, SCENARIO, TOPIC = sys.argv[1], sys.argv[2], sys.argv[3]
+GROUP = sys.argv[4] if len(sys.argv) > 4 else None
+PARTITIONS = 6
+DEADLINE_S = 90
+
+
+def report(check, ok, **details):
+    print(json.dumps({"check": check, "ok": ok, **details}), flush=True)
+    if not ok:
+        sys.exit(1)
+
+
+def create_topic():
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    futures = admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=1)])
+    for future in futures.values():
+        future.result(timeout=30)
+    # Wait until every partition has a leader.
+    for _ in range(300):
+        md = admin.list_topics(TOPIC, timeout=10)
+        topic = md.topics.get(TOPIC)
+        if topic and topic.error is None and len(topic.partitions) == PARTITIONS and all(
+            p.leader >= 0 and p.error is None for p in topic.partitions.values()
+        ):
+            return
+        time.sleep(0.1)
+    report("topic-ready", False)
+
+
+def produce(count_per_partition):
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 30000, "linger.ms": 5})
+    errors = []
+    for partition in range(PARTITIONS):
+        for i in range(count_per_partition):
+            producer.produce(TOPIC, value=f"p{partition}-{i}".encode(), partition=partition,
+                             on_delivery=lambda err, msg: errors.append(err) if err else None)
+    remaining = producer.flush(60)
+    report("produce", remaining == 0 and not errors, remaining=remaining, errors=[str(e) for e in errors[:3]])
+
+
+def consumer(group, strategy="range", **extra):
+    config = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 500,
+        "partition.assignment.strategy": strategy,
+    }
+    config.update(extra)
+    return Consumer(config)
+
+
+def poll_until(consumers, condition, what):
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline:
+        for c in consumers:
+            c.poll(0.05)
+        if condition():
+            return True
+    report(what, False, assignments=[sorted(p.partition for p in c.assignment()) for c in consumers])
+
+
+def covered_once(consumers):
+    owned = [p.partition for c in consumers for p in c.assignment()]
+    return sorted(owned) == list(range(PARTITIONS)) and all(len(c.assignment()) > 0 for c in consumers)
+
+
+def coverage(strategy):
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    members = [consumer(group, strategy) for _ in range(3)]
+    for c in members:
+        c.subscribe([TOPIC])
+    poll_until(members, lambda: covered_once(members), "three-members-cover-every-partition-once")
+    report("three-members", True, assignments=[sorted(p.partition for p in c.assignment()) for c in members])
+    leaving = members.pop()
+    leaving.close()
+    poll_until(members, lambda: covered_once(members), "after-leave-two-members-cover-every-partition")
+    report("after-leave", True, assignments=[sorted(p.partition for p in c.assignment()) for c in members])
+    for c in members:
+        c.close()
+
+
+def commit_resume():
+    produce(10)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    first = consumer(group)
+    first.subscribe([TOPIC])
+    seen = {}
+    deadline = time.time() + DEADLINE_S
+    while sum(seen.values()) < 30 and time.time() < deadline:
+        msg = first.poll(0.2)
+        if msg is None or msg.error():
+            continue
+        seen[msg.partition()] = seen.get(msg.partition(), 0) + 1
+        if sum(seen.values()) >= 30:
+            break
+    report("first-consumer-read", sum(seen.values()) >= 30, seen=seen)
+    committed = first.commit(asynchronous=False)
+    positions = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+    fetched = first.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=30)
+    fetched_positions = {tp.partition: tp.offset for tp in fetched if tp.offset >= 0}
+    report("committed-readback", all(fetched_positions.get(p) == o for p, o in positions.items()),
+           committed=positions, fetched=fetched_positions)
+    first.close()
+
+    second = consumer(group)
+    second.subscribe([TOPIC])
+    firsts = {}
+    total = 0
+    expected = PARTITIONS * 10 - sum(positions.values())
+    deadline = time.time() + DEADLINE_S
+    while total < expected and time.time() < deadline:
+        msg = second.poll(0.2)
+        if msg is None or msg.error():
+            continue
+        total += 1
+        firsts.setdefault(msg.partition(), msg.offset())
+    # Each partition resumes at its committed offset (or 0 where nothing was committed).
+    ok = total == expected and all(firsts.get(p, 10) == positions.get(p, 0) for p in range(PARTITIONS) if positions.get(p, 0) < 10)
+    report("second-consumer-resumes", ok, expected=expected, got=total, first_offsets=firsts, committed=positions)
+    second.close()
+
+
+def simple_commit():
+    c = consumer(GROUP)
+    offsets = [TopicPartition(TOPIC, p, 100 + p) for p in range(PARTITIONS)]
+    c.assign(offsets)
+    result = c.commit(offsets=offsets, asynchronous=False)
+    report("simple-commit", all(tp.error is None for tp in result), errors=[str(tp.error) for tp in result if tp.error])
+    c.close()
+    check_committed()
+
+
+def check_committed():
+    c = consumer(GROUP)
+    deadline = time.time() + DEADLINE_S
+    fetched = {}
+    while time.time() < deadline:
+        try:
+            result = c.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10)
+            fetched = {tp.partition: tp.offset for tp in result}
+            if fetched == {p: 100 + p for p in range(PARTITIONS)}:
+                break
+        except Exception as error:  # the coordinator may still be moving or loading
+            fetched = {"error": str(error)}
+        time.sleep(0.2)
+    report("committed", fetched == {p: 100 + p for p in range(PARTITIONS)}, fetched=fetched)
+    c.close()
+
+
+if SCENARIO in ("coverage", "cooperative", "commit"):
+    create_topic()
+if SCENARIO == "coverage":
+    coverage("range")
+elif SCENARIO == "cooperative":
+    coverage("cooperative-sticky")
+elif SCENARIO == "commit":
+    commit_resume()
+elif SCENARIO == "simple-commit":
+    simple_commit()
+elif SCENARIO == "check-committed":
+    check_committed()
+else:
+    report("scenario", False, unknown=SCENARIO)
+report("done", True)
