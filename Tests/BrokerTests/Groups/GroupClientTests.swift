@@ -126,6 +126,9 @@ import Testing
             try await Self.run(["python3", confluent, bootstrap, "cooperative", "g-cooperative"], log: directory + "/cooperative.log"),
             "confluent-kafka cooperative-sticky group")
         Self.expectPassed(try await Self.run(["python3", confluent, bootstrap, "commit", "g-commit"], log: directory + "/commit.log"), "confluent-kafka commit and resume")
+        Self.expectPassed(
+            try await Self.run(["python3", confluent, bootstrap, "static", "g-static"], log: directory + "/static.log"), "confluent-kafka static member rejoin")
+        Self.expectPassed(try await Self.run(["python3", python, bootstrap, "admin", "g-admin"], log: directory + "/admin.log"), "kafka-python group admin APIs")
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "kafka-python", "g-kafka-python"], log: directory + "/kafka-python.log"), "kafka-python group")
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "aiokafka", "g-aiokafka"], log: directory + "/aiokafka.log"), "aiokafka group")
 

@@ -7,6 +7,8 @@ Scenarios:
   commit       a consumer reads half the records, commits, closes; a new consumer in the same group
                resumes exactly after the committed offset.
   cooperative  the same coverage checks with partition.assignment.strategy=cooperative-sticky.
+  static       two static members (group.instance.id); one restarts under the same instance id
+               within its session timeout and gets its old partitions back without a rebalance.
   simple-commit GROUP    an assign()-mode consumer (no group membership) commits offset 100+p for
                every partition of the existing topic, which must read back at once.
   check-committed GROUP  a fresh consumer reads those offsets back (e.g. after the coordinator moved).
@@ -96,6 +98,15 @@ def coverage(strategy):
         c.subscribe([TOPIC])
     poll_until(members, lambda: covered_once(members), "three-members-cover-every-partition-once")
     report("three-members", True, assignments=[sorted(p.partition for p in c.assignment()) for c in members])
+    # librdkafka's admin view of the same group (ListGroups with a states filter, DescribeGroups).
+    from confluent_kafka import ConsumerGroupState
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    listed = admin.list_consumer_groups(states={ConsumerGroupState.STABLE}, request_timeout=30).result()
+    report("admin-list-stable", group in [g.group_id for g in listed.valid], listed=[g.group_id for g in listed.valid])
+    described = admin.describe_consumer_groups([group], request_timeout=30)[group].result()
+    report("admin-describe", described.state == ConsumerGroupState.STABLE and len(described.members) == 3
+           and sorted(tp.partition for m in described.members for tp in m.assignment.topic_partitions) == list(range(PARTITIONS)),
+           state=str(described.state), members=len(described.members))
     leaving = members.pop()
     leaving.close()
     poll_until(members, lambda: covered_once(members), "after-leave-two-members-cover-every-partition")
@@ -145,6 +156,41 @@ def commit_resume():
     second.close()
 
 
+def static_rejoin():
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    assigns = {"a": 0, "b": 0}
+
+    def counting(name):
+        def on_assign(consumer, partitions):
+            assigns[name] += 1
+        return on_assign
+
+    a = consumer(group, **{"group.instance.id": "instance-a"})
+    b = consumer(group, **{"group.instance.id": "instance-b"})
+    a.subscribe([TOPIC], on_assign=counting("a"))
+    b.subscribe([TOPIC], on_assign=counting("b"))
+    poll_until([a, b], lambda: covered_once([a, b]), "static-members-cover-every-partition")
+    # Let the group settle so no rebalance is still under way.
+    settle = time.time() + 2
+    while time.time() < settle:
+        a.poll(0.05)
+        b.poll(0.05)
+    before_a = assigns["a"]
+    old = sorted(p.partition for p in b.assignment())
+    b.close()  # a static member does not leave the group on close
+    b2 = consumer(group, **{"group.instance.id": "instance-b"})
+    b2.subscribe([TOPIC], on_assign=counting("b"))
+    poll_until([a, b2], lambda: len(b2.assignment()) > 0, "restarted-static-member-assigned")
+    settle = time.time() + 2
+    while time.time() < settle:
+        a.poll(0.05)
+        b2.poll(0.05)
+    report("static-rejoin-keeps-assignment", sorted(p.partition for p in b2.assignment()) == old and assigns["a"] == before_a,
+           old=old, new=sorted(p.partition for p in b2.assignment()), other_member_assignments=assigns["a"] - before_a)
+    a.close()
+    b2.close()
+
+
 def simple_commit():
     c = consumer(GROUP)
     offsets = [TopicPartition(TOPIC, p, 100 + p) for p in range(PARTITIONS)]
@@ -172,7 +218,7 @@ def check_committed():
     c.close()
 
 
-if SCENARIO in ("coverage", "cooperative", "commit"):
+if SCENARIO in ("coverage", "cooperative", "commit", "static"):
     create_topic()
 if SCENARIO == "coverage":
     coverage("range")
@@ -180,6 +226,8 @@ elif SCENARIO == "cooperative":
     coverage("cooperative-sticky")
 elif SCENARIO == "commit":
     commit_resume()
+elif SCENARIO == "static":
+    static_rejoin()
 elif SCENARIO == "simple-commit":
     simple_commit()
 elif SCENARIO == "check-committed":

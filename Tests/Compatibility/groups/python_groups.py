@@ -1,9 +1,13 @@
 """Consumer groups with kafka-python and aiokafka against a Floe cluster.
 
-Usage: python_groups.py BOOTSTRAP CLIENT TOPIC      (CLIENT: kafka-python or aiokafka)
+Usage: python_groups.py BOOTSTRAP CLIENT TOPIC      (CLIENT: kafka-python, aiokafka or admin)
 Two consumers in one group on a 4-partition topic share it (each owns some, together all, once);
 they consume every produced record exactly once between them, commit, and a restarted consumer
 of the group finds the committed offsets and has nothing left to read.
+"admin" drives the group admin APIs with kafka-python's KafkaAdminClient around a live group:
+ListGroups (states filter), DescribeGroups, OffsetFetch (v8 multi-group form), DeleteGroups of a
+non-empty group (refused), OffsetDelete of a subscribed topic (refused), LeaveGroup v3+ (batched
+member removal), then OffsetDelete and DeleteGroups of the emptied group.
 Prints one JSON line per check; exits non-zero on the first failed check.
 """
 import asyncio
@@ -132,10 +136,62 @@ async def aiokafka_run():
     await restarted.stop()
 
 
+def admin_apis():
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import MemberToRemove, NewTopic
+
+    group = f"adm-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30000)
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30000, enable_idempotence=False)
+    for p in range(PARTITIONS):
+        producer.send(TOPIC, value=b"x", partition=p).get(timeout=30)
+    producer.close()
+    consumers = [KafkaConsumer(TOPIC, bootstrap_servers=BOOTSTRAP, group_id=group, auto_offset_reset="earliest",
+                               enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
+                 for _ in range(2)]
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline and not all(c.assignment() for c in consumers):
+        for c in consumers:
+            c.poll(timeout_ms=50)
+    for c in consumers:
+        c.commit({tp: __import__("kafka").OffsetAndMetadata(1, "", -1) for tp in c.assignment()})
+
+    listed = [g["group_id"] for g in admin.list_groups(states_filter=["Stable"])]
+    report("list-stable", group in listed, listed=listed)
+    described = admin.describe_groups([group])[group]
+    assigned = sorted(p for m in described["members"] for a in m["member_assignment"]["assigned_partitions"] for p in a["partitions"])
+    report("describe", described["group_state"] == "Stable" and described["protocol_type"] == "consumer"
+           and len(described["members"]) == 2 and assigned == list(range(PARTITIONS)), described=str(described)[:500])
+    offsets = admin.list_group_offsets({group: None})[group]
+    report("fetch-offsets", {tp.partition: o.offset for tp, o in offsets.items()} == {p: 1 for p in range(PARTITIONS)}, offsets=str(offsets))
+    refused = admin.delete_groups([group])
+    report("delete-non-empty-refused", refused.get(group) == "NonEmptyGroupError", result=str(refused))
+    subscribed = admin.delete_group_offsets(group, [TopicPartition(TOPIC, 0)])
+    report("offset-delete-subscribed-refused", "GroupSubscribedToTopic" in str(subscribed), result=str(subscribed))
+    removed = admin.remove_group_members(group, [MemberToRemove(member_id=m["member_id"]) for m in described["members"]])
+    report("remove-members", all("NoError" in str(v) for v in removed.values()) and len(removed) == 2, result=str(removed))
+    for c in consumers:
+        c.close(autocommit=False)
+    described = admin.describe_groups([group])[group]
+    report("empty-after-removal", described["group_state"] == "Empty" and not described["members"], described=str(described)[:300])
+    deleted = admin.delete_group_offsets(group, [TopicPartition(TOPIC, 0)])
+    remaining = admin.list_group_offsets({group: None})[group]
+    report("offset-delete", "NoError" in str(deleted) and sorted(tp.partition for tp in remaining) == list(range(1, PARTITIONS)),
+           result=str(deleted), remaining=str(remaining))
+    result = admin.delete_groups([group])
+    gone = group not in [g["group_id"] for g in admin.list_groups()]
+    report("delete-group", result.get(group) == "OK" and gone and admin.describe_groups([group])[group]["group_state"] == "Dead",
+           result=str(result))
+    admin.close()
+
+
 if CLIENT == "kafka-python":
     kafka_python()
 elif CLIENT == "aiokafka":
     asyncio.run(aiokafka_run())
+elif CLIENT == "admin":
+    admin_apis()
 else:
     report("client", False, unknown=CLIENT)
 report("done", True)

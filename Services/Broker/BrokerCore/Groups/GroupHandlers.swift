@@ -77,7 +77,11 @@ public enum GroupHandlers {
             protocolType: request.protocolType,
             protocols: request.protocols.map { GroupProtocol(name: $0.name, metadata: $0.metadata) },
             requireKnownMemberId: version >= 4, supportsSkipAssignment: version >= 9)
-        let outcome = await coordinator.join(groupId: request.groupId, input: input)
+        return joinResponse(await coordinator.join(groupId: request.groupId, input: input), version: version)
+    }
+
+    /// The JoinGroup response for `outcome` at `version`.
+    static func joinResponse(_ outcome: JoinOutcome, version: Int16) -> JoinGroupResponse {
         var response = JoinGroupResponse()
         response.errorCode = outcome.error.rawValue
         response.generationId = outcome.generationId
@@ -103,6 +107,11 @@ public enum GroupHandlers {
             generationId: request.generationId, protocolType: version >= 5 ? request.protocolType : nil,
             protocolName: version >= 5 ? request.protocolName : nil,
             assignments: request.assignments.map { ($0.memberId, $0.assignment) })
+        return syncResponse(outcome, version: version)
+    }
+
+    /// The SyncGroup response for `outcome` at `version`.
+    static func syncResponse(_ outcome: SyncOutcome, version: Int16) -> SyncGroupResponse {
         var response = SyncGroupResponse()
         response.errorCode = outcome.error.rawValue
         response.assignment = outcome.assignment
@@ -286,6 +295,13 @@ public enum GroupHandlers {
     /// ListGroups v0–5 (states filter v4+, types filter v5+).
     public static func listGroups(_ request: ListGroupsRequest, version: Int16, coordinator: GroupCoordinator) async -> ListGroupsResponse {
         let (error, groups) = await coordinator.list()
+        return listResponse(request, error: error, groups: groups, version: version)
+    }
+
+    /// The ListGroups response at `version`: `groups` filtered by the request's states and types.
+    static func listResponse(
+        _ request: ListGroupsRequest, error: KafkaErrorCode, groups: [GroupCoordinator.Summary], version: Int16
+    ) -> ListGroupsResponse {
         let states = Set((version >= 4 ? request.statesFilter : []).map { $0.lowercased() })
         let types = Set((version >= 5 ? request.typesFilter : []).map { $0.lowercased() })
         var response = ListGroupsResponse()
@@ -306,28 +322,35 @@ public enum GroupHandlers {
     public static func describeGroups(_ request: DescribeGroupsRequest, version: Int16, coordinator: GroupCoordinator) async -> DescribeGroupsResponse {
         var response = DescribeGroupsResponse()
         for groupId in request.groups {
-            var out = DescribeGroupsResponse.DescribedGroup()
-            out.groupId = groupId
             let (error, summary) = await coordinator.describe(groupId: groupId)
-            out.errorCode = error.rawValue
-            if let summary {
-                out.groupState = summary.state.rawValue
-                out.protocolType = summary.protocolType
-                out.protocolData = summary.protocolName
-                out.members = summary.members.map { member in
-                    var described = DescribeGroupsResponse.DescribedGroupMember()
-                    described.memberId = member.memberId
-                    described.groupInstanceId = version >= 4 ? member.groupInstanceId : nil
-                    described.clientId = member.clientId
-                    described.clientHost = member.clientHost
-                    described.memberMetadata = member.metadata
-                    described.memberAssignment = member.assignment
-                    return described
-                }
-            }
-            response.groups.append(out)
+            response.groups.append(describedGroup(groupId, error: error, summary: summary, version: version))
         }
         return response
+    }
+
+    /// One group of a DescribeGroups response at `version`.
+    static func describedGroup(
+        _ groupId: String, error: KafkaErrorCode, summary: GroupCoordinator.Summary?, version: Int16
+    ) -> DescribeGroupsResponse.DescribedGroup {
+        var out = DescribeGroupsResponse.DescribedGroup()
+        out.groupId = groupId
+        out.errorCode = error.rawValue
+        if let summary {
+            out.groupState = summary.state.rawValue
+            out.protocolType = summary.protocolType
+            out.protocolData = summary.protocolName
+            out.members = summary.members.map { member in
+                var described = DescribeGroupsResponse.DescribedGroupMember()
+                described.memberId = member.memberId
+                described.groupInstanceId = version >= 4 ? member.groupInstanceId : nil
+                described.clientId = member.clientId
+                described.clientHost = member.clientHost
+                described.memberMetadata = member.metadata
+                described.memberAssignment = member.assignment
+                return described
+            }
+        }
+        return out
     }
 
     /// DeleteGroups v0–2: only empty groups are deleted.
