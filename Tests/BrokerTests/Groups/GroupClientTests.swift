@@ -1,5 +1,6 @@
 import DevCluster
 import Foundation
+import KafkaTransport
 import Testing
 
 /// Real Kafka clients' consumer groups against `floe dev` (one controller, two brokers): the Python
@@ -131,6 +132,10 @@ import Testing
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "admin", "g-admin"], log: directory + "/admin.log"), "kafka-python group admin APIs")
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "kafka-python", "g-kafka-python"], log: directory + "/kafka-python.log"), "kafka-python group")
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "aiokafka", "g-aiokafka"], log: directory + "/aiokafka.log"), "aiokafka group")
+
+        // The Java client's versions (flexible, batched), by hand.
+        try await GroupWireChecks(brokers: [KafkaEndpoint(host: "127.0.0.1", port: base), KafkaEndpoint(host: "127.0.0.1", port: base + 1)])
+            .run(topic: "g-coverage")
 
         // kcat's balanced consumer (-G): a group reads everything once, and after it committed, only what came later.
         let produced = try await Self.run(
