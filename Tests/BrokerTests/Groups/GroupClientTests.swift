@@ -151,6 +151,11 @@ import Testing
         #expect(second.status == 0)
         #expect(second.output.split(separator: "\n").filter { $0.hasPrefix("m") || $0.hasPrefix("late") }.sorted() == ["late1", "late2"])
 
+        // The coordinator of a live group stops: the next one rebuilds the group from its records.
+        Self.expectPassed(
+            try await Self.run(["python3", confluent, bootstrap, "failover", "g-coverage", directory + "/data"], log: directory + "/failover.log"),
+            "group rebuilt after coordinator fail-over")
+
         // Commits survive the coordinators: restart both brokers, then a new consumer reads them back.
         Self.expectPassed(
             try await Self.run(["python3", confluent, bootstrap, "simple-commit", "g-coverage", "simple-group"], log: directory + "/simple-commit.log"),

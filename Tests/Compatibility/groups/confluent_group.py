@@ -9,6 +9,9 @@ Scenarios:
   cooperative  the same coverage checks with partition.assignment.strategy=cooperative-sticky.
   static       two static members (group.instance.id); one restarts under the same instance id
                within its session timeout and gets its old partitions back without a rebalance.
+  failover DATA_DIR  a stable group of two; the coordinator broker is stopped (SIGTERM; floe dev
+               restarts it); the group's new coordinator rebuilds it from __consumer_offsets, so the
+               members carry on in the same generation without a rebalance, and commits still work.
   simple-commit GROUP    an assign()-mode consumer (no group membership) commits offset 100+p for
                every partition of the existing topic, which must read back at once.
   check-committed GROUP  a fresh consumer reads those offsets back (e.g. after the coordinator moved).
@@ -191,6 +194,59 @@ def static_rejoin():
     b2.close()
 
 
+def failover(data_dir):
+    import os
+    import signal
+    from confluent_kafka import ConsumerGroupState
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    assigns = {"n": 0}
+
+    def on_assign(consumer, partitions):
+        assigns["n"] += 1
+
+    members = [consumer(group), consumer(group)]
+    for c in members:
+        c.subscribe([TOPIC], on_assign=on_assign)
+    poll_until(members, lambda: covered_once(members), "failover-group-formed")
+    settle = time.time() + 2
+    while time.time() < settle:
+        for c in members:
+            c.poll(0.05)
+    before = assigns["n"]
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    described = admin.describe_consumer_groups([group], request_timeout=30)[group].result()
+    coordinator = described.coordinator.id
+    with open(os.path.join(data_dir, "cluster.json")) as f:
+        pid = next(s["pid"] for s in json.load(f)["services"] if s["node_id"] == coordinator)
+    os.kill(pid, signal.SIGTERM)
+    # Keep the members polling (heartbeating) while the coordinator moves, for longer than a session.
+    moved = None
+    last = None
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        for c in members:
+            c.poll(0.05)
+        if moved is None:
+            try:
+                # A fresh client each time: librdkafka's admin client caches the old coordinator.
+                fresh = AdminClient({"bootstrap.servers": BOOTSTRAP})
+                now = fresh.describe_consumer_groups([group], request_timeout=5)[group].result()
+                if now.coordinator.id != coordinator and now.state == ConsumerGroupState.STABLE and len(now.members) == 2:
+                    moved = now.coordinator.id
+                last = (now.coordinator.id, str(now.state), len(now.members))
+            except Exception as error:
+                last = str(error)
+    report("coordinator-moved", moved is not None, old=coordinator, new=moved, last=str(last))
+    report("no-rebalance-after-failover", assigns["n"] == before and covered_once(members), assignments_after=assigns["n"] - before)
+    results = []
+    for c in members:
+        tps = [TopicPartition(TOPIC, tp.partition, 7) for tp in c.assignment()]
+        results += c.commit(offsets=tps, asynchronous=False)
+    report("commit-after-failover", all(tp.error is None for tp in results), errors=[str(tp.error) for tp in results if tp.error])
+    for c in members:
+        c.close()
+
+
 def simple_commit():
     c = consumer(GROUP)
     offsets = [TopicPartition(TOPIC, p, 100 + p) for p in range(PARTITIONS)]
@@ -228,6 +284,8 @@ elif SCENARIO == "commit":
     commit_resume()
 elif SCENARIO == "static":
     static_rejoin()
+elif SCENARIO == "failover":
+    failover(GROUP)
 elif SCENARIO == "simple-commit":
     simple_commit()
 elif SCENARIO == "check-committed":
