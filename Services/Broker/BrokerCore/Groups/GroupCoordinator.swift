@@ -140,7 +140,7 @@ public actor GroupCoordinator {
         logger.info(
             "coordinating", metadata: [
                 "partition": "\(key.partition)", "epoch": "\(shard.epoch)", "groups": "\(shard.groups.count)",
-                "end_offset": "\(endOffset)", "load_ms": "\((ContinuousClock.now - started).components.seconds * 1000 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)",
+                "end_offset": "\(endOffset)", "load_time": "\(ContinuousClock.now - started)",
                 "corrupt_records": "\(replay.corruptRecords)",
             ])
     }
@@ -262,7 +262,8 @@ public actor GroupCoordinator {
             if case .unavailable(let code) = owner(groupId) { return JoinOutcome(error: code, memberId: input.memberId) }
             return JoinOutcome(error: .notCoordinator)
         }
-        if shard.groups[groupId] == nil {
+        let created = shard.groups[groupId] == nil
+        if created {
             guard input.memberId.isEmpty else { return JoinOutcome(error: .unknownMemberId, memberId: input.memberId) }
             shard.groups[groupId] = ClassicGroup(groupId: groupId, config: config, now: context.now())
         }
@@ -275,7 +276,8 @@ public actor GroupCoordinator {
                 return
             }
             let actions = group.join(input, token: token, newMemberId: newMemberId, now: context.now())
-            shard.groups[groupId] = group
+            // A refused first join leaves nothing behind, as in Kafka.
+            shard.groups[groupId] = created && group.isForgettable ? nil : group
             perform(actions, groupId: groupId, partition: partition, shard: shard)
         }
     }
@@ -342,7 +344,7 @@ public actor GroupCoordinator {
     public func commit(
         groupId: String, memberId: String, groupInstanceId: String?, generationId: Int32, offsets: [(OffsetKey, CommittedOffset)]
     ) async -> KafkaErrorCode {
-        guard !groupId.isEmpty else { return .invalidGroupId }
+        // Kafka accepts the empty group id here (old tools commit with it).
         let partition: Int32
         let shard: Shard
         switch owner(groupId) {
@@ -478,7 +480,6 @@ public actor GroupCoordinator {
 
     /// DeleteGroups of one group: only an empty group goes; its offsets and metadata get tombstones.
     public func delete(groupId: String) async -> KafkaErrorCode {
-        guard !groupId.isEmpty else { return .invalidGroupId }
         let partition: Int32
         let shard: Shard
         switch owner(groupId) {
