@@ -23,6 +23,10 @@ public struct GroupConfig: Sendable, Hashable {
     public var maxOffsetMetadataBytes: Int = 4_096
     /// How long a new member awaiting its first join response is kept without heartbeats (Kafka's 5 minutes).
     public var newMemberJoinTimeoutMs: Int64 = 300_000
+    /// `offsets.retention.minutes` (7 days) in milliseconds.
+    public var offsetsRetentionMs: Int64 = 7 * 24 * 3_600_000
+    /// `offsets.retention.check.interval.ms`.
+    public var offsetsRetentionCheckIntervalMs: Int64 = 600_000
 
     public init() {}
 }
@@ -723,6 +727,27 @@ public struct ClassicGroup: Sendable {
         if let current = offsetPositions[key], current > position { return }
         offsetPositions[key] = position
         offsets[key] = value
+    }
+
+    /// Offsets past retention, as Kafka decides (KIP-211): in a group without members, all of them
+    /// once it has been empty for the retention time (offsets committed without ever joining count
+    /// from their commit); in a stable consumer group, those of topics no member subscribes to any
+    /// more, counted from their commit.
+    public func expiredOffsets(now: Int64) -> [OffsetKey] {
+        let retention = config.offsetsRetentionMs
+        switch state {
+        case .empty:
+            return offsets.filter { key, value in
+                let base = protocolType == nil ? value.commitTimestamp : max(stateTimestamp, value.commitTimestamp)
+                return base + retention <= now
+            }.keys.sorted()
+        case .stable where protocolType == "consumer":
+            let subscribed = subscribedTopics
+            guard !subscribed.isEmpty else { return [] }
+            return offsets.filter { key, value in !subscribed.contains(key.topic) && value.commitTimestamp + retention <= now }.keys.sorted()
+        default:
+            return []
+        }
     }
 
     /// Marks the group deleted (DeleteGroups); the driver forgets it.

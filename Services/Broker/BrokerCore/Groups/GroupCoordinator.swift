@@ -59,6 +59,13 @@ public actor GroupCoordinator {
                     await self.tick()
                 }
             }
+            let interval = Duration.milliseconds(max(config.offsetsRetentionCheckIntervalMs, 1_000))
+            tasks.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: interval) } catch { return }
+                    await self.expireOffsets()
+                }
+            }
             await tasks.waitForAll()
         }
         for task in loadTasks.values { task.cancel() }
@@ -170,6 +177,33 @@ public actor GroupCoordinator {
                 let actions = group.tick(now: now)
                 shard.groups[groupId] = group
                 perform(actions, groupId: groupId, partition: partition, shard: shard)
+            }
+        }
+    }
+
+    /// Deletes offsets past retention (tombstones), and groups left with nothing.
+    func expireOffsets() async {
+        let now = context.now()
+        for (partition, shard) in shards where shard.loaded {
+            for groupId in shard.groups.keys.sorted() {
+                guard let group = shard.groups[groupId], group.state != .dead else { continue }
+                let expired = group.expiredOffsets(now: now)
+                let forget = group.state == .empty && group.members.isEmpty && group.pendingMembers.isEmpty && expired.count == group.offsets.count
+                if forget && group.offsets.isEmpty && group.protocolType == nil {
+                    // Never had members nor offsets: nothing of it was written.
+                    shard.groups[groupId] = nil
+                    continue
+                }
+                guard !expired.isEmpty || forget else { continue }
+                var records = expired.map { GroupRecord.offset(group: groupId, key: $0, value: nil) }
+                if forget { records.append(.metadata(group: groupId, value: nil)) }
+                let result = await append(records, partition: partition)
+                guard result.errorCode == 0, shards[partition] === shard else { continue }
+                for (index, key) in expired.enumerated() {
+                    shard.groups[groupId]?.applyOffset(key, nil, position: result.baseOffset + Int64(index))
+                }
+                if forget, shard.groups[groupId]?.isForgettable == true { shard.groups[groupId] = nil }
+                logger.info("expired offsets", metadata: ["group": "\(groupId)", "partitions": "\(expired.count)", "group_removed": "\(forget)"])
             }
         }
     }
