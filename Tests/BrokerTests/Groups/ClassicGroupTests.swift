@@ -266,6 +266,30 @@ struct GroupHarness {
         #expect(h.syncs[resync]?.assignment == ByteBuffer(string: "A2"))
     }
 
+    /// A restarted static leader: v9+ is told it leads but must skip the assignment; older
+    /// versions get the old leader id so it does not assign at all.
+    @Test(arguments: [true, false]) func staticLeaderRejoin(_ skipSupported: Bool) {
+        var h = GroupHarness()
+        _ = h.join("", newId: "s1-a", instance: "i1")
+        _ = h.join("", newId: "s2-a", instance: "i2")
+        _ = h.join("s1-a", instance: "i1")
+        let generation = h.group.generationId
+        _ = h.sync("s1-a", generation: generation, assignments: ["s1-a": "A1", "s2-a": "A2"], instance: "i1")
+        h.finishStores()
+        #expect(h.group.state == .stable)
+        let restart = h.join("", newId: "s1-b", instance: "i1", skip: skipSupported)
+        h.finishStores()
+        let outcome = try! #require(h.joins[restart])
+        #expect(outcome.generationId == generation)
+        #expect(h.group.leaderId == "s1-b")
+        #expect(outcome.skipAssignment == skipSupported)
+        #expect(outcome.leaderId == (skipSupported ? "s1-b" : "s1-a"))
+        #expect(outcome.members.map(\.memberId) == (skipSupported ? ["s1-b", "s2-a"] : []))
+        let resync = h.sync("s1-b", generation: generation, instance: "i1")
+        #expect(h.syncs[resync]?.assignment == ByteBuffer(string: "A1"))
+        #expect(h.group.generationId == generation)
+    }
+
     @Test func staticMemberRejoinWithOtherProtocolsRebalances() {
         var h = GroupHarness()
         _ = h.join("", newId: "s1", instance: "i1", protocols: ["range", "roundrobin"])
