@@ -495,13 +495,13 @@ public struct ClassicGroup: Sendable {
         for member in members where member.joinToken == nil && member.groupInstanceId == nil {
             dropMember(member.memberId)
         }
-        if let leader = leaderId, member(leader)?.joinToken == nil {
-            leaderId = members.first { $0.joinToken != nil }?.memberId
-        }
-        if !members.isEmpty, leaderId == nil {
-            // Only static members that have not rejoined: wait another rebalance timeout for them.
-            joinDeadline = now + Int64(members.map(\.rebalanceTimeoutMs).max() ?? 0)
-            return []
+        if !members.isEmpty, leaderId.flatMap(member)?.joinToken == nil {
+            guard let joined = members.first(where: { $0.joinToken != nil }) else {
+                // Only static members that have not rejoined: wait another rebalance timeout for them.
+                joinDeadline = now + Int64(members.map(\.rebalanceTimeoutMs).max() ?? 0)
+                return []
+            }
+            leaderId = joined.memberId
         }
         generationId &+= 1
         joinDeadline = nil
