@@ -37,6 +37,14 @@ struct FloeBroker: AsyncParsableCommand {
     var walBypass = false
     @Option(name: .customLong("max-object-reads"), help: "Object-store GETs in flight at once for reads of committed data (FLOE_MAX_OBJECT_READS).")
     var maxObjectReads = 16
+    @Option(name: .customLong("group-initial-rebalance-delay-ms"), help: "How long a new group's first rebalance waits for more members (FLOE_GROUP_INITIAL_REBALANCE_DELAY_MS).")
+    var groupInitialRebalanceDelayMs: Int64 = 3_000
+    @Option(name: .customLong("group-min-session-timeout-ms"), help: "Smallest session timeout a group member may ask for (FLOE_GROUP_MIN_SESSION_TIMEOUT_MS).")
+    var groupMinSessionTimeoutMs: Int32 = 6_000
+    @Option(name: .customLong("group-max-session-timeout-ms"), help: "Largest session timeout a group member may ask for (FLOE_GROUP_MAX_SESSION_TIMEOUT_MS).")
+    var groupMaxSessionTimeoutMs: Int32 = 1_800_000
+    @Option(name: .customLong("offsets-retention-minutes"), help: "How long committed offsets of groups without members are kept (FLOE_OFFSETS_RETENTION_MINUTES).")
+    var offsetsRetentionMinutes: Int64 = 10_080
 
     static func main() async { await mainWithEnvironment() }
 
@@ -47,6 +55,11 @@ struct FloeBroker: AsyncParsableCommand {
         guard blockCacheBytes >= 0 else { throw ValidationError("--block-cache-bytes must not be negative") }
         guard (1...1024).contains(maxObjectReads) else { throw ValidationError("--max-object-reads must be in [1, 1024]") }
         guard !clusterId.isEmpty else { throw ValidationError("--cluster-id must not be empty") }
+        guard groupInitialRebalanceDelayMs >= 0 else { throw ValidationError("--group-initial-rebalance-delay-ms must not be negative") }
+        guard groupMinSessionTimeoutMs > 0, groupMinSessionTimeoutMs <= groupMaxSessionTimeoutMs else {
+            throw ValidationError("--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms")
+        }
+        guard (1...(1 << 40)).contains(offsetsRetentionMinutes) else { throw ValidationError("--offsets-retention-minutes must be positive") }
     }
 
     func run() async throws {
@@ -80,11 +93,17 @@ struct FloeBroker: AsyncParsableCommand {
             settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
             committed: committed, logger: logger,
             autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+        var groupConfig = GroupConfig()
+        groupConfig.initialRebalanceDelayMs = groupInitialRebalanceDelayMs
+        groupConfig.minSessionTimeoutMs = groupMinSessionTimeoutMs
+        groupConfig.maxSessionTimeoutMs = groupMaxSessionTimeoutMs
+        groupConfig.offsetsRetentionMs = offsetsRetentionMinutes * 60_000
+        let groups = GroupCoordinator(context: context, config: groupConfig)
         let server = KafkaServer(
             configuration: KafkaServerConfiguration(
                 host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
                 shutdownGracePeriod: .seconds(5)),
-            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds), logger: logger)
+            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds, groups: groups), logger: logger)
         let options = common
         let handlers = AdminServer.Handlers(
             ready: {
@@ -101,7 +120,8 @@ struct FloeBroker: AsyncParsableCommand {
                         logCacheBytes: await replicas.cachedBytes))
             })
         let lifecycle = BrokerLifecycle(
-            server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, committed: committed, logger: logger)
+            server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, committed: committed, groups: groups,
+            logger: logger)
         do {
             try await ServiceRunner.run(services: [lifecycle], options: common, handlers: handlers, logger: logger)
         } catch is CancellationError {
@@ -135,14 +155,16 @@ struct BrokerLifecycle: Service {
     let membership: NodeMembership
     let wal: WALClient
     let committed: CommittedReader
+    let groups: GroupCoordinator
     let logger: Logger
 
     func run() async throws {
         let serverTask = Task { try await server.run() }
         _ = try await server.boundPort()
-        let replicas = replicas, follower = follower, membership = membership, committed = committed
+        let replicas = replicas, follower = follower, membership = membership, committed = committed, groups = groups
         let background = [
             Task { await Self.exportMetrics(replicas: replicas, committed: committed) },
+            Task { await groups.run() },
             Task { await follower.run() },
             Task { await membership.run() },
             Task {
