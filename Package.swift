@@ -186,6 +186,7 @@ let package = Package(
             name: "floe",
             dependencies: [
                 "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster", "ControllerClient", "ClusterMetadata",
+                "ObjectStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -299,6 +300,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
             path: "Tests/WALWriterServiceTests"
+        ),
+        .testTarget(
+            name: "DeployTests",
+            dependencies: [
+                "FloeService", "floe-controller", "floe-wal-writer", "floe-broker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/DeployTests"
         ),
         .testTarget(
             name: "RaftTests",

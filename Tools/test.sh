@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 
 Tools/install-deps.sh
 
+echo "== Kubernetes manifests render and validate"
+# kubectl renders Kustomize offline; it is not a package this script can install.
+command -v kubectl >/dev/null || { echo "kubectl is required to render Deploy/overlays (kubectl kustomize); install it" >&2; exit 1; }
+# The oldest and a recent Kubernetes release the manifests target; --strict rejects unknown fields.
+for overlay in Deploy/overlays/*/; do
+    rendered=$(kubectl kustomize "$overlay")
+    for version in 1.30.0 1.34.0; do
+        printf '%s\n' "$rendered" | python3 -m kubernetes_validate --strict --quiet --kubernetes-version "$version" -
+    done
+    echo "$overlay: $(printf '%s\n' "$rendered" | grep -c '^kind:') objects valid for Kubernetes 1.30 and 1.34"
+done
+
 echo "== build"
 swift build --build-tests
 

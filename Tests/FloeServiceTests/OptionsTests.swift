@@ -42,7 +42,7 @@ struct SampleService: ParsableCommand {
     @Test func listsDeclaredFlagsWithTheirVariables() {
         let flags = FloeEnvironment.flags(of: SampleService.self)
         let names = flags.map(\.name)
-        #expect(names == ["node-id", "zone", "listen", "advertise", "admin", "log-level", "controllers", "data-dir", "verbose"])
+        #expect(names == ["node-id", "pod-name", "zone", "listen", "advertise", "admin", "log-level", "controllers", "data-dir", "verbose"])
         #expect(flags.first { $0.name == "data-dir" }?.variable == "FLOE_DATA_DIR")
         #expect(flags.first { $0.name == "verbose" }?.takesValue == false)
     }

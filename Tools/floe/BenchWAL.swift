@@ -37,6 +37,9 @@ struct BenchWAL: AsyncParsableCommand {
     @Option(help: "Directory for the WAL volume when the bench starts its own WAL writer (default: a temporary directory).")
     var volume: String?
 
+    @Option(name: .customLong("object-store"), help: "Object store of the WAL writer the bench starts (default: file:// in a temporary directory on the same volume); e.g. file:///dev/shm/… to keep uploads off the WAL's disk, as a remote store would.")
+    var objectStore: String?
+
     @Option(help: "Target a running WAL writer (HOST:PORT) instead of starting a controller and a WAL writer here.")
     var wal: String?
 
@@ -74,7 +77,7 @@ struct BenchWAL: AsyncParsableCommand {
             adminAddress = try HostPort(parsing: admin)
             rawDirectory = self.rawDirectory ?? NSTemporaryDirectory()
         } else {
-            let cluster = try LocalWALCluster(volume: volume)
+            let cluster = try LocalWALCluster(volume: volume, objectStore: objectStore)
             try cluster.start()
             local = cluster
             walEndpoint = cluster.walEndpoint
@@ -104,7 +107,7 @@ struct BenchWAL: AsyncParsableCommand {
         try await waitUntilReady(adminAddress)
 
         print("floe bench wal")
-        print("  WAL writer: \(walEndpoint) (\(local == nil ? "targeted" : "started here with a single controller, file:// object store")), volume \(rawDirectory)")
+        print("  WAL writer: \(walEndpoint) (\(local.map { "started here with a single controller, object store \($0.objectStore)" } ?? "targeted")), volume \(rawDirectory)")
         print("  streams: \(streams), record size: \(recordSize) B, records per append: \(recordsPerAppend), concurrency: \(min(concurrency, streams)), duration: \(duration) s")
         print("  cores: \(ProcessInfo.processInfo.activeProcessorCount)")
         print("")
@@ -286,12 +289,14 @@ final class LocalWALCluster: @unchecked Sendable {
     let controllerPort: Int
     let walPort: Int
     let walAdminPort: Int
+    let objectStore: String
     private var processes: [Process] = []
     private let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 
-    init(volume: String?) throws {
+    init(volume: String?, objectStore: String? = nil) throws {
         directory = NSTemporaryDirectory() + "floe-bench-wal-\(UUID().uuidString)"
         self.volume = volume ?? directory + "/wal"
+        self.objectStore = objectStore ?? "file://\(directory)/objects"
         try FileManager.default.createDirectory(atPath: self.volume, withIntermediateDirectories: true)
         controllerPort = try LocalControllers.freePort()
         walPort = try LocalControllers.freePort()
@@ -310,7 +315,7 @@ final class LocalWALCluster: @unchecked Sendable {
         try launch("floe-wal-writer", [
             "--node-id", "201", "--zone", "a", "--listen", "127.0.0.1:\(walPort)", "--admin", "127.0.0.1:\(walAdminPort)",
             "--controllers", "127.0.0.1:\(controllerPort)", "--volume", volume,
-            "--object-store", "file://\(directory)/objects", "--log-level", "warning",
+            "--object-store", objectStore, "--log-level", "warning",
         ])
     }
 

@@ -2,6 +2,7 @@ import ClusterMetadata
 import KafkaProtocol
 import KafkaTransport
 import Logging
+import Metrics
 import NIOCore
 
 /// The APIs a broker answers, at the versions it implements (see `AdvertisedVersions.floe`).
@@ -18,16 +19,21 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
         .apiVersions, .metadata, .produce, .fetch, .listOffsets, .offsetForLeaderEpoch, .deleteRecords,
         .createTopics, .deleteTopics, .createPartitions, .describeConfigs, .alterConfigs, .incrementalAlterConfigs,
         .describeCluster, .initProducerId,
+        .findCoordinator, .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit, .offsetFetch, .offsetDelete,
+        .listGroups, .describeGroups, .deleteGroups,
     ]
 
     let context: BrokerContext
     let admin: AdminHandlers
     let producerIds: ProducerIdAllocator
+    let groups: GroupCoordinator?
 
-    public init(context: BrokerContext, admin: AdminHandlers, producerIds: ProducerIdAllocator) {
+    /// Without `groups` the group APIs close the connection (handlers that serve no groups, in tests).
+    public init(context: BrokerContext, admin: AdminHandlers, producerIds: ProducerIdAllocator, groups: GroupCoordinator? = nil) {
         self.context = context
         self.admin = admin
         self.producerIds = producerIds
+        self.groups = groups
     }
 
     /// Request header versions of the implemented APIs; anything else closes the connection
@@ -41,6 +47,8 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
 
     public func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
         guard let key = ApiKey(rawValue: request.apiKey) else { return .immediate(.close(reason: "unknown api key \(request.apiKey)")) }
+        // Labels are bounded: only API keys the broker knows get here.
+        Counter(label: "floe_broker_requests_total", dimensions: [("api", "\(key)")]).increment()
         let version = request.apiVersion
         let context = context
         let admin = admin
@@ -90,8 +98,54 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             return later(request, key) { (parsed: ListPartitionReassignmentsRequest) in
                 await admin.listPartitionReassignments(parsed, version: version)
             }
+        case .findCoordinator:
+            return later(request, key) { (parsed: FindCoordinatorRequest) in
+                await GroupHandlers.findCoordinator(parsed, version: version, context: context)
+            }
+        case .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit, .offsetFetch, .offsetDelete, .listGroups, .describeGroups,
+            .deleteGroups:
+            guard let groups else { return .immediate(.close(reason: "api \(key) needs a group coordinator")) }
+            return groupRequest(request, key, connection: connection, groups: groups)
         default:
             return .immediate(.close(reason: "api \(key) is not served by brokers"))
+        }
+    }
+
+    private func groupRequest(_ request: KafkaRequestFrame, _ key: ApiKey, connection: ConnectionInfo, groups: GroupCoordinator) -> KafkaPendingResponse {
+        let version = request.apiVersion
+        let context = context
+        switch key {
+        case .joinGroup:
+            let clientId = request.clientId
+            // Kafka shows member hosts as "/address".
+            let clientHost = connection.remoteAddress?.ipAddress.map { "/\($0)" } ?? ""
+            return later(request, key) { (parsed: JoinGroupRequest) in
+                await GroupHandlers.joinGroup(parsed, version: version, coordinator: groups, clientId: clientId, clientHost: clientHost)
+            }
+        case .syncGroup:
+            return later(request, key) { (parsed: SyncGroupRequest) in await GroupHandlers.syncGroup(parsed, version: version, coordinator: groups) }
+        case .heartbeat:
+            return later(request, key) { (parsed: HeartbeatRequest) in await GroupHandlers.heartbeat(parsed, version: version, coordinator: groups) }
+        case .leaveGroup:
+            return later(request, key) { (parsed: LeaveGroupRequest) in await GroupHandlers.leaveGroup(parsed, version: version, coordinator: groups) }
+        case .offsetCommit:
+            return later(request, key) { (parsed: OffsetCommitRequest) in
+                await GroupHandlers.offsetCommit(parsed, version: version, coordinator: groups, context: context)
+            }
+        case .offsetFetch:
+            return later(request, key) { (parsed: OffsetFetchRequest) in await GroupHandlers.offsetFetch(parsed, version: version, coordinator: groups) }
+        case .offsetDelete:
+            return later(request, key) { (parsed: OffsetDeleteRequest) in await GroupHandlers.offsetDelete(parsed, version: version, coordinator: groups) }
+        case .listGroups:
+            return later(request, key) { (parsed: ListGroupsRequest) in await GroupHandlers.listGroups(parsed, version: version, coordinator: groups) }
+        case .describeGroups:
+            return later(request, key) { (parsed: DescribeGroupsRequest) in
+                await GroupHandlers.describeGroups(parsed, version: version, coordinator: groups)
+            }
+        case .deleteGroups:
+            return later(request, key) { (parsed: DeleteGroupsRequest) in await GroupHandlers.deleteGroups(parsed, version: version, coordinator: groups) }
+        default:
+            return .immediate(.close(reason: "api \(key) is not a group api"))
         }
     }
 

@@ -5,6 +5,7 @@ import KafkaProtocol
 import KafkaRecords
 import KafkaTransport
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -169,7 +170,14 @@ public actor ReplicaManager {
     private var cache: LogCache
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter: UInt64 = 0
-    private var knownState = MetadataState()
+    private var knownState = MetadataState() {
+        didSet { published.withLockedValue { $0 = knownState } }
+    }
+    /// The image `apply` last saw, readable without an actor hop (the produce path reads it per request).
+    private nonisolated let published = NIOLockedValueBox(MetadataState())
+
+    /// The metadata image this broker last acted on.
+    public nonisolated var latestState: MetadataState { published.withLockedValue { $0 } }
     private var subscribers: [UInt64: AsyncStream<LeadershipEvent>.Continuation] = [:]
     private var nextSubscriber: UInt64 = 0
 

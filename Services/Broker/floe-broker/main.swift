@@ -37,6 +37,14 @@ struct FloeBroker: AsyncParsableCommand {
     var walBypass = false
     @Option(name: .customLong("max-object-reads"), help: "Object-store GETs in flight at once for reads of committed data (FLOE_MAX_OBJECT_READS).")
     var maxObjectReads = 16
+    @Option(name: .customLong("group-initial-rebalance-delay-ms"), help: "How long a new group's first rebalance waits for more members (FLOE_GROUP_INITIAL_REBALANCE_DELAY_MS).")
+    var groupInitialRebalanceDelayMs: Int64 = 3_000
+    @Option(name: .customLong("group-min-session-timeout-ms"), help: "Smallest session timeout a group member may ask for (FLOE_GROUP_MIN_SESSION_TIMEOUT_MS).")
+    var groupMinSessionTimeoutMs: Int32 = 6_000
+    @Option(name: .customLong("group-max-session-timeout-ms"), help: "Largest session timeout a group member may ask for (FLOE_GROUP_MAX_SESSION_TIMEOUT_MS).")
+    var groupMaxSessionTimeoutMs: Int32 = 1_800_000
+    @Option(name: .customLong("offsets-retention-minutes"), help: "How long committed offsets of groups without members are kept (FLOE_OFFSETS_RETENTION_MINUTES).")
+    var offsetsRetentionMinutes: Int64 = 10_080
 
     static func main() async { await mainWithEnvironment() }
 
@@ -47,6 +55,11 @@ struct FloeBroker: AsyncParsableCommand {
         guard blockCacheBytes >= 0 else { throw ValidationError("--block-cache-bytes must not be negative") }
         guard (1...1024).contains(maxObjectReads) else { throw ValidationError("--max-object-reads must be in [1, 1024]") }
         guard !clusterId.isEmpty else { throw ValidationError("--cluster-id must not be empty") }
+        guard groupInitialRebalanceDelayMs >= 0 else { throw ValidationError("--group-initial-rebalance-delay-ms must not be negative") }
+        guard groupMinSessionTimeoutMs > 0, groupMinSessionTimeoutMs <= groupMaxSessionTimeoutMs else {
+            throw ValidationError("--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms")
+        }
+        guard (1...(1 << 40)).contains(offsetsRetentionMinutes) else { throw ValidationError("--offsets-retention-minutes must be positive") }
     }
 
     func run() async throws {
@@ -80,11 +93,17 @@ struct FloeBroker: AsyncParsableCommand {
             settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
             committed: committed, logger: logger,
             autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+        var groupConfig = GroupConfig()
+        groupConfig.initialRebalanceDelayMs = groupInitialRebalanceDelayMs
+        groupConfig.minSessionTimeoutMs = groupMinSessionTimeoutMs
+        groupConfig.maxSessionTimeoutMs = groupMaxSessionTimeoutMs
+        groupConfig.offsetsRetentionMs = offsetsRetentionMinutes * 60_000
+        let groups = GroupCoordinator(context: context, config: groupConfig)
         let server = KafkaServer(
             configuration: KafkaServerConfiguration(
                 host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
                 shutdownGracePeriod: .seconds(5)),
-            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds), logger: logger)
+            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds, groups: groups), logger: logger)
         let options = common
         let handlers = AdminServer.Handlers(
             ready: {
@@ -100,7 +119,9 @@ struct FloeBroker: AsyncParsableCommand {
                         metadataVersion: await follower.version, ledPartitions: leadership.led, readyPartitions: leadership.ready,
                         logCacheBytes: await replicas.cachedBytes))
             })
-        let lifecycle = BrokerLifecycle(server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, logger: logger)
+        let lifecycle = BrokerLifecycle(
+            server: server, replicas: replicas, follower: follower, membership: membership, wal: wal, committed: committed, groups: groups,
+            logger: logger)
         do {
             try await ServiceRunner.run(services: [lifecycle], options: common, handlers: handlers, logger: logger)
         } catch is CancellationError {
@@ -133,13 +154,17 @@ struct BrokerLifecycle: Service {
     let follower: MetadataFollower
     let membership: NodeMembership
     let wal: WALClient
+    let committed: CommittedReader
+    let groups: GroupCoordinator
     let logger: Logger
 
     func run() async throws {
         let serverTask = Task { try await server.run() }
         _ = try await server.boundPort()
-        let replicas = replicas, follower = follower, membership = membership
+        let replicas = replicas, follower = follower, membership = membership, committed = committed, groups = groups
         let background = [
+            Task { await Self.exportMetrics(replicas: replicas, committed: committed) },
+            Task { await groups.run() },
             Task { await follower.run() },
             Task { await membership.run() },
             Task {
@@ -158,5 +183,32 @@ struct BrokerLifecycle: Service {
             logger.warning("could not deregister; the controller fences this node when its session expires")
         }
         await wal.close()
+    }
+
+    /// Publishes the caches' and partitions' state once a second.
+    static func exportMetrics(replicas: ReplicaManager, committed: CommittedReader) async {
+        let led = Gauge(label: "floe_broker_led_partitions")
+        let ready = Gauge(label: "floe_broker_ready_partitions")
+        let logCache = Gauge(label: "floe_broker_log_cache_bytes")
+        let blockCache = Gauge(label: "floe_broker_block_cache_bytes")
+        let blockHits = Gauge(label: "floe_broker_block_cache_hits")
+        let blockMisses = Gauge(label: "floe_broker_block_cache_misses")
+        let gets = Gauge(label: "floe_broker_object_gets")
+        let getFailures = Gauge(label: "floe_broker_object_get_failures")
+        let getsInFlight = Gauge(label: "floe_broker_object_gets_in_flight")
+        while !Task.isCancelled {
+            let leadership = await replicas.leadership
+            led.record(Double(leadership.led))
+            ready.record(Double(leadership.ready))
+            logCache.record(Double(await replicas.cachedBytes))
+            let stats = committed.stats
+            blockCache.record(Double(stats.bytesCached))
+            blockHits.record(Double(stats.blockHits))
+            blockMisses.record(Double(stats.blockMisses))
+            gets.record(Double(stats.gets))
+            getFailures.record(Double(stats.getFailures))
+            getsInFlight.record(Double(stats.inFlight))
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
     }
 }

@@ -8,7 +8,7 @@ import Testing
 
 @testable import BrokerCore
 
-@Suite struct CommittedReaderTests {
+@Suite(.timeLimit(.minutes(1))) struct CommittedReaderTests {
     let logger = Logger(label: "test.committed-reader")
 
     func reader(_ store: any ObjectStore, _ configuration: CommittedReaderConfiguration = .init()) -> CommittedReader {
@@ -30,6 +30,33 @@ import Testing
         #expect(fixture.segments(stream, from: second.startOffset).map(\.objectId) == Array(all.dropFirst().map(\.objectId)))
         #expect(fixture.segments(stream, from: fixture.end(of: stream)).isEmpty)
         #expect(fixture.segments(9999, from: 0).isEmpty)
+    }
+
+    @Test func streamObjectsGetTheirOwnKeyKind() async throws {
+        var fixture = try CommittedFixture(streamCount: 1, objectCount: 1, batchesPerObject: 3)
+        try fixture.addObject(batchesPerObject: 3, blockSize: 600, kind: .stream)
+        let stream = fixture.streams[0]
+        let segments = fixture.segments(stream, from: 0)
+        #expect(segments.map { ObjectKey.parse($0.key)?.kind } == [.streamSet, .stream])
+        #expect(segments.map { ObjectKey.parse($0.key)?.id } == fixture.objects.map { UInt64($0.id) })
+        let store = InMemoryObjectStore()
+        try await fixture.upload(to: store)
+        let got = try await reader(store).read(stream: stream, from: 0, maxBytes: 1 << 20, segments: segments)
+        #expect(got == fixture.expected(stream, from: 0, maxBytes: 1 << 20))
+    }
+
+    @Test func indexLargerThanTheTailReadTakesASecondGet() async throws {
+        let fixture = try CommittedFixture(streamCount: 3, objectCount: 2, batchesPerObject: 6, blockSize: 300)
+        let store = GatedStore()
+        try await fixture.upload(to: store)
+        // The tail read holds the footer but not the index.
+        let reader = reader(store, CommittedReaderConfiguration(readAheadBlocks: 0, tailReadBytes: ObjectFormat.footerSize))
+        let stream = fixture.streams[1]
+        let got = try await reader.read(stream: stream, from: 0, maxBytes: 1 << 20, segments: fixture.segments(stream, from: 0))
+        #expect(got == fixture.expected(stream, from: 0, maxBytes: 1 << 20))
+        let stats = reader.stats
+        #expect(stats.indexMisses == 2)
+        #expect(store.gets == 2 * 2 + stats.blockMisses)
     }
 
     @Test func readsFromEveryOffset() async throws {
@@ -94,7 +121,8 @@ import Testing
         #expect(offsets.contains { $0 >= segments[1].startOffset && $0 < segments[1].endOffset })
         #expect(offsets.contains { $0 >= segments[2].startOffset })
         #expect(got == fixture.expected(stream, from: lastOfFirst, maxBytes: 1 << 20))
-        #expect(reader.stats.indexMisses == 3)
+        // Each index is loaded once, by the read or by its read-ahead.
+        #expect(reader.stats.indexMisses + reader.stats.indexReadAheadStarted == 3)
     }
 
     @Test func secondReadIsServedFromTheCache() async throws {
@@ -191,6 +219,32 @@ import Testing
         #expect(reader.stats.readAheadStarted > 2)
     }
 
+    @Test func readAheadRunsIntoTheNextObject() async throws {
+        // A block or two of each stream per object, as WAL uploads of many streams produce.
+        let fixture = try CommittedFixture(streamCount: 3, objectCount: 5, batchesPerObject: 3, blockSize: 400, seed: 5)
+        let store = GatedStore()
+        try await fixture.upload(to: store)
+        let reader = reader(store, CommittedReaderConfiguration(readAheadBlocks: 2))
+        let stream = fixture.streams[2]
+        let end = fixture.end(of: stream)
+        var offset: Int64 = 0
+        var reads = 0
+        while offset < end, reads < 200 {
+            let got = try await reader.read(stream: stream, from: offset, maxBytes: 1, segments: fixture.segments(stream, from: offset))
+            #expect(got == fixture.expected(stream, from: offset, maxBytes: 1))
+            offset = try #require(try RecordBatch.parseRecordSet(got).batches.last?.lastOffset) + 1
+            reads += 1
+            #expect(await eventually { reader.stats.loading == 0 })
+        }
+        #expect(offset == end)
+        let stats = reader.stats
+        // Only the very first index and block were waited for; every later one was read ahead.
+        #expect(stats.indexMisses == 1)
+        #expect(stats.blockMisses == 1)
+        #expect(stats.indexReadAheadStarted == fixture.objects.count - 1)
+        #expect(stats.indexHits > 0)
+    }
+
     @Test func blockCacheStaysWithinItsBoundUnderRandomReads() async throws {
         let fixture = try CommittedFixture(streamCount: 3, objectCount: 4, batchesPerObject: 10, blockSize: 500, seed: 7)
         let store = InMemoryObjectStore()
@@ -222,6 +276,76 @@ import Testing
         }
         #expect(reader.stats.evictions > 0)
         #expect(reader.stats.maxInFlight <= 3)
+    }
+
+    @Test func failingStoreNeverYieldsWrongDataOrLeaksPermits() async throws {
+        let fixture = try CommittedFixture(streamCount: 3, objectCount: 4, batchesPerObject: 6, blockSize: 400, seed: 9)
+        let store = FlakyStore(InMemoryObjectStore(), seed: 99)
+        try await fixture.upload(to: store)
+        let bound = 4
+        let reader = reader(store, CommittedReaderConfiguration(blockCacheBytes: 4_000, indexCacheEntries: 2, maxConcurrentReads: bound))
+        store.fail(percent: 30)
+        var random = SeededRandom(seed: 17)
+        var failures = 0
+        var successes = 0
+        for _ in 0..<40 {
+            var reads: [(StreamID, Int64, Int, Bool)] = []
+            for _ in 0..<6 {
+                let stream = fixture.streams[Int.random(in: 0..<fixture.streams.count, using: &random)]
+                let offset = Int64.random(in: 0..<fixture.end(of: stream), using: &random)
+                reads.append((stream, offset, Int.random(in: 1...3_000, using: &random), Bool.random(using: &random)))
+            }
+            let outcomes = await withTaskGroup(of: Bool?.self) { group in
+                for (stream, offset, maxBytes, cancel) in reads {
+                    let task = Task {
+                        try await reader.read(stream: stream, from: offset, maxBytes: maxBytes, segments: fixture.segments(stream, from: offset))
+                    }
+                    if cancel { task.cancel() }
+                    group.addTask {
+                        do {
+                            let got = try await task.value
+                            // Whatever comes back is a prefix of the right answer: whole, correct batches.
+                            let want = fixture.expected(stream, from: offset, maxBytes: maxBytes)
+                            #expect(got.readableBytes > 0)
+                            #expect(got == want.getSlice(at: want.readerIndex, length: min(got.readableBytes, want.readableBytes)))
+                            return true
+                        } catch is CancellationError {
+                            return nil
+                        } catch let error as CommittedReadError {
+                            guard case .store = error else {
+                                Issue.record("unexpected \(error)")
+                                return false
+                            }
+                            return false
+                        } catch {
+                            Issue.record("unexpected \(error)")
+                            return false
+                        }
+                    }
+                }
+                var outcomes: [Bool?] = []
+                for await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            successes += outcomes.filter { $0 == true }.count
+            failures += outcomes.filter { $0 == false }.count
+        }
+        #expect(successes > 0)
+        #expect(failures > 0)
+        // Once the background loads settle, every permit is back and nothing is stuck.
+        #expect(await eventually { reader.stats.loading == 0 })
+        let stats = reader.stats
+        #expect(stats.freePermits == bound)
+        #expect(stats.inFlight == 0)
+        #expect(stats.waitingForPermit == 0)
+        #expect(stats.maxInFlight <= bound)
+        #expect(stats.bytesCached <= 4_000)
+        // With the store healthy again, everything reads back exactly.
+        store.fail(percent: 0)
+        for stream in fixture.streams {
+            let got = try await reader.read(stream: stream, from: 0, maxBytes: 1 << 20, segments: fixture.segments(stream, from: 0))
+            #expect(got == fixture.expected(stream, from: 0, maxBytes: 1 << 20))
+        }
     }
 
     @Test func blockLargerThanTheCacheIsServedButNotCached() async throws {
@@ -364,9 +488,11 @@ import Testing
             try await reader.read(stream: stream, from: from, maxBytes: 1 << 20, segments: fixture.segments(stream, from: from))
         }
         #expect(error == .objectMissing(objectId: fixture.objects[1].id, key: fixture.objects[1].key))
-        // The data of the first object is returned when the read starts there and stops in time.
-        let firstOnly = try await reader.read(stream: stream, from: 0, maxBytes: 1, segments: fixture.segments(stream, from: 0))
-        #expect(firstOnly == fixture.expected(stream, from: 0, maxBytes: 1))
+        // A read that starts in the first object returns that object's batches and stops where the
+        // missing one begins; the next read from there gets the error.
+        let firstOnly = try await reader.read(stream: stream, from: 0, maxBytes: 1 << 20, segments: fixture.segments(stream, from: 0))
+        let firstObjectBatches = try #require(fixture.batches[stream]?.filter { $0.baseOffset < from })
+        #expect(try baseOffsets(firstOnly) == firstObjectBatches.map(\.baseOffset))
         // Failures are not cached: once the object is there the same read succeeds.
         try await store.put(fixture.objects[1].key, fixture.objects[1].bytes)
         let got = try await reader.read(stream: stream, from: from, maxBytes: 1 << 20, segments: fixture.segments(stream, from: from))

@@ -221,3 +221,37 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async 
     }
     return condition()
 }
+
+/// Wraps a store so that a seeded share of ranged GETs fail with a transport error.
+final class FlakyStore: ObjectStore {
+    let inner: any ObjectStore
+    private let random: NIOLockedValueBox<SeededRandom>
+    private let failurePercent = NIOLockedValueBox(0)
+
+    init(_ inner: any ObjectStore, seed: UInt64) {
+        self.inner = inner
+        self.random = NIOLockedValueBox(SeededRandom(seed: seed))
+    }
+
+    var stats: ObjectStoreStats { inner.stats }
+
+    /// Sets the share of GETs that fail, 0...100.
+    func fail(percent: Int) { failurePercent.withLockedValue { $0 = percent } }
+
+    func put(_ key: String, _ data: ByteBuffer) async throws { try await inner.put(key, data) }
+    func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws -> Bool { try await inner.putIfAbsent(key, data) }
+    func get(_ key: String) async throws -> ByteBuffer { try await inner.get(key) }
+    func head(_ key: String) async throws -> ObjectInfo? { try await inner.head(key) }
+    func delete(_ key: String) async throws { try await inner.delete(key) }
+    func delete(_ keys: [String]) async throws { try await inner.delete(keys) }
+    func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+
+    func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer {
+        let percent = failurePercent.withLockedValue { $0 }
+        let roll = random.withLockedValue { Int.random(in: 0..<100, using: &$0) }
+        if roll < percent { throw ObjectStoreError.transport("injected failure") }
+        // Yield so concurrent loads interleave as they would over a network.
+        await Task.yield()
+        return try await inner.get(key, range: range)
+    }
+}

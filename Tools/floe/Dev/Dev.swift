@@ -3,6 +3,7 @@ import DevCluster
 import FloeService
 import Foundation
 import Logging
+import ObjectStorage
 import UnixSignals
 
 /// `floe dev`: a whole cluster as child processes on loopback, restarted when they die.
@@ -62,6 +63,24 @@ struct DevUp: AsyncParsableCommand {
     @Option(name: .customLong("grace-period"), help: "Seconds children get to exit after SIGTERM before SIGKILL.")
     var gracePeriod: Int = 15
 
+    /// A local cluster on S3 needs its bucket; creating one that exists is harmless.
+    static func createBucket(_ url: String, logger: Logger) async throws {
+        let configuration = try S3Configuration(url: url, environment: ProcessInfo.processInfo.environment)
+        let store = try S3ObjectStore(configuration: configuration, logger: logger)
+        defer { Task { try? await store.shutdown() } }
+        var lastError: (any Error)?
+        for _ in 0..<20 {
+            do {
+                try await store.createBucket()
+                return
+            } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        throw ValidationError("cannot create the bucket of \(url): \(lastError.map { "\($0)" } ?? "unknown error")")
+    }
+
     func run() async throws {
         FloeLogging.bootstrap(level: .info)
         let logger = Logger(label: "floe.dev")
@@ -95,6 +114,9 @@ struct DevUp: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         if plan.objectStore.hasPrefix("file://") {
             try FileManager.default.createDirectory(atPath: String(plan.objectStore.dropFirst("file://".count)), withIntermediateDirectories: true)
+        } else if plan.objectStore.hasPrefix("s3://") {
+            try await Self.createBucket(plan.objectStore, logger: logger)
+            say("bucket of \(plan.objectStore) ready")
         }
         // Trap before any child exists so an early Ctrl-C still stops them in order; SIGHUP (terminal closed) too,
         // since children in their own process group would not get it and would be orphaned.

@@ -2,6 +2,7 @@ import ClusterMetadata
 import KafkaProtocol
 import KafkaRecords
 import KafkaTransport
+import Metrics
 import NIOCore
 
 /// Produce (DESIGN §4): validate each partition's record set, let the leader assign offsets and
@@ -17,7 +18,8 @@ enum Produce {
     }
 
     static func accept(_ request: ProduceRequest, version: Int16, context: BrokerContext) async -> KafkaPendingResponse {
-        let state = await context.metadata.state
+        // The image the partitions were last brought in line with: no hop to the metadata follower.
+        let state = context.replicas.latestState
         let now = context.now()
         var checked: [(topic: String, partition: Int32, verdict: Checked)] = []
         for topic in request.topicData {
@@ -41,7 +43,13 @@ enum Produce {
         if request.acks == 0 { return .immediate(.noResponse) }
         let logger = context.logger
         let verdicts = checked
+        let started = ContinuousClock.now
+        Counter(label: "floe_broker_produce_bytes_total").increment(by: appends.reduce(0) { $0 + $1.records.readableBytes })
         return KafkaPendingResponse {
+            defer {
+                Timer(label: "floe_broker_produce_seconds").recordNanoseconds(
+                    Int64(((ContinuousClock.now - started) / .nanoseconds(1)).rounded()))
+            }
             var results: [AppendResult] = []
             results.reserveCapacity(futures.count)
             for future in futures {

@@ -18,6 +18,7 @@ public struct CommittedReaderConfiguration: Sendable, Hashable {
     /// Trailing bytes fetched first when loading an index, hoping footer and index fit.
     public var tailReadBytes: Int
 
+    /// The defaults suit a broker with a few hundred MiB to spare for cold reads.
     public init(
         blockCacheBytes: Int = 256 << 20, indexCacheEntries: Int = 4096, readAheadBlocks: Int = 2,
         maxConcurrentReads: Int = 16, tailReadBytes: Int = ObjectFormat.defaultTailRead
@@ -38,8 +39,11 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var blockMisses = 0
     /// Block reads that waited for a GET another read (or read-ahead) had started.
     public var blockJoins = 0
+    /// Index lookups served from the index cache.
     public var indexHits = 0
+    /// Index lookups that started a load (footer and index GETs).
     public var indexMisses = 0
+    /// Index lookups that waited for a load already under way.
     public var indexJoins = 0
     /// Ranged GETs sent to the store (index and blocks, read-ahead included).
     public var gets = 0
@@ -51,11 +55,15 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var maxInFlight = 0
     /// Index and block loads under way now (demand and read-ahead), each counted once however many readers wait on it.
     public var loading = 0
+    /// GET permits nobody holds now (`maxConcurrentReads` when idle).
+    public var freePermits = 0
     /// Loads queued for a GET permit now.
     public var waitingForPermit = 0
     /// Bytes of blocks in the cache (never above `blockCacheBytes`).
     public var bytesCached = 0
+    /// Blocks in the cache.
     public var blocksCached = 0
+    /// Object indexes in the cache (never above `indexCacheEntries`).
     public var indexesCached = 0
     /// Blocks dropped from the cache to make room.
     public var evictions = 0
@@ -63,9 +71,12 @@ public struct CommittedReaderStats: Sendable, Equatable {
     public var uncacheableBlocks = 0
     /// Read-ahead block loads started.
     public var readAheadStarted = 0
+    /// Read-ahead index loads started (the next object's, when a read nears the end of one).
+    public var indexReadAheadStarted = 0
     /// Read-ahead loads not started because every GET permit was taken.
     public var readAheadSkipped = 0
 
+    /// All counters at zero.
     public init() {}
 }
 
@@ -120,6 +131,7 @@ public final class CommittedReader: Sendable {
         var streams: [UInt64: [BlockIndexEntry]]
     }
 
+    /// A reader of `store` with empty caches.
     public init(store: any ObjectStore, configuration: CommittedReaderConfiguration = .init(), logger: Logger) {
         self.store = store
         self.configuration = configuration
@@ -146,6 +158,7 @@ public final class CommittedReader: Sendable {
         stats.inFlight = io.inFlight
         stats.maxInFlight = io.maxInFlight
         stats.loading = blocks.loading + layouts.loading
+        stats.freePermits = permits.available
         stats.waitingForPermit = permits.waiting
         stats.bytesCached = blocks.totalCost
         stats.blocksCached = blocks.count
@@ -153,6 +166,7 @@ public final class CommittedReader: Sendable {
         stats.evictions = blockCounters.evictions
         stats.uncacheableBlocks = blockCounters.uncacheable
         stats.readAheadStarted = blockCounters.prefetches
+        stats.indexReadAheadStarted = layoutCounters.prefetches
         stats.readAheadSkipped = io.readAheadSkipped
         return stats
     }
@@ -160,13 +174,33 @@ public final class CommittedReader: Sendable {
     /// Whole record batches of `stream` back to back, starting with the batch that contains
     /// `offset` (or the first batch after it), up to `maxBytes` but always at least one whole batch
     /// when any exists; empty when `offset` is at or past the last segment's end. `segments` come
-    /// from `committedSegments(in:stream:from:)`.
+    /// from `committedSegments(in:stream:from:)`. A failure after some batches were gathered ends
+    /// the read with those batches (the next read, starting where this one ended, gets the error);
+    /// a failure before any throws `CommittedReadError` (or `CancellationError`).
     public func read(stream: StreamID, from offset: Int64, maxBytes: Int, segments: [CommittedSegment]) async throws -> ByteBuffer {
-        let streamKey = UInt64(bitPattern: stream)
         var next = offset
         var slices: [ByteBuffer] = []
         var total = 0
-        segmentLoop: for segment in segments.sorted(by: { $0.startOffset < $1.startOffset }) where segment.endOffset > next {
+        let ordered = segments.sorted { $0.startOffset < $1.startOffset }
+        do {
+            try await collect(stream: stream, segments: ordered, maxBytes: maxBytes, next: &next, slices: &slices, total: &total)
+        } catch let error as CommittedReadError where total > 0 {
+            logger.debug("committed read stops early", metadata: ["stream.id": "\(stream)", "next": "\(next)", "error": "\(error)"])
+        }
+        if slices.count == 1 { return slices[0] }
+        var out = ByteBufferAllocator().buffer(capacity: total)
+        for slice in slices { out.writeImmutableBuffer(slice) }
+        return out
+    }
+
+    /// Appends to `slices` the batches from `next` on, advancing `next` and `total`, until `maxBytes`
+    /// or the segments run out.
+    private func collect(
+        stream: StreamID, segments ordered: [CommittedSegment], maxBytes: Int,
+        next: inout Int64, slices: inout [ByteBuffer], total: inout Int
+    ) async throws {
+        let streamKey = UInt64(bitPattern: stream)
+        segmentLoop: for (number, segment) in ordered.enumerated() where segment.endOffset > next {
             let target = max(next, segment.startOffset)
             let layout = try await layout(of: segment)
             let entries = layout.streams[streamKey] ?? []
@@ -180,7 +214,9 @@ public final class CommittedReader: Sendable {
             while position < entries.count, entries[position].firstOffset < segment.endOffset {
                 let entry = entries[position]
                 let data = try await block(entry, of: segment)
-                readAhead(after: position, in: entries, of: segment)
+                readAhead(
+                    after: position, in: entries, of: segment, stream: streamKey,
+                    next: number + 1 < ordered.count ? ordered[number + 1] : nil)
                 var batches = RecordSetIterator(data)
                 while true {
                     let batch: RecordBatch?
@@ -209,10 +245,6 @@ public final class CommittedReader: Sendable {
                 position += 1
             }
         }
-        if slices.count == 1 { return slices[0] }
-        var out = ByteBufferAllocator().buffer(capacity: total)
-        for slice in slices { out.writeImmutableBuffer(slice) }
-        return out
     }
 
     // MARK: - Loading
@@ -220,7 +252,9 @@ public final class CommittedReader: Sendable {
     private func layout(of segment: CommittedSegment) async throws -> ObjectLayout {
         do {
             return try await layouts.value(for: segment.objectId) { [self] in
-                try await loadLayout(of: segment)
+                try await permits.acquire()
+                defer { permits.release() }
+                return try await loadLayout(of: segment)
             }
         } catch {
             throw fail(classify(error, segment))
@@ -239,17 +273,52 @@ public final class CommittedReader: Sendable {
         }
     }
 
-    /// Starts background loads of the blocks after `position`. Read-ahead only uses permits that
-    /// are free right now, so it never queues in front of a reader's demand GET.
-    private func readAhead(after position: Int, in entries: [BlockIndexEntry], of segment: CommittedSegment) {
-        let end = min(entries.count, position + 1 + max(0, configuration.readAheadBlocks))
-        guard position + 1 < end else { return }
-        for entry in entries[(position + 1)..<end] {
+    /// Starts background loads of the `readAheadBlocks` blocks after `position`, continuing into
+    /// the next segment's object (its index first) when this one runs out: stream-set objects
+    /// often hold only a block or two of a stream, so a sequential consumer crosses objects often.
+    private func readAhead(
+        after position: Int, in entries: [BlockIndexEntry], of segment: CommittedSegment, stream: UInt64, next: CommittedSegment?
+    ) {
+        let wanted = max(0, configuration.readAheadBlocks)
+        guard wanted > 0 else { return }
+        let following = entries[(position + 1)...].prefix { $0.firstOffset < segment.endOffset }.prefix(wanted)
+        guard prefetchBlocks(following, of: segment) else { return }
+        let remaining = wanted - following.count
+        guard remaining > 0, let next else { return }
+        if let layout = layouts.cachedValue(for: next.objectId) {
+            prefetchBlocks(Self.firstBlocks(layout, stream: stream, of: next).prefix(remaining), of: next)
+            return
+        }
+        guard permits.tryAcquire() else {
+            io.withLockedValue { $0.readAheadSkipped += 1 }
+            return
+        }
+        let started = layouts.prefetch(next.objectId) { [self] in
+            let layout: ObjectLayout
+            do {
+                layout = try await loadLayout(of: next)
+            } catch {
+                permits.release()
+                throw error
+            }
+            permits.release()
+            prefetchBlocks(Self.firstBlocks(layout, stream: stream, of: next).prefix(remaining), of: next)
+            return layout
+        }
+        if !started { permits.release() }
+    }
+
+    /// Starts background loads of `entries` not cached or loading yet. Read-ahead only takes
+    /// permits that are free right now, so it never queues in front of a reader's demand GET.
+    /// Returns false when it stopped for want of a permit.
+    @discardableResult
+    private func prefetchBlocks(_ entries: some Collection<BlockIndexEntry>, of segment: CommittedSegment) -> Bool {
+        for entry in entries {
             let key = BlockKey(objectId: segment.objectId, position: entry.position)
             if blocks.contains(key) { continue }
             guard permits.tryAcquire() else {
                 io.withLockedValue { $0.readAheadSkipped += 1 }
-                return
+                return false
             }
             let started = blocks.prefetch(key) { [self] in
                 defer { permits.release() }
@@ -257,15 +326,22 @@ public final class CommittedReader: Sendable {
             }
             if !started { permits.release() }
         }
+        return true
     }
 
+    /// The blocks of `stream` a read of `segment` starts with, in order.
+    private static func firstBlocks(_ layout: ObjectLayout, stream: UInt64, of segment: CommittedSegment) -> ArraySlice<BlockIndexEntry> {
+        let entries = layout.streams[stream] ?? []
+        let first = entries.partitioningIndex { $0.endOffset > segment.startOffset }
+        return entries[first...].prefix { $0.firstOffset < segment.endOffset }
+    }
+
+    /// Fetches and decodes an object's footer and index; the caller holds a permit.
     private func loadLayout(of segment: CommittedSegment) async throws -> ObjectLayout {
         let size = Int(segment.objectSize)
         guard size >= ObjectFormat.footerSize else {
             throw ObjectStoreError.corrupt("\(size) bytes is too short for an object")
         }
-        try await permits.acquire()
-        defer { permits.release() }
         let start = max(0, size - max(ObjectFormat.footerSize, configuration.tailReadBytes))
         let tail = try await get(segment.key, range: start..<size)
         guard tail.readableBytes == size - start else {

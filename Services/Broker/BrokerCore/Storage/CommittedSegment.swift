@@ -4,12 +4,18 @@ import ObjectStorage
 /// One committed object range a read can use: stream offsets [startOffset, endOffset) held by
 /// the object at `key` of `objectSize` bytes.
 public struct CommittedSegment: Sendable, Hashable {
+    /// The object's metadata id.
     public var objectId: ObjectID
+    /// Its key in the object store.
     public var key: String
+    /// Its size as committed; the footer sits at the end of exactly this many bytes.
     public var objectSize: Int64
+    /// First offset of the stream this object serves.
     public var startOffset: Int64
+    /// One past the last offset of the stream this object serves.
     public var endOffset: Int64
 
+    /// A segment from its parts (normally made by `committedSegments(in:stream:from:)`).
     public init(objectId: ObjectID, key: String, objectSize: Int64, startOffset: Int64, endOffset: Int64) {
         self.objectId = objectId
         self.key = key

@@ -85,11 +85,4 @@ final class FIFOAsyncSemaphore: Sendable {
         }
         next?.resume()
     }
-
-    /// Runs `body` holding a permit.
-    func withPermit<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        try await acquire()
-        defer { release() }
-        return try await body()
-    }
 }

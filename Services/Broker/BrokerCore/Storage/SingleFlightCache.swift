@@ -48,6 +48,9 @@ final class SingleFlightCache<Key: Hashable & Sendable, Value: Sendable>: Sendab
     /// Keys being loaded right now.
     var loading: Int { state.withLockedValue { $0.flights.count } }
 
+    /// The cached value for `key`, if any, without counting a hit or a miss.
+    func cachedValue(for key: Key) -> Value? { state.withLockedValue { $0.lru.value(for: key) } }
+
     /// Whether `key` is cached, without touching its recency or the counters.
     func contains(_ key: Key) -> Bool { state.withLockedValue { $0.lru.contains(key) } }
 
