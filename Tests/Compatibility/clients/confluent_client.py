@@ -383,6 +383,67 @@ def admin_error_cases(bootstrap, prefix, admin, existing):
         consumer.close()
 
 
+def consumer_group(bootstrap, prefix, topic, counts):
+    """A consumer group (subscribe, not assign) reads the topic, commits, leaves; records produced
+    afterwards are all a second member of the same group reads: it resumes at the committed offsets."""
+    group = f"{prefix}-group"
+
+    def member():
+        return Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000, "enable.partition.eof": False,
+        })
+
+    def read(consumer, want):
+        got = {p: [] for p in counts}
+        for _ in common.deadline_loop(60, f"group {group} reading {topic}"):
+            if all(len(got[p]) >= want[p] for p in counts):
+                break
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            expect(message.error() is None, f"group {group}: consumer error {message.error()}")
+            got[message.partition()].append((message.offset(), message.key()))
+        return got
+
+    first = member()
+    try:
+        first.subscribe([topic])
+        got = read(first, counts)
+        for p, count in counts.items():
+            expect_equal([o for o, _ in got[p]], list(range(count)), f"group {group}: offsets of {topic}-{p} read by the first member")
+        first.commit(asynchronous=False)
+        committed = first.committed([TopicPartition(topic, p) for p in counts], timeout=TIMEOUT)
+        expect_equal({tp.partition: tp.offset for tp in committed}, dict(counts), f"group {group}: committed offsets")
+    finally:
+        first.close()
+
+    more = {p: [{"key": f"later-{p}-{i}".encode(), "value": b"after the commit", "headers": [], "timestamp": common.timestamp(p, 100 + i)}
+                for i in range(3)] for p in counts}
+    producer = Producer({**NO_AUTO_CREATE, "bootstrap.servers": bootstrap, "enable.idempotence": True, "message.timeout.ms": 15_000})
+    for p, records in more.items():
+        for record in records:
+            producer.produce(topic, key=record["key"], value=record["value"], timestamp=record["timestamp"], partition=p)
+    expect_equal(producer.flush(TIMEOUT), 0, f"{topic}: records still unacknowledged after flush")
+
+    second = member()
+    try:
+        second.subscribe([topic])
+        got = read(second, {p: len(more[p]) for p in counts})
+        for p, count in counts.items():
+            expect_equal(got[p], [(count + i, r["key"]) for i, r in enumerate(more[p])],
+                         f"group {group}: {topic}-{p} read by a new member after the commit")
+    finally:
+        second.close()
+    if hasattr(AdminClient, "list_consumer_group_offsets"):
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        result = wait(admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=TIMEOUT), "list_consumer_group_offsets")
+        offsets = {tp.partition: tp.offset for tp in next(iter(result.values())).topic_partitions if tp.topic == topic}
+        expect_equal(offsets, dict(counts), f"group {group}: committed offsets listed by the admin client")
+
+
 def main():
     args = common.parse_args(__doc__)
     step(f"confluent-kafka {confluent_kafka.version()} on librdkafka {confluent_kafka.libversion()} ({sys.executable})")
@@ -435,6 +496,8 @@ def main():
         expect_equal(after.get("retention.ms"), common.RETENTION_MS, f"{topic} retention.ms after altering")
         step(f"retention.ms {before['retention.ms']} -> {after['retention.ms']}")
 
+        consumer_group(args.bootstrap, args.prefix, topics[3], {p: common.PER_PARTITION for p in range(common.PARTITIONS)})
+        step("consumer group: subscribe, commit, leave; a new member resumes at the committed offsets")
         grow_partitions(args.bootstrap, admin, topics[1])
         step("create_partitions: 3 -> 5, the new partition takes records from offset 0")
         edge_records(args.bootstrap, args.prefix, admin)
