@@ -156,6 +156,57 @@ async def error_cases(bootstrap, prefix, admin, consumer):
     await admin.delete_topics([small])
 
 
+async def consumer_group(bootstrap, prefix, topic, counts):
+    """A consumer group (subscribe) reads the topic, commits, leaves; a second member of the group
+    then reads only what was produced after the commit."""
+    group = f"{prefix}-group"
+
+    async def member():
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", request_timeout_ms=TIMEOUT_MS, session_timeout_ms=10_000,
+                                    heartbeat_interval_ms=1_000)
+        await consumer.start()
+        return consumer
+
+    async def read(consumer, want):
+        got = {p: [] for p in counts}
+        for _ in common.deadline_loop(60, f"group {group} reading {topic}"):
+            if all(len(got[p]) >= want[p] for p in counts):
+                break
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                got[tp.partition] += [(m.offset, m.key) for m in messages]
+        return got
+
+    first = await member()
+    try:
+        got = await read(first, counts)
+        for p, count in counts.items():
+            expect_equal([o for o, _ in got[p]], list(range(count)), f"group {group}: offsets of {topic}-{p} read by the first member")
+        await first.commit()
+        for p, count in counts.items():
+            expect_equal(await first.committed(TopicPartition(topic, p)), count, f"group {group}: committed offset of {topic}-{p}")
+    finally:
+        await first.stop()
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=TIMEOUT_MS, enable_idempotence=True)
+    await producer.start()
+    try:
+        for p in counts:
+            for i in range(3):
+                await producer.send_and_wait(topic, key=f"later-{p}-{i}".encode(), value=b"after the commit", partition=p)
+    finally:
+        await producer.stop()
+
+    second = await member()
+    try:
+        got = await read(second, {p: 3 for p in counts})
+        for p, count in counts.items():
+            expect_equal(got[p], [(count + i, f"later-{p}-{i}".encode()) for i in range(3)],
+                         f"group {group}: {topic}-{p} read by a new member after the commit")
+    finally:
+        await second.stop()
+
+
 async def amain():
     args = common.parse_args(__doc__)
     step(f"aiokafka {aiokafka.__version__} ({sys.executable})")
@@ -205,6 +256,8 @@ async def amain():
         expect_equal(after.get("retention.ms"), common.RETENTION_MS, f"{topic} retention.ms after alter_configs")
         step(f"retention.ms {before['retention.ms']} -> {after['retention.ms']}")
 
+        await consumer_group(args.bootstrap, args.prefix, topics[3], {p: common.PER_PARTITION for p in range(common.PARTITIONS)})
+        step("consumer group: subscribe, commit, leave; a new member resumes at the committed offsets")
         await error_cases(args.bootstrap, args.prefix, admin, consumer)
         step("error cases: unknown and invalid topics, MESSAGE_TOO_LARGE, CORRUPT_MESSAGE")
 

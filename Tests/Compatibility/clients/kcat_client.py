@@ -158,6 +158,24 @@ def delete_topics(bootstrap, topics):
         time.sleep(0.2)
 
 
+def consumer_group(bootstrap, prefix, topic):
+    """kcat -G (a balanced consumer group) reads the topic and commits as it exits; a second run of
+    the same group reads only the records produced after that."""
+    group = f"{prefix}-group"
+
+    def read(count):
+        _, out, _ = kcat(bootstrap, "-G", group, topic, "-c", str(count), "-q", "-f", "%p %o %k\\n",
+                         "-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=10000")
+        return [tuple(line.split(" ", 2)) for line in out.decode().splitlines() if line]
+
+    first = read(COUNT)
+    expect_equal(first, [("0", str(i), f"key-{i}") for i in range(COUNT)], f"group {group}: {topic}-0 read by the first run")
+    lines = b"".join(f"later-{i}\tafter the commit\n".encode() for i in range(3))
+    kcat(bootstrap, "-P", "-t", topic, "-p", "0", "-K", "\t", "-X", "enable.idempotence=true", stdin=lines)
+    second = read(3)
+    expect_equal(second, [("0", str(COUNT + i), f"later-{i}") for i in range(3)], f"group {group}: {topic}-0 read by a second run")
+
+
 def main():
     args = common.parse_args(__doc__)
     if shutil.which("kcat") is None:
@@ -183,6 +201,8 @@ def main():
     if args.phase != "all":
         return
 
+    consumer_group(args.bootstrap, args.prefix, topics[3])
+    step("consumer group (-G): a second run resumes at the offsets the first committed")
     error_cases(args.bootstrap, args.prefix, topics[0])
     step("error cases: unknown topic, MESSAGE_TOO_LARGE, CORRUPT_MESSAGE")
     delete_topics(args.bootstrap, topics)
