@@ -444,6 +444,35 @@ def consumer_group(bootstrap, prefix, topic, counts):
         expect_equal(offsets, dict(counts), f"group {group}: committed offsets listed by the admin client")
 
 
+def commit_group(bootstrap, prefix, topic, counts):
+    """Write phase: a group reads the topic and commits its end (read phase checks it survived)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-kept-group", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "enable.partition.eof": False})
+    try:
+        consumer.subscribe([topic])
+        seen = {p: 0 for p in counts}
+        for _ in common.deadline_loop(60, f"the kept group reading {topic}"):
+            if all(seen[p] >= counts[p] for p in counts):
+                break
+            message = consumer.poll(1.0)
+            if message is not None:
+                expect(message.error() is None, f"kept group: consumer error {message.error()}")
+                seen[message.partition()] += 1
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def check_committed(bootstrap, prefix, topic, counts):
+    """Read phase: the offsets the write phase committed are still the group's."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-kept-group", "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in counts], timeout=TIMEOUT)
+        expect_equal({tp.partition: tp.offset for tp in committed}, dict(counts), f"offsets the kept group committed on {topic}")
+    finally:
+        consumer.close()
+
+
 def main():
     args = common.parse_args(__doc__)
     step(f"confluent-kafka {confluent_kafka.version()} on librdkafka {confluent_kafka.libversion()} ({sys.executable})")
@@ -473,6 +502,13 @@ def main():
                     common.check_partition(topic, p, got[p], records[p])
                 check_offsets(admin, consumer, topic, {p: len(r) for p, r in records.items()})
                 step(f"{codec}: consumed and checked {sum(len(r) for r in records.values())} records and their offsets")
+        counts = {p: common.PER_PARTITION for p in range(common.PARTITIONS)}
+        if args.phase == "write":
+            commit_group(args.bootstrap, args.prefix, topics[4], counts)
+            step("a consumer group committed the end of the zstd topic")
+        if args.phase == "read":
+            check_committed(args.bootstrap, args.prefix, topics[4], counts)
+            step("the consumer group's committed offsets are still there")
         if args.phase != "all":
             return
 
