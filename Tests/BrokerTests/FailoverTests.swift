@@ -100,11 +100,16 @@ import Testing
         // The follower stops only once the producer has exited, so the end it reads is final.
         let followerStopFile = cluster.dataDirectory + "/stop-following"
         let follower = try ClientScripts.start("failover.py", ["follow"] + common + ["--followed", followedFile, "--stop-file", followerStopFile])
+        // A consumer group member rides along: its coordinator may be on the failing broker.
+        let groupFollowedFile = cluster.dataDirectory + "/group-followed.txt"
+        let member = try ClientScripts.start(
+            "failover.py", ["group-follow"] + common + ["--followed", groupFollowedFile, "--stop-file", followerStopFile])
         var producerStopped = false
         defer {
             if !producerStopped {
                 kill(producer.pid, SIGKILL)
                 kill(follower.pid, SIGKILL)
+                kill(member.pid, SIGKILL)
             }
         }
         try await Self.waitForAcknowledged(acked, atLeast: 300, within: .seconds(60), producer: producer)
@@ -140,19 +145,24 @@ import Testing
         let produced = await producer.wait(timeout: .seconds(150))
         _ = FileManager.default.createFile(atPath: followerStopFile, contents: nil)
         let followed = await follower.wait(timeout: .seconds(90))
+        let grouped = await member.wait(timeout: .seconds(150))
         producerStopped = true
-        if produced.status != 0 || produced.timedOut || followed.status != 0 || followed.timedOut { _ = cluster.keepForInspection() }
+        if produced.status != 0 || produced.timedOut || followed.status != 0 || followed.timedOut || grouped.status != 0 || grouped.timedOut {
+            _ = cluster.keepForInspection()
+        }
         #expect(produced.status == 0 && !produced.timedOut, "producer: \(produced) \(cluster.dataDirectory)")
         #expect(followed.status == 0 && !followed.timedOut, "follower: \(followed) \(cluster.dataDirectory)")
+        #expect(grouped.status == 0 && !grouped.timedOut, "group member: \(grouped) \(cluster.dataDirectory)")
         let total = Self.acknowledgedCount(acked)
         #expect(total > atKill + 300)
 
         let exactlyOnce = scenario.idempotent ? ["--exactly-once"] : []
-        let verified = try await script(["verify"] + common + exactlyOnce + ["--acked", acked, "--followed", followedFile])
+        let verified = try await script(
+            ["verify"] + common + exactlyOnce + ["--acked", acked, "--followed", followedFile, "--group-followed", groupFollowedFile])
         #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())\n\(verified.status == 0 ? "" : cluster.keepForInspection())")
         print("fail-over (\(scenario)): node \(killed.node) (pid \(killed.pid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
             + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); "
-            + "follower \(Self.summary(in: followed.output)); verify \(Self.summary(in: verified.output))")
+            + "follower \(Self.summary(in: followed.output)); group member \(Self.summary(in: grouped.output)); verify \(Self.summary(in: verified.output))")
 
         // Stop the whole cluster (SIGTERM to floe dev), start it again on the same data directory.
         #expect(cluster.stop() == 0, "floe dev exit status after SIGTERM\n\(cluster.logTail())")

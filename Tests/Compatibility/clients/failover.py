@@ -10,7 +10,11 @@ processes in between (confluent-kafka, librdkafka 2.x).
   follow   --bootstrap B --topic T --followed FILE --stop-file S
            a consumer reading the partition from its start while the fault happens, appending
            "offset number" to FILE, until S exists and it has reached the end
-  verify   --bootstrap B --topic T --acked FILE [--followed FILE] [--exactly-once]
+  group-follow --bootstrap B --topic T --followed FILE --stop-file S
+           the same as a member of a consumer group that commits every 100 records; records
+           delivered again after a rebalance are skipped (at-least-once), the rest appended to FILE;
+           at the end it commits and checks the group's committed offset is the end
+  verify   --bootstrap B --topic T --acked FILE [--followed FILE] [--group-followed FILE] [--exactly-once]
            reads the partition from its start to its end: offsets strictly increasing, every
            acknowledged number present at the offset its acknowledgement named, what the follower
            read equal to the partition record for record, and with --exactly-once no duplicates and
@@ -147,6 +151,57 @@ def follow(args):
     expect(position >= end, f"follower stopped at offset {position}, the partition ends at {end}")
 
 
+def group_follow(args):
+    group = f"{args.topic}-group"
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap, "group.id": group, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "enable.partition.eof": False, "session.timeout.ms": 10_000,
+        "socket.timeout.ms": 5_000, "fetch.wait.max.ms": 100, "topic.metadata.refresh.interval.ms": 1_000,
+    })
+    followed = open(args.followed, "a", buffering=1)
+    position = 0
+    redelivered = 0
+    commits = {"ok": 0, "failed": 0}
+    end = None
+    try:
+        consumer.subscribe([args.topic])
+        while True:
+            if end is None and os.path.exists(args.stop_file):
+                end = consumer.get_watermark_offsets(TopicPartition(args.topic, 0), timeout=TIMEOUT, cached=False)[1]
+                deadline = time.monotonic() + 60
+            if end is not None and (position >= end or time.monotonic() > deadline):
+                break
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            if message.offset() < position:
+                redelivered += 1
+                continue
+            expect_equal(message.offset(), position, f"group member: offset after {position - 1}")
+            followed.write(f"{message.offset()} {int(message.value())}\n")
+            position = message.offset() + 1
+            if position % 100 == 0:
+                try:
+                    consumer.commit(asynchronous=False)
+                    commits["ok"] += 1
+                except Exception:  # the coordinator may be moving; the next commit covers it
+                    commits["failed"] += 1
+        for _ in common.deadline_loop(60, "the final commit"):
+            try:
+                consumer.commit(asynchronous=False)
+                break
+            except Exception:
+                time.sleep(0.5)
+        committed = consumer.committed([TopicPartition(args.topic, 0)], timeout=TIMEOUT)[0].offset
+    finally:
+        followed.close()
+        consumer.close()
+    print(json.dumps({"group_followed_to": position, "end": end, "committed": committed, "redelivered": redelivered,
+                      "commits": commits}), flush=True)
+    expect(position >= end, f"group member stopped at offset {position}, the partition ends at {end}")
+    expect_equal(committed, position, "the group's committed offset after the final commit")
+
+
 def verify(args):
     acknowledged = []
     with open(args.acked) as lines:
@@ -191,12 +246,14 @@ def verify(args):
     if args.exactly_once:
         expect(all(b > a for a, b in zip(numbers, numbers[1:])), "acknowledgements arrived out of produce order")
         expect_equal(out_of_order, 0, "acknowledged records stored out of produce order by an idempotent producer")
-    if args.followed:
-        with open(args.followed) as lines:
+    for name, path in (("follower", args.followed), ("group member", args.group_followed)):
+        if not path:
+            continue
+        with open(path) as lines:
             followed = [tuple(int(x) for x in line.split()) for line in lines]
-        expect_equal(len(followed), len(records), "records the follower read during the fault vs. records stored")
+        expect_equal(len(followed), len(records), f"records the {name} read during the fault vs. records stored")
         differing = [(a, b) for a, b in zip(followed, records) if a != b]
-        expect(not differing, f"the follower read other records than the partition holds, e.g. (followed, stored) {differing[:3]}")
+        expect(not differing, f"the {name} read other records than the partition holds, e.g. (read, stored) {differing[:3]}")
     duplicates = len(records) - len(first_seen)
     if args.exactly_once:
         expect_equal(duplicates, 0, "records stored twice although the producer was idempotent")
@@ -207,11 +264,12 @@ def verify(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["create", "leader", "produce", "follow", "verify"])
+    parser.add_argument("command", choices=["create", "leader", "produce", "follow", "group-follow", "verify"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--acked")
     parser.add_argument("--followed")
+    parser.add_argument("--group-followed")
     parser.add_argument("--idempotent", action="store_true", help="produce: enable.idempotence=true")
     parser.add_argument("--exactly-once", action="store_true", help="verify: no record may be stored twice")
     parser.add_argument("--stop-file")
@@ -220,7 +278,8 @@ def main():
     parser.add_argument("--deadline", type=float, default=240.0)
     args = parser.parse_args()
     common.install_deadline(args.deadline)
-    {"create": create, "leader": leader, "produce": produce, "follow": follow, "verify": verify}[args.command](args)
+    {"create": create, "leader": leader, "produce": produce, "follow": follow, "group-follow": group_follow,
+     "verify": verify}[args.command](args)
 
 
 if __name__ == "__main__":
