@@ -14,6 +14,9 @@ import Testing
         /// SIGSTOP until the controller's session timeout moves the partition to the other broker,
         /// then SIGKILL (floe dev restarts it): the partition really changes hands under the producer.
         case freezeUntilMovedThenKill
+        /// SIGKILL the broker coordinating the consumer group that follows the partition (it may lead
+        /// the partition too); the group must move to the other broker and keep its offsets.
+        case killGroupCoordinator
         /// SIGKILL the zone's WAL writer, which holds every unuploaded acknowledged record; floe dev
         /// restarts it on its volume and it must replay them.
         case killWALWriter
@@ -33,6 +36,7 @@ import Testing
         Scenario(fault: .freezeUntilMovedThenKill, idempotent: false),
         Scenario(fault: .freezeUntilMovedThenKill, idempotent: true),
         Scenario(fault: .killWALWriter, idempotent: true),
+        Scenario(fault: .killGroupCoordinator, idempotent: true),
     ]
 
     /// The last line of a script's output that is a node id.
@@ -121,6 +125,12 @@ import Testing
         switch fault {
         case .kill:
             #expect(kill(victimPid, SIGKILL) == 0)
+        case .killGroupCoordinator:
+            let answer = try await script(["coordinator"] + common + ["--wait", "60"], timeout: .seconds(90))
+            let node = try #require(Self.nodeID(in: answer.output), "coordinator of the group: \(answer)")
+            let coordinator = try #require(cluster.clusterFile?.services.first { $0.kind == "broker" && $0.nodeID == node }, "broker \(node) in cluster.json")
+            killed = (node, try #require(coordinator.pid))
+            #expect(kill(killed.pid, SIGKILL) == 0)
         case .killWALWriter:
             let writer = try #require(cluster.clusterFile?.services.first { $0.kind == "wal-writer" }, "a WAL writer in cluster.json")
             killed = (writer.nodeID, try #require(writer.pid))
@@ -160,7 +170,7 @@ import Testing
         let verified = try await script(
             ["verify"] + common + exactlyOnce + ["--acked", acked, "--followed", followedFile, "--group-followed", groupFollowedFile])
         #expect(verified.status == 0, "verify after the kill: \(verified)\n--- floe dev ---\n\(cluster.logTail())\n\(verified.status == 0 ? "" : cluster.keepForInspection())")
-        print("fail-over (\(scenario)): node \(killed.node) (pid \(killed.pid)) failed after \(atKill) acknowledgements; moved to \(movedTo.map { "\($0)" } ?? "-"), "
+        print("fail-over (\(scenario)): node \(killed.node) (pid \(killed.pid)) failed (fault began after \(atKill) acknowledgements); moved to \(movedTo.map { "\($0)" } ?? "-"), "
             + "leader at the end \(newLeader); \(total) acknowledged in all; producer \(Self.summary(in: produced.output)); "
             + "follower \(Self.summary(in: followed.output)); group member \(Self.summary(in: grouped.output)); verify \(Self.summary(in: verified.output))")
 

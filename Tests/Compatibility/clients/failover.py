@@ -10,6 +10,8 @@ processes in between (confluent-kafka, librdkafka 2.x).
   follow   --bootstrap B --topic T --followed FILE --stop-file S
            a consumer reading the partition from its start while the fault happens, appending
            "offset number" to FILE, until S exists and it has reached the end
+  coordinator --bootstrap B --topic T              prints the node id coordinating group-follow's group
+                                                   once the group is stable with a member
   group-follow --bootstrap B --topic T --followed FILE --stop-file S
            the same as a member of a consumer group that commits every 100 records; records
            delivered again after a rebalance are skipped (at-least-once), the rest appended to FILE;
@@ -151,6 +153,21 @@ def follow(args):
     expect(position >= end, f"follower stopped at offset {position}, the partition ends at {end}")
 
 
+def coordinator(args):
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 2_000})
+    group = f"{args.topic}-group"
+    for _ in common.deadline_loop(args.wait, f"group {group} to be stable"):
+        try:
+            description = admin.describe_consumer_groups([group], request_timeout=3)[group].result(timeout=5)
+        except Exception as error:
+            step(f"describe_consumer_groups: {error}")
+            continue
+        if str(description.state).endswith("STABLE") and description.members:
+            print(description.coordinator.id, flush=True)
+            return
+        time.sleep(0.2)
+
+
 def group_follow(args):
     group = f"{args.topic}-group"
     consumer = Consumer({
@@ -264,7 +281,7 @@ def verify(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["create", "leader", "produce", "follow", "group-follow", "verify"])
+    parser.add_argument("command", choices=["create", "leader", "coordinator", "produce", "follow", "group-follow", "verify"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--acked")
@@ -278,7 +295,7 @@ def main():
     parser.add_argument("--deadline", type=float, default=240.0)
     args = parser.parse_args()
     common.install_deadline(args.deadline)
-    {"create": create, "leader": leader, "produce": produce, "follow": follow, "group-follow": group_follow,
+    {"create": create, "leader": leader, "coordinator": coordinator, "produce": produce, "follow": follow, "group-follow": group_follow,
      "verify": verify}[args.command](args)
 
 
