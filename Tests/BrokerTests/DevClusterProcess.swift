@@ -255,6 +255,12 @@ enum ClientScripts {
             self.exited = Mutex(exited)
         }
 
+        /// SIGKILLs a script nobody will wait for and removes its output file.
+        func cancel() {
+            kill(pid, SIGKILL)
+            try? FileManager.default.removeItem(atPath: outputPath)
+        }
+
         /// Waits for the exit, SIGKILLing the script once `timeout` passes; returns its output.
         func wait(timeout: Duration) async -> Outcome {
             guard let stream = exited.withLock({ current -> AsyncStream<Int32>? in

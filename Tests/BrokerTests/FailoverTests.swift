@@ -111,9 +111,9 @@ import Testing
         var producerStopped = false
         defer {
             if !producerStopped {
-                kill(producer.pid, SIGKILL)
-                kill(follower.pid, SIGKILL)
-                kill(member.pid, SIGKILL)
+                producer.cancel()
+                follower.cancel()
+                member.cancel()
             }
         }
         try await Self.waitForAcknowledged(acked, atLeast: 300, within: .seconds(60), producer: producer)
