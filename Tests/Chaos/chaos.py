@@ -21,17 +21,16 @@ verdict, and exits 0 only when every check held.
     python3 Tests/Chaos/chaos.py --floe .build/debug/floe --duration 120
 """
 import argparse
-import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Support"))
+from floedev import FloeDev, free_base_port, ready  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -43,60 +42,6 @@ PRODUCERS = 2
 
 def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class Cluster:
-    """`floe dev` in the background, found and probed through its cluster.json."""
-
-    def __init__(self, floe, data_dir, base_port):
-        self.data_dir = data_dir
-        self.file = os.path.join(data_dir, "cluster.json")
-        self.log = open(os.path.join(data_dir, "floe-dev.out"), "w")
-        self.process = subprocess.Popen(
-            [floe, "dev", "up", "--controllers", "3", "--zones", "a,b", "--brokers-per-zone", "2",
-             "--data-dir", data_dir, "--base-port", str(base_port), "--log-level", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def services(self):
-        try:
-            with open(self.file) as handle:
-                return json.load(handle)["services"]
-        except (OSError, ValueError, KeyError):
-            return []
-
-    def bootstrap(self):
-        with open(self.file) as handle:
-            return json.load(handle)["bootstrap"]
-
-    @staticmethod
-    def ready(service):
-        try:
-            with urllib.request.urlopen(f"http://{service['admin']}/readyz", timeout=1) as answer:
-                return answer.status == 200
-        except Exception:
-            return False
-
-    def wait_all_ready(self, timeout):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"floe dev exited with {self.process.returncode}")
-            services = self.services()
-            if services and all(s.get("pid") and self.ready(s) for s in services):
-                return services
-            time.sleep(0.2)
-        not_ready = [f"{s['kind']}-{s['node_id']}" for s in self.services() if not (s.get("pid") and self.ready(s))]
-        raise RuntimeError(f"services not ready after {timeout} s: {not_ready}")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 class Producers:
@@ -237,7 +182,7 @@ def main():
     parser.add_argument("--duration", type=float, default=120, help="seconds of killing")
     parser.add_argument("--interval", type=float, default=4, help="mean seconds between kills")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--base-port", type=int, default=39092)
+    parser.add_argument("--base-port", type=int, default=None, help="default: a free port range")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-group", action="store_true", help="consume by assignment instead of in a consumer group")
     parser.add_argument("--pause-fraction", type=float, default=0.2, help="share of events that pause a service instead of killing it")
@@ -246,11 +191,13 @@ def main():
     rng = random.Random(seed)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="floe-chaos-")
     log(f"chaos: duration {args.duration} s, kill interval ~{args.interval} s, seed {seed}, data {data_dir}")
-    cluster = Cluster(args.floe, data_dir, args.base_port)
+    base_port = args.base_port or free_base_port()
+    cluster = FloeDev(args.floe, data_dir, base_port,
+                      ["--controllers", "3", "--zones", "a,b", "--brokers-per-zone", "2", "--log-level", "warning"])
     verdict = False
     try:
         cluster.wait_all_ready(120)
-        bootstrap = cluster.bootstrap()
+        bootstrap = cluster.bootstrap
         admin = AdminClient({"bootstrap.servers": bootstrap})
         for future in admin.create_topics([NewTopic(TOPIC, PARTITIONS)]).values():
             future.result(30)
@@ -263,7 +210,7 @@ def main():
         end = time.time() + args.duration
         while time.time() < end:
             time.sleep(rng.uniform(0.5 * args.interval, 1.5 * args.interval))
-            candidates = [s for s in cluster.services() if s.get("pid") and cluster.ready(s)]
+            candidates = [s for s in cluster.services() if s.get("pid") and ready(s)]
             if not candidates:
                 continue
             victim = rng.choice(candidates)

@@ -18,6 +18,8 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Support"))
+from floedev import FloeDev, free_base_port  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -37,24 +39,6 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
-
-
-def free_base_port():
-    """A floe dev base port whose whole block (base … base+350) is free."""
-    for base in range(33000, 60000, 400):
-        try:
-            probes = []
-            for offset in (0, 98, 118, 198, 218, 300):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + offset))
-                probes.append(s)
-            for s in probes:
-                s.close()
-            return base
-        except OSError:
-            for s in probes:
-                s.close()
-    raise RuntimeError("no free port block")
 
 
 def start_seaweedfs(directory):
@@ -87,37 +71,11 @@ def start_seaweedfs(directory):
     raise RuntimeError("SeaweedFS S3 did not come up")
 
 
-class Dev:
-    def __init__(self, floe, data_dir, base_port, object_store):
-        environment = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-        self.file = os.path.join(data_dir, "cluster.json")
-        self.process = subprocess.Popen(
-            [floe, "dev", "up", "--data-dir", data_dir, "--base-port", str(base_port), "--object-store", object_store],
-            stdout=open(os.path.join(data_dir, f"floe-dev-{time.time():.0f}.out"), "w"), stderr=subprocess.STDOUT, env=environment)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"floe dev exited with {self.process.returncode}")
-            try:
-                services = json.load(open(self.file))["services"]
-                if services and all(s.get("pid") and self.ready(s) for s in services):
-                    self.bootstrap = json.load(open(self.file))["bootstrap"]
-                    return
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("floe dev not ready")
-
-    @staticmethod
-    def ready(service):
-        try:
-            return urllib.request.urlopen(f"http://{service['admin']}/readyz", timeout=1).status == 200
-        except Exception:
-            return False
-
-    def stop(self):
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=60)
+def start(floe, data_dir, base_port, store):
+    environment = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    dev = FloeDev(floe, data_dir, base_port, ["--object-store", store], environment=environment)
+    dev.wait_all_ready(90)
+    return dev
 
 
 def main():
@@ -136,7 +94,7 @@ def main():
     try:
         store = f"s3://floe-e2e?endpoint={endpoint}&region=us-east-1"
         base_port = free_base_port()
-        dev = Dev(args.floe, data_dir, base_port, store)
+        dev = start(args.floe, data_dir, base_port, store)
         log(f"cluster up on {dev.bootstrap} with {store}")
         admin = AdminClient({"bootstrap.servers": dev.bootstrap})
         for future in admin.create_topics([NewTopic(TOPIC, PARTITIONS)]).values():
@@ -168,7 +126,7 @@ def main():
         if not removed:
             print("FAIL: no WAL volume found to remove")
             sys.exit(1)
-        dev = Dev(args.floe, data_dir, base_port, store)
+        dev = start(args.floe, data_dir, base_port, store)
         log(f"restarted without {removed}; reading everything back")
         consumer = Consumer({"bootstrap.servers": dev.bootstrap, "group.id": "s3-e2e", "enable.auto.commit": False})
         consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
