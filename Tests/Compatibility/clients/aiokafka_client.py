@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """aiokafka against Floe, doing what an application does: admin, produce with every codec, consume
-by assignment, offsets, delete records, configs, delete topics, error cases."""
+by assignment and in a group, offsets, delete records, configs, delete topics, error cases."""
 import asyncio
 import os
 import sys

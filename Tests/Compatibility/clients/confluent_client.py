@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """confluent-kafka (librdkafka) against Floe, doing what an application does: admin, produce with
-every codec, consume by assignment, offsets, delete records, configs, delete topics, error cases.
+every codec, consume by assignment and in a group, offsets, delete records, configs, partitions,
+delete topics, error cases.
 
 Runs unchanged under the pip package (confluent-kafka 2.x) and Debian's python3-confluent-kafka
 1.7 (librdkafka 2.0.2, `/usr/bin/python3`); APIs the old client lacks (admin delete_records and

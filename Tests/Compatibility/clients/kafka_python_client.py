@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """kafka-python against Floe, doing what an application does: admin, produce with every codec,
-consume by assignment, offsets, delete records, configs, delete topics, error cases."""
+consume by assignment and in a group, offsets, delete records, configs, delete topics, error cases."""
 import os
 import sys
 import time
