@@ -179,6 +179,14 @@ def group_follow(args):
     position = 0
     redelivered = 0
     commits = {"ok": 0, "failed": 0}
+    errors = {}
+
+    def note_error(when, error):
+        # One example per kind of error, with when it first and last happened.
+        kind = str(error)
+        first = errors.get(kind, {}).get("first", f"{time.strftime('%H:%M:%S')} {when}")
+        errors[kind] = {"first": first, "last": f"{time.strftime('%H:%M:%S')} {when}"}
+
     end = None
     try:
         consumer.subscribe([args.topic])
@@ -189,7 +197,10 @@ def group_follow(args):
             if end is not None and (position >= end or time.monotonic() > deadline):
                 break
             message = consumer.poll(0.2)
-            if message is None or message.error():
+            if message is None:
+                continue
+            if message.error():
+                note_error("poll", message.error())
                 continue
             if message.offset() < position:
                 redelivered += 1
@@ -201,20 +212,25 @@ def group_follow(args):
                 try:
                     consumer.commit(asynchronous=False)
                     commits["ok"] += 1
-                except Exception:  # the coordinator may be moving; the next commit covers it
+                except Exception as error:  # the coordinator may be moving; the next commit covers it
                     commits["failed"] += 1
-        for _ in common.deadline_loop(60, "the final commit"):
+                    note_error(f"commit at {position}", error)
+        final_deadline = time.monotonic() + 60
+        while True:
             try:
                 consumer.commit(asynchronous=False)
                 break
-            except Exception:
+            except Exception as error:
+                note_error("final commit", error)
+                if time.monotonic() > final_deadline:
+                    raise Mismatch(f"the final commit failed for 60 s; errors (first and last kinds): {errors}")
                 time.sleep(0.5)
         committed = consumer.committed([TopicPartition(args.topic, 0)], timeout=TIMEOUT)[0].offset
     finally:
         followed.close()
         consumer.close()
     print(json.dumps({"group_followed_to": position, "end": end, "committed": committed, "redelivered": redelivered,
-                      "commits": commits}), flush=True)
+                      "commits": commits, "errors": errors}), flush=True)
     expect(position >= end, f"group member stopped at offset {position}, the partition ends at {end}")
     expect_equal(committed, position, "the group's committed offset after the final commit")
 
