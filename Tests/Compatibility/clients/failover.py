@@ -210,7 +210,7 @@ def group_follow(args):
             position = message.offset() + 1
             if position % 100 == 0:
                 try:
-                    consumer.commit(asynchronous=False)
+                    consumer.commit(offsets=[TopicPartition(args.topic, 0, position)], asynchronous=False)
                     commits["ok"] += 1
                 except Exception as error:  # the coordinator may be moving; the next commit covers it
                     commits["failed"] += 1
@@ -218,7 +218,9 @@ def group_follow(args):
         final_deadline = time.monotonic() + 60
         while True:
             try:
-                consumer.commit(asynchronous=False)
+                # Explicit offsets: commit() of the consumed position raises _NO_OFFSET when the last
+                # periodic commit already stored it (a partition ending on a multiple of 100).
+                consumer.commit(offsets=[TopicPartition(args.topic, 0, position)], asynchronous=False)
                 break
             except Exception as error:
                 note_error("final commit", error)
