@@ -58,7 +58,12 @@ struct ProducerStateTable {
         }
         guard let last = entry.lastSequence else { return .append }
         guard Self.follows(firstSequence, last) else {
-            return .reject(.outOfOrderSequenceNumber, "producer \(id) expected sequence \(last == Int32.max ? 0 : last &+ 1), got \(firstSequence)")
+            // A batch ahead of the next expected one is normal after an earlier in-flight batch
+            // failed (its retry is on the way). Kafka answers OUT_OF_ORDER_SEQUENCE_NUMBER, on
+            // which librdkafka bumps the producer epoch and resends the unacknowledged messages
+            // under new sequences — duplicates no broker can detect. A retriable "not leader"
+            // makes every client retry in sequence order instead.
+            return .reject(.notLeaderOrFollower, "producer \(id) expected sequence \(last == Int32.max ? 0 : last &+ 1), got \(firstSequence); retry the earlier batches first")
         }
         return .append
     }
