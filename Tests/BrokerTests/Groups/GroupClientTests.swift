@@ -129,6 +129,12 @@ import Testing
         Self.expectPassed(try await Self.run(["python3", confluent, bootstrap, "commit", "g-commit"], log: directory + "/commit.log"), "confluent-kafka commit and resume")
         Self.expectPassed(
             try await Self.run(["python3", confluent, bootstrap, "static", "g-static"], log: directory + "/static.log"), "confluent-kafka static member rejoin")
+        // Debian's python3-confluent-kafka 1.7 on librdkafka 2.0.2, importable only from Debian's own interpreter.
+        for scenario in ["coverage", "cooperative", "commit", "static"] {
+            Self.expectPassed(
+                try await Self.run(["/usr/bin/python3", confluent, bootstrap, scenario, "g-debian-\(scenario)"], log: directory + "/debian-\(scenario).log"),
+                "Debian confluent-kafka \(scenario)")
+        }
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "admin", "g-admin"], log: directory + "/admin.log"), "kafka-python group admin APIs")
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "kafka-python", "g-kafka-python"], log: directory + "/kafka-python.log"), "kafka-python group")
         Self.expectPassed(try await Self.run(["python3", python, bootstrap, "aiokafka", "g-aiokafka"], log: directory + "/aiokafka.log"), "aiokafka group")
