@@ -13,12 +13,12 @@ struct Admin: AsyncParsableCommand {
     )
 
     struct Connection: ParsableArguments {
-        @Option(help: "HOST:PORT of any broker.") var bootstrap = "127.0.0.1:9092"
+        @Option(help: "HOST:PORT of any broker (or a comma-separated list; the first is used).") var bootstrap = "127.0.0.1:9092"
 
         func open() throws -> (KafkaWire, KafkaEndpoint) {
             var logger = Logger(label: "floe-admin")
             logger.logLevel = .critical
-            return (KafkaWire(clientId: "floe-admin", logger: logger), try parseEndpoint(bootstrap))
+            return (KafkaWire(clientId: "floe-admin", logger: logger), try KafkaWire.bootstrapEndpoint(bootstrap))
         }
     }
 

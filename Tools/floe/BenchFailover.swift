@@ -21,7 +21,7 @@ struct BenchFailover: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "HOST:PORT of any broker.") var bootstrap = "127.0.0.1:9092"
+    @Option(help: "HOST:PORT of any broker (or a comma-separated list; the first is used).") var bootstrap = "127.0.0.1:9092"
     @Option(help: "Leadership moves to time.") var moves = 10
     @Option(help: "Leader kills to time (needs --cluster-file).") var kills = 0
     @Option(help: "cluster.json listing the brokers' pids (floe dev writes one).") var clusterFile: String?
@@ -35,7 +35,7 @@ struct BenchFailover: AsyncParsableCommand {
         var quiet = Logger(label: "floe-bench-failover")
         quiet.logLevel = .critical
         let wire = KafkaWire(clientId: "floe-bench-failover", logger: quiet)
-        let endpoint = try parseEndpoint(bootstrap)
+        let endpoint = try KafkaWire.bootstrapEndpoint(bootstrap)
         let topic = "bench-failover-\(UInt32.random(in: 0...UInt32.max))"
         try await wire.createTopic(endpoint, name: topic, partitions: 1)
         try await wire.produceUntilAccepted(endpoint, topic: topic, partition: 0, deadline: .seconds(30))

@@ -23,7 +23,7 @@ struct BenchProduce: AsyncParsableCommand, Sendable {
             """
     )
 
-    @Option(help: "HOST:PORT of any broker.") var bootstrap = "127.0.0.1:9092"
+    @Option(help: "HOST:PORT of any broker (or a comma-separated list; the first is used).") var bootstrap = "127.0.0.1:9092"
     @Option(help: "Topic to produce to; created with --partitions if missing (default: a new bench topic).") var topic: String?
     @Option(help: "Partitions of the topic when it is created.") var partitions: Int32 = 1
     @Option(help: "Bytes of each record's value.") var recordSize = 1024
@@ -54,7 +54,7 @@ struct BenchProduce: AsyncParsableCommand, Sendable {
         var quiet = Logger(label: "floe-bench-produce")
         quiet.logLevel = .critical
         let logger = quiet
-        let bootstrapEndpoint = try parseEndpoint(bootstrap)
+        let bootstrapEndpoint = try KafkaWire.bootstrapEndpoint(bootstrap)
         let wire = KafkaWire(clientId: "floe-bench", logger: logger)
         let name = topic ?? "bench-\(UInt32.random(in: 0...UInt32.max))"
         try await wire.createTopic(bootstrapEndpoint, name: name, partitions: partitions)

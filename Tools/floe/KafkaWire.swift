@@ -34,6 +34,12 @@ struct KafkaWire: Sendable {
         return try Response(from: &reply, version: version)
     }
 
+    /// The broker to bootstrap from: the first of a comma-separated `HOST:PORT,…` list.
+    static func bootstrapEndpoint(_ list: String) throws -> KafkaEndpoint {
+        guard let first = try parseEndpoints(list).first else { throw Failure(description: "no bootstrap address in '\(list)'") }
+        return first
+    }
+
     /// Metadata for `topics` (all when nil), without auto-creation.
     func metadata(_ bootstrap: KafkaEndpoint, topics: [String]?) async throws -> MetadataResponse {
         var request = MetadataRequest()
