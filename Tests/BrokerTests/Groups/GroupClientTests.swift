@@ -54,37 +54,6 @@ import Testing
         return Run(status: status, output: output)
     }
 
-    /// A base port whose whole `floe dev` plan (brokers B, B+1; controller B+98; WAL writer B+118; admin ports) is free.
-    static func freeBasePort() throws -> Int {
-        for _ in 0..<200 {
-            let base = Int.random(in: 20_000..<55_000)
-            let ports = [0, 1, 98, 118, 198, 218, 300, 301].map { base + $0 }
-            if ports.allSatisfy(portIsFree) { return base }
-        }
-        throw Failure(description: "no free port range for floe dev")
-    }
-
-    static func portIsFree(_ port: Int) -> Bool {
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(s) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
-
-    static func floeBinary() -> String? {
-        var candidates: [String] = []
-        if let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.append(URL(fileURLWithPath: executable).deletingLastPathComponent().path)
-        }
-        candidates.append(repositoryRoot.appendingPathComponent(".build/debug").path)
-        return candidates.map { $0 + "/floe" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
     /// Expects a script run to have passed every check.
     static func expectPassed(_ run: Run, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let passed = run.status == 0 && run.output.contains("{\"check\": \"done\", \"ok\": true}")
@@ -92,11 +61,11 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(12))) func realClientsFormGroupsAndKeepOffsets() async throws {
-        let floe = try #require(Self.floeBinary(), "floe not built next to the tests")
+        let floe = try #require(DevClusterProcess.floeBinary(), "floe not built next to the tests")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("floe-groups-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let base = try Self.freeBasePort()
+        let base = try DevClusterProcess.freeBasePort(brokers: 2, zones: 1)
         let bootstrap = "127.0.0.1:\(base),127.0.0.1:\(base + 1)"
         let dev = try ChildProcess.spawn(
             executable: floe,
