@@ -183,17 +183,7 @@ struct BenchProduce: AsyncParsableCommand, Sendable {
             value.writeBuffer(&rest)
             try builder.append(timestamp: now, key: nil, value: value)
         }
-        var data = ProduceRequest.PartitionProduceData()
-        data.index = partition
-        data.records = try builder.build().bytes
-        var topicData = ProduceRequest.TopicProduceData()
-        topicData.name = topic
-        topicData.partitionData = [data]
-        var request = ProduceRequest()
-        request.acks = acks
-        request.timeoutMs = 30_000
-        request.topicData = [topicData]
-        return request
+        return KafkaWire.produceRequest(topic: topic, partition: partition, batch: try builder.build().bytes, acks: acks)
     }
 
     private func latestOffset(_ wire: KafkaWire, _ endpoint: KafkaEndpoint, topic: String, partition: Int32) async throws -> Int64 {

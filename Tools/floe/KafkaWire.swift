@@ -104,20 +104,25 @@ struct KafkaWire: Sendable {
 }
 
 extension KafkaWire {
-    /// A Produce request with one tiny record, for liveness probes.
-    static func probeRecord(topic: String, partition: Int32) throws -> ProduceRequest {
-        var builder = RecordBatchBuilder(codec: .none, expectedPayloadBytes: 64)
-        try builder.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: nil, value: ByteBuffer(string: "probe"))
+    /// A Produce request carrying `batch` (one record batch) for `topic`-`partition`.
+    static func produceRequest(topic: String, partition: Int32, batch: ByteBuffer, acks: Int16) -> ProduceRequest {
         var data = ProduceRequest.PartitionProduceData()
         data.index = partition
-        data.records = try builder.build().bytes
+        data.records = batch
         var entry = ProduceRequest.TopicProduceData()
         entry.name = topic
         entry.partitionData = [data]
         var request = ProduceRequest()
-        request.acks = -1
-        request.timeoutMs = 10_000
+        request.acks = acks
+        request.timeoutMs = 30_000
         request.topicData = [entry]
         return request
+    }
+
+    /// A Produce request with one tiny record, for liveness probes.
+    static func probeRecord(topic: String, partition: Int32) throws -> ProduceRequest {
+        var builder = RecordBatchBuilder(codec: .none, expectedPayloadBytes: 64)
+        try builder.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: nil, value: ByteBuffer(string: "probe"))
+        return produceRequest(topic: topic, partition: partition, batch: try builder.build().bytes, acks: -1)
     }
 }

@@ -2,7 +2,6 @@ import ClusterMetadata
 import KafkaProtocol
 import KafkaTransport
 import Logging
-import Metrics
 import NIOCore
 
 /// The APIs a broker answers, at the versions it implements (see `AdvertisedVersions.floe`).
@@ -47,8 +46,7 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
 
     public func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
         guard let key = ApiKey(rawValue: request.apiKey) else { return .immediate(.close(reason: "unknown api key \(request.apiKey)")) }
-        // Labels are bounded: only API keys the broker knows get here.
-        Counter(label: "floe_broker_requests_total", dimensions: [("api", "\(key)")]).increment()
+        BrokerMetrics.requests[key]?.increment()
         let version = request.apiVersion
         let context = context
         let admin = admin

@@ -1,6 +1,5 @@
 import ClusterMetadata
 import KafkaProtocol
-import Metrics
 import NIOCore
 
 /// Fetch (DESIGN §5): long-polls until `min_bytes` are available or `max_wait_ms` passes, waking
@@ -24,7 +23,7 @@ enum Fetch {
         while true {
             let (answer, bytes, hasError) = await collect(request, version: version, context: context)
             if bytes >= minBytes || hasError || clock.now >= deadline || Task.isCancelled {
-                Counter(label: "floe_broker_fetch_bytes_total").increment(by: bytes)
+                BrokerMetrics.fetchBytes.increment(by: bytes)
                 response.responses = answer
                 return response
             }

@@ -2,7 +2,6 @@ import ClusterMetadata
 import KafkaProtocol
 import KafkaRecords
 import KafkaTransport
-import Metrics
 import NIOCore
 
 /// Produce (DESIGN §4): validate each partition's record set, let the leader assign offsets and
@@ -44,10 +43,10 @@ enum Produce {
         let logger = context.logger
         let verdicts = checked
         let started = ContinuousClock.now
-        Counter(label: "floe_broker_produce_bytes_total").increment(by: appends.reduce(0) { $0 + $1.records.readableBytes })
+        BrokerMetrics.produceBytes.increment(by: appends.reduce(0) { $0 + $1.records.readableBytes })
         return KafkaPendingResponse {
             defer {
-                Timer(label: "floe_broker_produce_seconds").recordNanoseconds(
+                BrokerMetrics.produceSeconds.recordNanoseconds(
                     Int64(((ContinuousClock.now - started) / .nanoseconds(1)).rounded()))
             }
             var results: [AppendResult] = []
