@@ -145,7 +145,11 @@ extension ParsableCommand {
 
 extension AsyncParsableCommand {
     /// An `@main` entry point like `main()` that also reads `FLOE_<FLAG>` variables; use it as `static func main() async { await mainWithEnvironment() }`.
-    public static func mainWithEnvironment() async {
+    ///
+    /// With `tasksOnEventLoops`, Swift concurrency runs its tasks on the NIO event loops instead of its own
+    /// thread pool (see ``FloeRuntime/runTasksOnEventLoops()``).
+    public static func mainWithEnvironment(tasksOnEventLoops: Bool = false) async {
+        if tasksOnEventLoops { FloeRuntime.runTasksOnEventLoops() }
         let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseWithEnvironment(arguments)

@@ -82,7 +82,8 @@ public struct ObjectWriter: Sendable {
     public init(blockSize: Int = ObjectFormat.defaultBlockSize, expectedBytes: Int = 0) {
         // Block lengths are stored in 32 bits.
         self.blockSize = min(max(1, blockSize), Int(UInt32.max))
-        self.data = ByteBufferAllocator().buffer(capacity: max(0, expectedBytes))
+        // Room for a typical index and footer too, so sealing does not reallocate the object.
+        self.data = ByteBufferAllocator().buffer(capacity: expectedBytes > 0 ? expectedBytes + 4096 : 0)
     }
 
     /// Bytes written so far (blocks only).
@@ -132,12 +133,14 @@ public struct ObjectWriter: Sendable {
         open = nil
     }
 
-    /// Seals the object: the blocks, the index and the footer, ready to upload.
+    /// Seals the object: the blocks, the index and the footer, ready to upload. Call once: the bytes move into the result.
     public mutating func finish() throws(ObjectWriterError) -> ByteBuffer {
         closeBlock()
         let indexLength = 4 + entries.count * ObjectFormat.indexEntrySize
         guard indexLength <= Int(UInt32.max), entries.count <= Int(UInt32.max) else { throw .tooLarge }
+        // Taken, not shared: writing the index into a buffer `data` still referenced would copy the whole object.
         var object = data
+        data = ByteBuffer()
         let indexPosition = object.readableBytes
         object.reserveCapacity(minimumWritableBytes: indexLength + ObjectFormat.footerSize)
         object.writeInteger(UInt32(entries.count))

@@ -149,6 +149,46 @@ import WALWriterCore
         await reopened.close()
     }
 
+    @Test func recycledSegmentsNeverReplayStaleRecords() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let config = WALEngine.Configuration(directory: dir.path, segmentSize: 4096)
+        let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
+        func payload(_ offset: Int64) -> ByteBuffer { bytes(String(repeating: "p", count: 150) + "-\(offset)") }
+        var next: Int64 = 0
+        var sawRecycled = false
+        // Fill several segments per round and trim all but the newest record, so trimmed segments
+        // come back as spares still full of records.
+        for _ in 0..<8 {
+            var last: LSN = 0
+            for _ in 0..<60 {
+                last = try await wal.append(stream: 5, epoch: 1, baseOffset: next, lastOffset: next, batches: payload(next)).lsn
+                next += 1
+            }
+            try await wal.trim(upTo: last, committedEnds: [5: next - 1])
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+            if names.contains(where: { $0.hasPrefix("recycled-") }) { sawRecycled = true }
+        }
+        #expect(sawRecycled, "trimmed segments should be kept for reuse")
+        // A few short records at the start of a segment that held longer records before.
+        let tailStart = next
+        for _ in 0..<3 {
+            _ = try await wal.append(stream: 5, epoch: 1, baseOffset: next, lastOffset: next, batches: bytes("tail-\(next)"))
+            next += 1
+        }
+        await wal.close()
+        let reopened = try await WALEngine.open(configuration: config, logger: quietLogger)
+        #expect(await reopened.streamState(5)?.durableEnd == next)
+        let tail = try await reopened.read(stream: 5, from: tailStart, maxBytes: 1 << 20)
+        #expect(tail == (tailStart..<next).map { bytes("tail-\($0)") })
+        _ = try await reopened.append(stream: 5, epoch: 1, baseOffset: next, lastOffset: next, batches: bytes("after"))
+        await reopened.close()
+        let again = try await WALEngine.open(configuration: config, logger: quietLogger)
+        #expect(await again.streamState(5)?.durableEnd == next + 1)
+        #expect(try await again.read(stream: 5, from: next, maxBytes: 1 << 20) == [bytes("after")])
+        await again.close()
+    }
+
     @Test func damagedSegmentHeaderRefusesToOpen() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }

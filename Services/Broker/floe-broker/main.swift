@@ -46,7 +46,7 @@ struct FloeBroker: AsyncParsableCommand {
     @Option(name: .customLong("offsets-retention-minutes"), help: "How long committed offsets of groups without members are kept (FLOE_OFFSETS_RETENTION_MINUTES).")
     var offsetsRetentionMinutes: Int64 = 10_080
 
-    static func main() async { await mainWithEnvironment() }
+    static func main() async { await mainWithEnvironment(tasksOnEventLoops: true) }
 
     func validate() throws {
         guard numPartitions >= 1 else { throw ValidationError("--num-partitions must be at least 1") }

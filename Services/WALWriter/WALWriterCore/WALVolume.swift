@@ -115,6 +115,11 @@ final class WALVolume: @unchecked Sendable {
     private let stopped = NIOLockedValueBox(false)
     /// Whether new segments are zero-filled in the background (otherwise only fallocated).
     let zeroFill: Bool
+    /// Trimmed segments waiting to be reused, oldest first (only touched on the I/O thread).
+    private var recycled: [String] = []
+    private var recycleCounter = 0
+    /// Enough for the segments trimmed between two rolls at full speed.
+    static let maxRecycled = 4
 
     init(directory: String, segmentSize: Int, zeroFill: Bool = true) {
         self.directory = directory
@@ -402,12 +407,18 @@ final class WALVolume: @unchecked Sendable {
         let sequence = (segments.last?.sequence ?? 0) + 1
         let final = path(sequence)
         var temporary = final + ".tmp"
-        let useSpare = spare.withLockedValue { state -> Bool in
+        let reuse = recycled.isEmpty ? nil : recycled.removeFirst()
+        let useSpare = reuse == nil && spare.withLockedValue { state -> Bool in
             guard case .ready = state else { return false }
             state = .none
             return true
         }
-        if useSpare {
+        if let reuse {
+            temporary = reuse
+            let newFD = open(temporary, O_RDWR | O_CLOEXEC)
+            guard newFD >= 0 else { throw .volume(operation: "open recycled segment", errno: errno) }
+            fd = newFD
+        } else if useSpare {
             temporary = sparePath
             let newFD = open(temporary, O_RDWR | O_CLOEXEC)
             guard newFD >= 0 else { throw .volume(operation: "open spare segment", errno: errno) }
@@ -426,7 +437,7 @@ final class WALVolume: @unchecked Sendable {
         try syncDirectory()
         segments.append(Segment(sequence: sequence, firstLSN: firstLSN))
         writePosition = WALFormat.segmentHeaderSize
-        prepareSpare()
+        if recycled.isEmpty { prepareSpare() }
     }
 
     // MARK: Trim
@@ -458,8 +469,26 @@ final class WALVolume: @unchecked Sendable {
         trimLSN = lsn
         // Keep the last segment starting at or before the trim point; everything before it is gone.
         while segments.count >= 2, segments[1].firstLSN <= lsn {
-            unlink(path(segments[0].sequence))
+            recycleOrDelete(path(segments[0].sequence))
             segments.removeFirst()
+        }
+    }
+
+    /// Trimmed segments kept for reuse: their blocks are written and allocated, so appends sync into
+    /// them as cheaply as into a zero-filled segment, without writing a segment of zeros per segment
+    /// of data. Stale records in them cannot be mistaken for new ones: record CRCs are seeded with the
+    /// segment sequence, and recovery also requires consecutive LSNs.
+    private func recycleOrDelete(_ segmentPath: String) {
+        guard zeroFill, recycled.count < Self.maxRecycled else {
+            unlink(segmentPath)
+            return
+        }
+        recycleCounter += 1
+        let target = directory + "/recycled-\(recycleCounter).tmp"
+        if rename(segmentPath, target) == 0 {
+            recycled.append(target)
+        } else {
+            unlink(segmentPath)
         }
     }
 

@@ -30,7 +30,7 @@ struct FloeWALWriter: AsyncParsableCommand {
     @Option(name: .customLong("segment-bytes"), help: "Size of each WAL segment file (FLOE_SEGMENT_BYTES).")
     var segmentBytes = 64 << 20
 
-    static func main() async { await mainWithEnvironment() }
+    static func main() async { await mainWithEnvironment(tasksOnEventLoops: true) }
 
     func validate() throws {
         guard (1...600_000).contains(uploadIntervalMs) else { throw ValidationError("--upload-interval-ms must be in 1...600000") }
