@@ -147,12 +147,13 @@ extension AsyncParsableCommand {
     /// An `@main` entry point like `main()` that also reads `FLOE_<FLAG>` variables; use it as `static func main() async { await mainWithEnvironment() }`.
     ///
     /// With `tasksOnEventLoops`, Swift concurrency runs its tasks on the NIO event loops instead of its own
-    /// thread pool (see ``FloeRuntime/runTasksOnEventLoops()``).
+    /// thread pool (see ``FloeRuntime/runTasksOnEventLoops(loops:)``), as many as an ``EventLoopSizing`` command asks for.
     public static func mainWithEnvironment(tasksOnEventLoops: Bool = false) async {
-        if tasksOnEventLoops { FloeRuntime.runTasksOnEventLoops() }
         let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseWithEnvironment(arguments)
+            // Parsing does not touch NIO, so the loop count can still be chosen here.
+            if tasksOnEventLoops { FloeRuntime.runTasksOnEventLoops(loops: (command as? any EventLoopSizing)?.eventLoops) }
             try await command.run()
         } catch let error as EnvironmentError {
             exit(withError: ValidationError(error.description))

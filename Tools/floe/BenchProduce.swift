@@ -1,6 +1,7 @@
 import ArgumentParser
 import ControllerClient
 import Foundation
+import FloeService
 import KafkaProtocol
 import KafkaRecords
 import KafkaTransport
@@ -10,7 +11,7 @@ import Synchronization
 
 /// `floe bench produce`: Kafka producers (and optionally a consumer) against a running cluster,
 /// reporting throughput and produce / end-to-end latency percentiles.
-struct BenchProduce: AsyncParsableCommand, Sendable {
+struct BenchProduce: AsyncParsableCommand, Sendable, EventLoopSizing {
     static let configuration = CommandConfiguration(
         commandName: "produce",
         abstract: "Produce to a running cluster over Kafka; report MiB/s and produce and end-to-end latency.",
@@ -35,6 +36,7 @@ struct BenchProduce: AsyncParsableCommand, Sendable {
     @Option(help: "Compression: none, gzip, snappy, lz4, zstd.") var codec = "none"
     @Option(help: "Seconds of load.") var duration: Double = 10
     @Flag(help: "Also consume and measure end-to-end latency.") var consume = false
+    @Option(help: "Event-loop threads of the load generator (they also run its tasks).") var eventLoops = 1
 
     func validate() throws {
         guard (1...(8 << 20)).contains(recordSize), recordSize >= 8 else { throw ValidationError("--record-size must be in [8, 8 MiB]") }
@@ -45,6 +47,7 @@ struct BenchProduce: AsyncParsableCommand, Sendable {
         guard (1...10_000).contains(partitions) else { throw ValidationError("--partitions must be in [1, 10000]") }
         guard rate >= 0 else { throw ValidationError("--rate must not be negative") }
         guard duration > 0, duration <= 3600 else { throw ValidationError("--duration must be in (0, 3600]") }
+        guard (1...64).contains(eventLoops) else { throw ValidationError("--event-loops must be in [1, 64]") }
         guard Self.codecs[codec] != nil else { throw ValidationError("--codec must be one of none, gzip, snappy, lz4, zstd") }
     }
 

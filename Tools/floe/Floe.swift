@@ -11,10 +11,10 @@ struct Floe: AsyncParsableCommand {
     )
 
     static func main() async {
-        // The load generator measures latency: its own hand-offs should cost as little as the services'.
-        FloeRuntime.runTasksOnEventLoops()
         do {
             var command = try parseAsRoot()
+            // The load generator measures latency: its own hand-offs should cost as little as the services'.
+            FloeRuntime.runTasksOnEventLoops(loops: (command as? any EventLoopSizing)?.eventLoops)
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -13,7 +13,7 @@ import ServiceLifecycle
 /// `floe-broker`: a stateless Kafka broker. Partitions' data goes through the zone's WAL writer into
 /// object storage; the broker keeps only caches.
 @main
-struct FloeBroker: AsyncParsableCommand {
+struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
     static let configuration = CommandConfiguration(
         commandName: "floe-broker", abstract: "Floe broker: the Kafka protocol over a WAL writer and object storage.")
 
@@ -46,9 +46,13 @@ struct FloeBroker: AsyncParsableCommand {
     @Option(name: .customLong("offsets-retention-minutes"), help: "How long committed offsets of groups without members are kept (FLOE_OFFSETS_RETENTION_MINUTES).")
     var offsetsRetentionMinutes: Int64 = 10_080
 
+    @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the broker's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
+    var eventLoops = 1
+
     static func main() async { await mainWithEnvironment(tasksOnEventLoops: true) }
 
     func validate() throws {
+        guard (1...256).contains(eventLoops) else { throw ValidationError("--event-loops must be in [1, 256]") }
         guard numPartitions >= 1 else { throw ValidationError("--num-partitions must be at least 1") }
         guard messageMaxBytes >= 1024 else { throw ValidationError("--message-max-bytes must be at least 1024") }
         guard logCacheBytes >= 0 else { throw ValidationError("--log-cache-bytes must not be negative") }

@@ -12,7 +12,7 @@ import WALWriterService
 
 /// `floe-wal-writer`: one zone's write-ahead log, uploading its contents to object storage.
 @main
-struct FloeWALWriter: AsyncParsableCommand {
+struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
     static let configuration = CommandConfiguration(
         commandName: "floe-wal-writer", abstract: "Floe WAL writer: durable appends on a local volume, uploaded as stream-set objects.")
 
@@ -30,9 +30,13 @@ struct FloeWALWriter: AsyncParsableCommand {
     @Option(name: .customLong("segment-bytes"), help: "Size of each WAL segment file (FLOE_SEGMENT_BYTES).")
     var segmentBytes = 64 << 20
 
+    @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the WAL writer's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
+    var eventLoops = 1
+
     static func main() async { await mainWithEnvironment(tasksOnEventLoops: true) }
 
     func validate() throws {
+        guard (1...256).contains(eventLoops) else { throw ValidationError("--event-loops must be in [1, 256]") }
         guard (1...600_000).contains(uploadIntervalMs) else { throw ValidationError("--upload-interval-ms must be in 1...600000") }
         guard uploadBytes >= 1 else { throw ValidationError("--upload-bytes must be positive") }
         guard maxBufferedBytes >= 1 << 20 else { throw ValidationError("--max-buffered-bytes must be at least 1 MiB") }
