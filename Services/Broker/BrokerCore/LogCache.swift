@@ -30,20 +30,16 @@ struct LogCache {
             drop(key)
             return
         }
-        var entries = partitions[key] ?? []
-        if let last = entries.last, last.nextOffset != baseOffset {
-            totalBytes -= entries.reduce(0) { $0 + Self.cost($1.bytes) }
-            entries.removeAll()
-        }
-        entries.append(Entry(baseOffset: baseOffset, nextOffset: nextOffset, bytes: bytes))
-        partitions[key] = entries
+        if let last = partitions[key]?.last, last.nextOffset != baseOffset { drop(key) }
+        // Mutated in place: copying a partition's entries out and back would copy all of them on every append.
+        partitions[key, default: []].append(Entry(baseOffset: baseOffset, nextOffset: nextOffset, bytes: bytes))
         order.append((key, baseOffset))
         totalBytes += Self.cost(bytes)
         while totalBytes > capacity, let oldest = order.popFirst() {
-            guard var list = partitions[oldest.key], let first = list.first, first.baseOffset == oldest.baseOffset else { continue }
-            list.removeFirst()
+            guard let first = partitions[oldest.key]?.first, first.baseOffset == oldest.baseOffset else { continue }
+            partitions[oldest.key]?.removeFirst()
             totalBytes -= Self.cost(first.bytes)
-            partitions[oldest.key] = list.isEmpty ? nil : list
+            if partitions[oldest.key]?.isEmpty == true { partitions[oldest.key] = nil }
         }
     }
 

@@ -276,18 +276,19 @@ public struct WALBatcher: Sendable {
 
     /// Emits an outcome, holding an append's answer back until earlier appends of its stream are answered.
     private mutating func answer(_ id: WALRequestID, _ request: Request, _ outcome: Outcome, into actions: inout [Action]) {
-        guard case .append(let stream, _, _, _, _) = request, var queue = answerOrder[stream],
-              let index = queue.firstIndex(where: { $0.id == id })
+        guard case .append(let stream, _, _, _, _) = request,
+              let index = answerOrder[stream]?.firstIndex(where: { $0.id == id })
         else {
             actions.append(.answer(id, outcome))
             return
         }
-        queue[index].outcome = outcome
-        while let head = queue.first, let ready = head.outcome {
-            queue.removeFirst()
+        // Mutated in place, not copied out and back, which would copy the stream's queue on every answer.
+        answerOrder[stream]?[index].outcome = outcome
+        while let head = answerOrder[stream]?.first, let ready = head.outcome {
+            answerOrder[stream]?.removeFirst()
             actions.append(.answer(head.id, ready))
         }
-        answerOrder[stream] = queue.isEmpty ? nil : queue
+        if answerOrder[stream]?.isEmpty == true { answerOrder[stream] = nil }
     }
 
     private mutating func scheduleWrite(into actions: inout [Action]) {

@@ -384,9 +384,10 @@ public actor WALEngine {
         guard lsn > trimLSN else { return }
         trimLSN = lsn
         for stream in index.keys.sorted() {
-            guard var entries = index[stream] else { continue }
-            while let first = entries.first, first.lsn < lsn { entries.removeFirst() }
-            index[stream] = entries.isEmpty ? nil : entries
+            // In place: a copy of the stream's index would be made on every trim otherwise.
+            let trimmed = index[stream]?.prefix(while: { $0.lsn < lsn }).count ?? 0
+            if trimmed > 0 { index[stream]?.removeFirst(trimmed) }
+            if index[stream]?.isEmpty == true { index[stream] = nil }
         }
         run(core.step(.trimmed(upTo: lsn)))
     }

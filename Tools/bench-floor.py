@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""What this host charges for the pieces of an acknowledged produce, at a given request rate.
+
+A produce crosses two loopback round trips (client -> broker -> WAL writer and back) and one
+pwrite + fdatasync. This measures each piece with nothing of Floe in between, at the same
+request rate as `floe bench produce --rate`, because on a virtual machine an idle vCPU and an
+idle disk queue answer slower than busy ones:
+
+  echo      a request/response round trip between two processes over loopback TCP
+  fsync     one 4 KiB pwrite + fdatasync on a preallocated file in --directory
+  chain     client -> relay -> fsync server -> relay -> client, two processes besides the client,
+            the relay forwarding and the server syncing before it answers: the shape of a produce
+
+Usage: python3 Tools/bench-floor.py --directory /path/on/the/wal/disk [--rates 100,1000] [--count 1000]
+"""
+import argparse
+import os
+import socket
+import struct
+import sys
+import time
+from multiprocessing import Process
+
+
+def serve_echo(port, ready):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen()
+    os.write(ready, b"x")
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        data = conn.recv(64)
+        if not data:
+            return
+        conn.sendall(data)
+
+
+def serve_fsync(port, ready, path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"\0" * (64 << 20), 0)
+    os.fsync(fd)
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen()
+    os.write(ready, b"x")
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    block = b"w" * 4096
+    offset = 0
+    while True:
+        data = conn.recv(64)
+        if not data:
+            break
+        os.pwrite(fd, block, offset)
+        os.fdatasync(fd)
+        offset = (offset + 4096) % (64 << 20)
+        conn.sendall(data)
+    os.close(fd)
+    os.unlink(path)
+
+
+def serve_relay(port, ready, upstream_port):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen()
+    upstream = socket.create_connection(("127.0.0.1", upstream_port))
+    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    os.write(ready, b"x")
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        data = conn.recv(64)
+        if not data:
+            return
+        upstream.sendall(data)
+        conn.sendall(upstream.recv(64))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(target, *args):
+    read_end, write_end = os.pipe()
+    process = Process(target=target, args=args[:1] + (write_end,) + args[1:], daemon=True)
+    process.start()
+    os.read(read_end, 1)  # the server is listening
+    os.close(read_end)
+    return process
+
+
+def timed_round_trips(port, rate, count):
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    interval = 1.0 / rate
+    samples = []
+    next_send = time.perf_counter()
+    for _ in range(count):
+        next_send += interval
+        start_time = time.perf_counter()
+        conn.sendall(b"ping")
+        conn.recv(64)
+        samples.append(time.perf_counter() - start_time)
+        pause = next_send - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    conn.close()
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def timed_fsyncs(directory, rate, count):
+    path = os.path.join(directory, "bench-floor-fsync.tmp")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"\0" * (64 << 20), 0)
+    os.fsync(fd)
+    block = b"w" * 4096
+    interval = 1.0 / rate
+    samples = []
+    next_write = time.perf_counter()
+    for index in range(count):
+        next_write += interval
+        start_time = time.perf_counter()
+        os.pwrite(fd, block, (index * 4096) % (64 << 20))
+        os.fdatasync(fd)
+        samples.append(time.perf_counter() - start_time)
+        pause = next_write - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    os.close(fd)
+    os.unlink(path)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--directory", required=True, help="a directory on the disk the WAL uses")
+    parser.add_argument("--rates", default="100,1000", help="requests per second, comma-separated")
+    parser.add_argument("--count", type=int, default=1000, help="samples per measurement (at most 100000)")
+    args = parser.parse_args()
+    if not os.path.isdir(args.directory):
+        sys.exit(f"--directory {args.directory} is not a directory")
+    if not 10 <= args.count <= 100_000:
+        sys.exit("--count must be in [10, 100000]")
+    rates = [float(r) for r in args.rates.split(",")]
+    if any(not 1 <= r <= 100_000 for r in rates):
+        sys.exit("--rates must each be in [1, 100000]")
+
+    print("bench-floor: what this host charges for the pieces of a produce")
+    print(f"  directory {args.directory}, {args.count} samples each, cores: {os.cpu_count()}")
+    print()
+    print("| rate (req/s) | echo p50 / p99 | fsync p50 / p99 | chain (relay + fsync server) p50 / p99 |")
+    print("|---:|---|---|---|")
+    for rate in rates:
+        echo_port = free_port()
+        echo = start(serve_echo, echo_port)
+        echo_result = timed_round_trips(echo_port, rate, args.count)
+        echo.terminate()
+        fsync_result = timed_fsyncs(args.directory, rate, args.count)
+        server_port, relay_port = free_port(), free_port()
+        chain_file = os.path.join(args.directory, "bench-floor-chain.tmp")
+        server = start(serve_fsync, server_port, chain_file)
+        relay = start(serve_relay, relay_port, server_port)
+        chain_result = timed_round_trips(relay_port, rate, args.count)
+        relay.terminate()
+        server.terminate()
+        server.join()
+        if os.path.exists(chain_file):
+            os.unlink(chain_file)
+        cells = [f"{p50 * 1e3:.2f} / {p99 * 1e3:.2f} ms" for p50, p99 in (echo_result, fsync_result, chain_result)]
+        print(f"| {rate:g} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
