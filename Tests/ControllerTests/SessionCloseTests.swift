@@ -56,6 +56,16 @@ import Testing
         #expect(await image.state.nodes[7]?.state == .active)
         #expect(await image.state.nodes[8]?.state == .active)
         let eightFirstConnection = try #require(await node.sessionConnectionForTesting(8))
+        // Node 7's connection also carries a metadata long poll (as a broker's does): the close must not wait it out.
+        let waitingBefore = await node.fetchWaitersForTesting
+        let poll = Task { try? await dying.fetchMetadata(from: cluster.endpoints[leader], fromVersion: 1 << 40, maxWait: .seconds(25)) }
+        defer { poll.cancel() }
+        var polling = false
+        for _ in 0..<500 where !polling {
+            polling = await node.fetchWaitersForTesting > waitingBefore
+            if !polling { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(polling, "the long poll did not reach the controller")
 
         let clock = ContinuousClock()
         let closedAt = clock.now

@@ -576,14 +576,20 @@ public actor ControllerNode {
 
     /// Committed changes after `fromVersion`, waiting up to `maxWait` for one when there are none yet.
     public func fetchMetadata(fromVersion: UInt64, maxWait: Duration, maxEntries: Int) async -> FetchMetadataResponse {
-        if appliedIndex <= fromVersion, maxWait > .zero, !stopped, !draining {
+        if appliedIndex <= fromVersion, maxWait > .zero, !stopped, !draining, !Task.isCancelled {
             let id = nextFetchWaiter
             nextFetchWaiter += 1
             let timer = Task {
                 try? await Task.sleep(for: maxWait)
                 self.wakeFetcher(id)
             }
-            await withCheckedContinuation { fetchWaiters[id] = $0 }
+            // A closed connection cancels its requests: the server reports the close only after they return, and
+            // the session of a killed node is cut short only then, so the long poll must not wait out its time.
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { fetchWaiters[id] = $0 }
+            } onCancel: {
+                Task { await self.wakeFetcher(id) }
+            }
             timer.cancel()
         }
         var response = FetchMetadataResponse()
@@ -638,6 +644,9 @@ public actor ControllerNode {
             leaderId: status.leaderID.map { Int32(truncatingIfNeeded: $0) }, commitIndex: raft.commitIndex,
             appliedIndex: appliedIndex, lastLogIndex: raft.lastLogIndex)
     }
+
+    /// Metadata long polls waiting for a change.
+    var fetchWaitersForTesting: Int { fetchWaiters.count }
 
     /// The server connection a node's session is bound to, if any.
     func sessionConnectionForTesting(_ nodeId: NodeID) -> UInt64? { sessionConnection[nodeId] }
