@@ -41,13 +41,14 @@ import Testing
         let following = Task { await image.run() }
         defer { following.cancel() }
 
-        // Node 7 registers and heartbeats once, then its process "dies": its connection closes, nothing follows.
+        // Node 7 registers, then its process "dies": its connection closes, nothing follows. Its session stays bound
+        // to the registration's connection, which also carries a metadata long poll (below).
         let dying = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let seven = try await dying.register(Self.registration(7))
-        #expect(try await dying.heartbeat(nodeId: 7, incarnation: seven.incarnation, metadataVersion: 0) == false)
         // Node 8 keeps heartbeating through connections that get cut under it.
         let live = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let eight = try await live.register(Self.registration(8))
+        let eightRegisteredOn = try #require(await node.sessionConnectionForTesting(8))
         let beating = Task {
             await live.runHeartbeats(nodeId: 8, incarnation: eight.incarnation, interval: NodeMembership.maxHeartbeatInterval) { 0 }
         }
@@ -55,8 +56,14 @@ import Testing
         #expect(await image.waitForVersion(eight.metadataVersion, timeout: .seconds(5)))
         #expect(await image.state.nodes[7]?.state == .active)
         #expect(await image.state.nodes[8]?.state == .active)
-        let eightFirstConnection = try #require(await node.sessionConnectionForTesting(8))
-        // Node 7's connection also carries a metadata long poll (as a broker's does): the close must not wait it out.
+        // Heartbeats have a connection of their own, so they never queue behind the client's other calls.
+        var eightFirstConnection = eightRegisteredOn
+        for _ in 0..<500 where eightFirstConnection == eightRegisteredOn {
+            try await Task.sleep(for: .milliseconds(10))
+            eightFirstConnection = await node.sessionConnectionForTesting(8) ?? eightRegisteredOn
+        }
+        #expect(eightFirstConnection != eightRegisteredOn, "heartbeats came over the registration's connection")
+        // The close must not wait out the long poll on node 7's connection.
         let waitingBefore = await node.fetchWaitersForTesting
         let poll = Task { try? await dying.fetchMetadata(from: cluster.endpoints[leader], fromVersion: 1 << 40, maxWait: .seconds(25)) }
         defer { poll.cancel() }
