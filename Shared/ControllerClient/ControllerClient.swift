@@ -96,6 +96,9 @@ public actor ControllerClient {
     /// The configured controller endpoints.
     public nonisolated let endpoints: [KafkaEndpoint]
     private let transport: KafkaClient
+    /// Heartbeats get a connection of their own: on the shared one their responses would queue behind metadata
+    /// long polls (responses come back in request order), stretching the heartbeat interval to the poll's wait.
+    private let heartbeatTransport: KafkaClient
     private let logger: Logger
     private let requestTimeout: Duration
     private let retryDeadline: Duration
@@ -110,6 +113,7 @@ public actor ControllerClient {
         self.endpoints = endpoints
         self.logger = logger
         self.transport = transport ?? KafkaClient(logger: logger)
+        heartbeatTransport = KafkaClient(logger: logger)
         self.requestTimeout = requestTimeout
         self.retryDeadline = retryDeadline
     }
@@ -155,7 +159,7 @@ public actor ControllerClient {
         request.nodeId = nodeId
         request.incarnation = incarnation
         request.metadataVersion = Int64(clamping: metadataVersion)
-        let response = try await leaderCall(request) { ($0.errorCode, $0.leaderEndpoint, nil) }
+        let response = try await leaderCall(request, via: heartbeatTransport) { ($0.errorCode, $0.leaderEndpoint, nil) }
         return response.isFenced
     }
 
@@ -203,12 +207,13 @@ public actor ControllerClient {
     /// Closes every connection.
     public func close() async {
         await transport.closeAll()
+        await heartbeatTransport.closeAll()
     }
 
     // MARK: Leader discovery
 
     private func leaderCall<R: KafkaRequest>(
-        _ request: R, status: (R.Response) -> (code: Int16, leader: String?, message: String?)
+        _ request: R, via client: KafkaClient? = nil, status: (R.Response) -> (code: Int16, leader: String?, message: String?)
     ) async throws -> R.Response {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: retryDeadline)
@@ -221,7 +226,7 @@ public actor ControllerClient {
             try Task.checkCancellation()
             let endpoint = pickEndpoint()
             do {
-                let response = try await send(request, to: endpoint, timeout: requestTimeout)
+                let response = try await send(request, to: endpoint, timeout: requestTimeout, via: client)
                 let (code, leader, message) = status(response)
                 if code == 0 {
                     leaderHint = endpoint
@@ -259,10 +264,12 @@ public actor ControllerClient {
         return endpoint
     }
 
-    private func send<R: KafkaRequest>(_ request: R, to endpoint: KafkaEndpoint, timeout: Duration) async throws -> R.Response {
+    private func send<R: KafkaRequest>(
+        _ request: R, to endpoint: KafkaEndpoint, timeout: Duration, via client: KafkaClient? = nil
+    ) async throws -> R.Response {
         var body = ByteBuffer()
         try request.encode(to: &body, version: 0)
-        var response = try await transport.send(
+        var response = try await (client ?? transport).send(
             to: endpoint, apiKey: R.apiKey.rawValue, apiVersion: 0, headerVersion: R.apiKey.requestHeaderVersion(0),
             responseHeaderVersion: R.apiKey.responseHeaderVersion(0), clientId: "floe-controller-client", body: body, timeout: timeout)
         do {

@@ -45,7 +45,10 @@ public actor NodeMembership {
         return confirmed
     }
 
-    /// Registers, then heartbeats at a third of the session timeout, until cancelled.
+    /// The longest default heartbeat interval.
+    public static let maxHeartbeatInterval = Duration.milliseconds(250)
+
+    /// Registers, then heartbeats at a third of the session timeout (at most every 250 ms), until cancelled.
     public func run(heartbeatInterval: Duration? = nil) async {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
@@ -62,7 +65,9 @@ public actor NodeMembership {
             incarnation = confirmed.incarnation
             stale = false
             logger.info("registered", metadata: ["incarnation": "\(confirmed.incarnation)"])
-            let interval = heartbeatInterval ?? max(confirmed.sessionTimeout / 3, .milliseconds(50))
+            // Well under the controller's close grace (600 ms at least), so a node whose connection merely dropped
+            // heartbeats on a new one in time; heartbeats are in-memory at the controller, so this is cheap.
+            let interval = heartbeatInterval ?? max(min(confirmed.sessionTimeout / 3, Self.maxHeartbeatInterval), .milliseconds(50))
             let clock = ContinuousClock()
             var next = clock.now
             while !Task.isCancelled && !stale {

@@ -12,7 +12,7 @@ public struct ClusterFile: Codable, Sendable, Equatable {
         public var pid: Int32?
         public var listen: String
         public var admin: String
-        /// `running`, `restarting` or `stopped`.
+        /// `running`, `restarting`, `held` (dead and kept down by its hold file, see `Supervisor.holdPath`) or `stopped`.
         public var state: String
         /// How many times it has been restarted.
         public var restarts: Int

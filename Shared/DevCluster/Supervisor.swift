@@ -67,6 +67,8 @@ public enum SupervisorEvent: Sendable, Equatable {
     case restartScheduled(name: String, delay: Duration, failures: Int)
     case spawnFailed(name: String, reason: String)
     case stopped(name: String)
+    /// The child exited while its hold file exists; it is restarted once the file is removed.
+    case held(name: String)
     /// ``Supervisor/stop(gracePeriod:)`` has begun: SIGTERM has been sent to every child.
     case stopping
     /// Every child has exited after ``Supervisor/stop(gracePeriod:)``.
@@ -103,6 +105,12 @@ public actor Supervisor {
 
     /// Path of the cluster file this supervisor maintains.
     public nonisolated var clusterFilePath: String { dataDirectory + "/cluster.json" }
+
+    /// Path of the file that, while it exists, keeps the child named `name` (`kind-nodeid`) from being
+    /// restarted when it dies, so tests and benchmarks can take a service down for good and bring it back.
+    public static func holdPath(dataDirectory: String, name: String) -> String {
+        dataDirectory + "/hold/\(name)"
+    }
 
     /// Path of a child's log file.
     public nonisolated func logPath(for spec: ServiceSpec) -> String {
@@ -254,6 +262,24 @@ public actor Supervisor {
                     break
                 }
                 logger.warning("\(name) (pid \(pid)) \(status) after \(ranFor); restarting")
+            }
+            let hold = Self.holdPath(dataDirectory: dataDirectory, name: name)
+            if FileManager.default.fileExists(atPath: hold) {
+                children[index].state = "held"
+                writeClusterFile()
+                eventContinuation.yield(.held(name: name))
+                logger.info("\(name) held down until \(hold) is removed")
+                // Another process removes the file, so there is no event to wait on; stop() cancels the sleep.
+                while !stopping, FileManager.default.fileExists(atPath: hold) {
+                    do { try await Task.sleep(for: .milliseconds(50)) } catch { break }
+                }
+                if stopping || Task.isCancelled { break }
+                // A deliberate hold is not a crash loop: restart at once.
+                children[index].failures = 0
+                children[index].restarts += 1
+                logger.info("\(name) released; starting it")
+                spawn(index)
+                continue
             }
             children[index].failures += 1
             let delay = policy.delay(afterFailures: children[index].failures)

@@ -209,6 +209,8 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
+        // executeThenClose returns only after the request task group, so no request of this connection is still running.
+        await handler.connectionClosed(info)
     }
 
     private typealias Slot = (correlationId: Int32, action: OneShot<KafkaResponseAction>)

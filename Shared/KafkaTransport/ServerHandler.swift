@@ -55,4 +55,13 @@ public protocol KafkaRequestHandler: Sendable {
     /// The returned completion runs concurrently with later requests' completions and should return
     /// promptly when its task is cancelled (connection closed or server shutdown deadline passed).
     func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse
+
+    /// Called once after a connection has ended (peer closed, error, idle timeout or shutdown), after every
+    /// completion of its requests has returned.
+    func connectionClosed(_ connection: ConnectionInfo) async
+}
+
+extension KafkaRequestHandler {
+    /// Most handlers keep no per-connection state.
+    public func connectionClosed(_ connection: ConnectionInfo) async {}
 }

@@ -1,3 +1,4 @@
+import DevCluster
 import Foundation
 import Testing
 
@@ -14,6 +15,9 @@ import Testing
         /// SIGSTOP until the controller's session timeout moves the partition to the other broker,
         /// then SIGKILL (floe dev restarts it): the partition really changes hands under the producer.
         case freezeUntilMovedThenKill
+        /// SIGKILL while floe dev holds the broker down: the controller must notice the closed connection
+        /// and move the partition to the other broker well before its 6 s session timeout.
+        case killAndKeepDown
         /// SIGKILL the broker coordinating the consumer group that follows the partition (it may lead
         /// the partition too); the group must move to the other broker and keep its offsets.
         case killGroupCoordinator
@@ -35,6 +39,7 @@ import Testing
         Scenario(fault: .kill, idempotent: true),
         Scenario(fault: .freezeUntilMovedThenKill, idempotent: false),
         Scenario(fault: .freezeUntilMovedThenKill, idempotent: true),
+        Scenario(fault: .killAndKeepDown, idempotent: true),
         Scenario(fault: .killWALWriter, idempotent: true),
         Scenario(fault: .killGroupCoordinator, idempotent: true),
     ]
@@ -122,9 +127,22 @@ import Testing
         let atKill = Self.acknowledgedCount(acked)
         var movedTo: Int32?
         var killed = (node: leader, pid: victimPid)
+        let hold = Supervisor.holdPath(dataDirectory: cluster.dataDirectory, name: "broker-\(leader)")
         switch fault {
         case .kill:
             #expect(kill(victimPid, SIGKILL) == 0)
+        case .killAndKeepDown:
+            try FileManager.default.createDirectory(atPath: cluster.dataDirectory + "/hold", withIntermediateDirectories: true)
+            try #require(FileManager.default.createFile(atPath: hold, contents: nil))
+            let killedAt = ContinuousClock.now
+            #expect(kill(victimPid, SIGKILL) == 0)
+            let moved = try await script(["leader"] + common + ["--not", "\(leader)", "--wait", "60"], timeout: .seconds(90))
+            let took = ContinuousClock.now - killedAt
+            movedTo = Self.nodeID(in: moved.output)
+            #expect(moved.status == 0 && movedTo != nil && movedTo != leader, "partition leadership after killing broker \(leader): \(moved)")
+            // Through the session timeout alone this takes at least ~5.75 s (6 s minus a heartbeat interval).
+            #expect(took < .seconds(5), "leadership moved \(took) after the kill: the closed connection did not fence broker \(leader) early")
+            print("fail-over (\(scenario)): broker \(leader) killed and kept down; leadership at \(movedTo.map { "\($0)" } ?? "?") after \(took) (including the script's start)")
         case .killGroupCoordinator:
             let answer = try await script(["coordinator"] + common + ["--wait", "60"], timeout: .seconds(90))
             let node = try #require(Self.nodeID(in: answer.output), "coordinator of the group: \(answer)")
@@ -143,6 +161,12 @@ import Testing
             #expect(kill(victimPid, SIGKILL) == 0)
         }
         try await Self.waitForAcknowledged(acked, atLeast: atKill + 300, within: .seconds(90), producer: producer)
+        if fault == .killAndKeepDown {
+            // Those acknowledgements came while the killed broker stayed dead; now let floe dev restart it.
+            let state = cluster.clusterFile?.services.first { $0.kind == "broker" && $0.nodeID == leader }?.state
+            #expect(state == "held", "broker \(leader) should still be held down, is \(state ?? "missing")")
+            try FileManager.default.removeItem(atPath: hold)
+        }
         let afterKill = try await script(["leader"] + common)
         let newLeader = Self.nodeID(in: afterKill.output).map { "\($0)" } ?? "?"
         let killedNode = killed.node, killedPid = killed.pid

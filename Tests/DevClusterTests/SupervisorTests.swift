@@ -118,6 +118,48 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         await supervisor.stop(gracePeriod: .seconds(5))
     }
 
+    @Test(.timeLimit(.minutes(1))) func aHeldChildStaysDownUntilItsHoldFileIsRemoved() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spec = shell("broker", 101, "exec sleep 600")
+        let supervisor = Supervisor(specs: [spec], dataDirectory: directory, policy: RestartPolicy(initial: .milliseconds(10)), logger: logger)
+        let recorder = EventRecorder(supervisor.events)
+        try await supervisor.start()
+        let firstPid = try #require(try ClusterFile.read(from: supervisor.clusterFilePath).services.first?.pid)
+
+        let hold = Supervisor.holdPath(dataDirectory: directory, name: spec.name)
+        try FileManager.default.createDirectory(atPath: directory + "/hold", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: hold, contents: nil))
+        #expect(ChildProcess.signal(firstPid, SIGKILL))
+        #expect(await recorder.wait { $0.contains(.held(name: spec.name)) })
+        let held = try #require(try ClusterFile.read(from: supervisor.clusterFilePath).services.first)
+        #expect(held.state == "held" && held.pid == nil && held.restarts == 0)
+        // Far longer than the 10 ms restart delay: still no second start.
+        #expect(await recorder.wait(timeout: .milliseconds(500)) { startedPids($0, spec.name).count >= 2 } == false)
+
+        try FileManager.default.removeItem(atPath: hold)
+        #expect(await recorder.wait { startedPids($0, spec.name).count >= 2 })
+        let running = try #require(try ClusterFile.read(from: supervisor.clusterFilePath).services.first)
+        #expect(running.state == "running" && running.restarts == 1 && running.pid != nil && running.pid != firstPid)
+        await supervisor.stop(gracePeriod: .seconds(5))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func stopEndsAHold() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spec = shell("broker", 102, "exec sleep 600")
+        let supervisor = Supervisor(specs: [spec], dataDirectory: directory, policy: RestartPolicy(initial: .milliseconds(10)), logger: logger)
+        let recorder = EventRecorder(supervisor.events)
+        try await supervisor.start()
+        let pid = try #require(try ClusterFile.read(from: supervisor.clusterFilePath).services.first?.pid)
+        try FileManager.default.createDirectory(atPath: directory + "/hold", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: Supervisor.holdPath(dataDirectory: directory, name: spec.name), contents: nil))
+        #expect(ChildProcess.signal(pid, SIGKILL))
+        #expect(await recorder.wait { $0.contains(.held(name: spec.name)) })
+        await supervisor.stop(gracePeriod: .seconds(5))
+        #expect(try ClusterFile.read(from: supervisor.clusterFilePath).services.first?.state == "stopped")
+    }
+
     @Test func backoffGrowsForAChildThatExitsImmediately() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -182,7 +182,9 @@ extension KafkaWire {
 
     /// Produces one small record to `topic`-`partition` at its current leader (optionally waiting for
     /// `leader` to lead it) until it is acknowledged.
-    func produceUntilAccepted(_ bootstrap: KafkaEndpoint, topic: String, partition: Int32, leader: Int32? = nil, deadline: Duration) async throws {
+    func produceUntilAccepted(
+        _ bootstrap: KafkaEndpoint, topic: String, partition: Int32, leader: Int32? = nil, notLeader: Int32? = nil, deadline: Duration
+    ) async throws {
         let clock = ContinuousClock()
         let end = clock.now.advanced(by: deadline)
         var lastError = "no attempt"
@@ -191,6 +193,11 @@ extension KafkaWire {
                 let leaders = try await self.leaders(bootstrap, topic: topic, deadline: clock.now.duration(to: end))
                 guard let current = leaders[partition] else { throw Failure(description: "no partition \(partition)") }
                 if let leader, current.id != leader {
+                    lastError = "leader is still \(current.id)"
+                    try await Task.sleep(for: .milliseconds(5))
+                    continue
+                }
+                if let notLeader, current.id == notLeader {
                     lastError = "leader is still \(current.id)"
                     try await Task.sleep(for: .milliseconds(5))
                     continue

@@ -17,7 +17,10 @@ struct BenchFailover: AsyncParsableCommand {
             the time from the request to the first acknowledged produce on the new leader is measured.
             Kills (with --cluster-file, e.g. a `floe dev` cluster.json): the leader's process gets
             SIGKILL and the time to the first acknowledged produce (at whichever broker then leads) is
-            measured; the killed broker is restarted by its supervisor, and the next kill waits for it.
+            measured. With --kill-mode restart the supervisor restarts the killed broker at once (it may lead
+            again); with --kill-mode stay-down the broker is held down (floe dev's hold file, DATA_DIR/hold/) until
+            the partition is writable through another broker, so the time includes the controller noticing the
+            death; the broker is then released and the next kill waits for it to be back.
             """
     )
 
@@ -25,6 +28,13 @@ struct BenchFailover: AsyncParsableCommand {
     @Option(help: "Leadership moves to time.") var moves = 10
     @Option(help: "Leader kills to time (needs --cluster-file).") var kills = 0
     @Option(help: "cluster.json listing the brokers' pids (floe dev writes one).") var clusterFile: String?
+    @Option(name: .customLong("kill-mode"), help: "restart (the supervisor restarts the killed broker at once) or stay-down (it is held down until the partition is writable elsewhere).")
+    var killMode: KillMode = .restart
+
+    enum KillMode: String, ExpressibleByArgument, CaseIterable {
+        case restart
+        case stayDown = "stay-down"
+    }
 
     func validate() throws {
         guard (0...1000).contains(moves), (0...100).contains(kills) else { throw ValidationError("--moves in [0, 1000], --kills in [0, 100]") }
@@ -40,7 +50,7 @@ struct BenchFailover: AsyncParsableCommand {
         try await wire.createTopic(endpoint, name: topic, partitions: 1)
         try await wire.produceUntilAccepted(endpoint, topic: topic, partition: 0, deadline: .seconds(30))
         print("floe bench failover")
-        print("  bootstrap \(bootstrap), topic \(topic), moves \(moves), kills \(kills)")
+        print("  bootstrap \(bootstrap), topic \(topic), moves \(moves), kills \(kills), kill mode \(killMode.rawValue)")
 
         var moveTimes: [Duration] = []
         for _ in 0..<moves {
@@ -64,15 +74,38 @@ struct BenchFailover: AsyncParsableCommand {
             }
             // Bootstrap through a broker that survives.
             let survivor = cluster.services.first { $0.kind == "broker" && $0.nodeID != leader }.map { try? parseEndpoint($0.listen) } ?? nil
+            let hold = Supervisor.holdPath(
+                dataDirectory: URL(fileURLWithPath: clusterFile).deletingLastPathComponent().path, name: "broker-\(leader)")
+            if killMode == .stayDown {
+                try FileManager.default.createDirectory(
+                    atPath: URL(fileURLWithPath: hold).deletingLastPathComponent().path, withIntermediateDirectories: true)
+                guard FileManager.default.createFile(atPath: hold, contents: nil) else {
+                    throw KafkaWire.Failure(description: "cannot create \(hold)")
+                }
+            }
             let clock = ContinuousClock()
             let start = clock.now
             kill(pid_t(pid), SIGKILL)
-            try await wire.produceUntilAccepted(survivor ?? endpoint, topic: topic, partition: 0, deadline: .seconds(60))
+            do {
+                // Writable at a broker other than the dead one.
+                try await wire.produceUntilAccepted(
+                    survivor ?? endpoint, topic: topic, partition: 0, notLeader: killMode == .stayDown ? leader : nil, deadline: .seconds(60))
+            } catch {
+                try? FileManager.default.removeItem(atPath: hold)
+                throw error
+            }
             killTimes.append(clock.now - start)
+            if killMode == .stayDown {
+                let state = (try? ClusterFile.read(from: clusterFile))?.services.first { $0.kind == "broker" && $0.nodeID == leader }?.state
+                if state != "held" { print("  warning: broker \(leader) is \(state ?? "unknown"), not held, after the measurement") }
+                try FileManager.default.removeItem(atPath: hold)
+            }
             // Let the supervisor bring the victim back before the next round.
             try await waitForBroker(wire, survivor ?? endpoint, id: leader, deadline: .seconds(60))
         }
-        if !killTimes.isEmpty { report("leader SIGKILL → writable", killTimes.sorted()) }
+        if !killTimes.isEmpty {
+            report(killMode == .stayDown ? "leader SIGKILL, broker kept down → writable" : "leader SIGKILL, broker restarted → writable", killTimes.sorted())
+        }
         await wire.close()
     }
 

@@ -47,6 +47,10 @@ public struct ControllerConfiguration: Sendable {
     public var dataDirectory: String
     /// A registered node that has not heartbeated for this long is fenced.
     public var sessionTimeout: Duration
+    /// When the connection that carried a node's latest heartbeat closes (the kernel closes a killed process's
+    /// sockets), the node is fenced unless it heartbeats again within this; nodes heartbeat several times per
+    /// grace period, so a live node that merely reconnects is not fenced.
+    public var sessionCloseGrace: Duration
     /// Raft election timeout range and leader heartbeat.
     public var electionTimeoutMin: Duration
     /// Upper bound of the randomized election timeout.
@@ -66,7 +70,7 @@ public struct ControllerConfiguration: Sendable {
     /// A configuration with production defaults.
     public init(
         nodeId: Int32, zone: String = "default", voters: [ControllerVoter], listenHost: String = "127.0.0.1", listenPort: Int,
-        dataDirectory: String, sessionTimeout: Duration = .seconds(6),
+        dataDirectory: String, sessionTimeout: Duration = .seconds(6), sessionCloseGrace: Duration = .milliseconds(1000),
         electionTimeoutMin: Duration = .milliseconds(1000), electionTimeoutMax: Duration = .milliseconds(2000),
         raftHeartbeatInterval: Duration = .milliseconds(10), tickInterval: Duration = .milliseconds(5),
         appliedStateInterval: UInt64 = 1000, snapshotThreshold: UInt64 = 10_000, entriesKeptAfterSnapshot: UInt64 = 1000
@@ -78,6 +82,7 @@ public struct ControllerConfiguration: Sendable {
         self.listenPort = listenPort
         self.dataDirectory = dataDirectory
         self.sessionTimeout = sessionTimeout
+        self.sessionCloseGrace = sessionCloseGrace
         self.electionTimeoutMin = electionTimeoutMin
         self.electionTimeoutMax = electionTimeoutMax
         self.raftHeartbeatInterval = raftHeartbeatInterval

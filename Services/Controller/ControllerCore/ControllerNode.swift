@@ -63,6 +63,7 @@ public actor ControllerNode {
         let storageWrite = Metrics.Timer(label: "floe_controller_storage_write_seconds")
         let proposals = Counter(label: "floe_controller_proposals_total")
         let fenced = Counter(label: "floe_controller_session_fences_total")
+        let closeFenced = Counter(label: "floe_controller_session_close_fences_total")
     }
 
     private let instruments = Instruments()
@@ -99,6 +100,10 @@ public actor ControllerNode {
     private let transport: KafkaClient
 
     private var lastHeartbeat: [NodeID: ContinuousClock.Instant] = [:]
+    /// The server connection each node's latest heartbeat (or registration) arrived on.
+    private var sessionConnection: [NodeID: UInt64] = [:]
+    /// Shortened deadlines of nodes whose session connection closed and that have not heartbeated since.
+    private var closeDeadline: [NodeID: ContinuousClock.Instant] = [:]
     private var reassignmentProposals: Set<PartitionKey> = []
     private var sessionProposals: Set<NodeID> = []
     private var lastSessionCheck: ContinuousClock.Instant
@@ -436,6 +441,8 @@ public actor ControllerNode {
         if newStatus.role == .leader, !wasLeader {
             // A new leader has no heartbeat history: everyone starts a fresh session.
             lastHeartbeat.removeAll()
+            sessionConnection.removeAll()
+            closeDeadline.removeAll()
             sessionProposals.removeAll()
         }
         if wasLeader, newStatus.role != .leader {
@@ -487,11 +494,13 @@ public actor ControllerNode {
 
     /// Records a heartbeat at the leader; returns an error code (0, NOT_CONTROLLER, STALE_BROKER_EPOCH,
     /// BROKER_ID_NOT_REGISTERED) and whether the node is fenced.
-    public func heartbeat(nodeId: NodeID, incarnation: Int64) -> (errorCode: Int16, fenced: Bool) {
+    /// `connection` is the server connection it arrived on: when that closes, the session is cut short.
+    public func heartbeat(nodeId: NodeID, incarnation: Int64, connection: UInt64? = nil) -> (errorCode: Int16, fenced: Bool) {
         guard status.role == .leader, !stopped else { return (notControllerErrorCode, false) }
         guard let record = metadata.nodes[nodeId] else { return (MetadataErrorCode.brokerIdNotRegistered, false) }
         guard record.incarnation == incarnation else { return (MetadataErrorCode.staleBrokerEpoch, false) }
         lastHeartbeat[nodeId] = clock.now
+        trackSessionConnection(nodeId, connection)
         if record.state == .fenced, !sessionProposals.contains(nodeId) {
             sessionProposals.insert(nodeId)
             Task {
@@ -502,9 +511,31 @@ public actor ControllerNode {
         return (0, record.state == .fenced)
     }
 
-    /// Notes that a node just registered, so its session starts now.
-    public func sessionStarted(nodeId: NodeID) {
+    /// Notes that a node just registered (over `connection`, if known), so its session starts now.
+    public func sessionStarted(nodeId: NodeID, connection: UInt64? = nil) {
         lastHeartbeat[nodeId] = clock.now
+        trackSessionConnection(nodeId, connection)
+    }
+
+    private func trackSessionConnection(_ nodeId: NodeID, _ connection: UInt64?) {
+        closeDeadline[nodeId] = nil
+        // A heartbeat of unknown origin (in-process callers) must not leave an older connection in charge.
+        sessionConnection[nodeId] = connection
+    }
+
+    /// A server connection ended. Nodes whose latest heartbeat came over it get `sessionCloseGrace` to heartbeat
+    /// again: a killed process's sockets are closed by the kernel, so this spots a dead node long before its
+    /// session times out, while a live node reconnects and heartbeats well within the grace.
+    public func connectionClosed(_ connection: UInt64) {
+        // Only the leader tracks sessions; while draining, connections close because this controller is stopping.
+        guard status.role == .leader, !stopped, !draining else { return }
+        let deadline = clock.now.advanced(by: configuration.sessionCloseGrace)
+        for (nodeId, current) in sessionConnection where current == connection {
+            sessionConnection[nodeId] = nil
+            guard metadata.nodes[nodeId] != nil else { continue }
+            closeDeadline[nodeId] = min(closeDeadline[nodeId] ?? deadline, deadline)
+            logger.debug("session connection closed", metadata: ["session.node": "\(nodeId)", "connection.id": "\(connection)"])
+        }
     }
 
     private func checkSessions(now current: ContinuousClock.Instant) {
@@ -513,11 +544,19 @@ public actor ControllerNode {
                 lastHeartbeat[record.id] = current
                 continue
             }
-            guard seen.duration(to: current) > configuration.sessionTimeout, !sessionProposals.contains(record.id) else { continue }
+            let timedOut = seen.duration(to: current) > configuration.sessionTimeout
+            let closed = !draining && closeDeadline[record.id].map { $0 <= current } == true
+            guard timedOut || closed, !sessionProposals.contains(record.id) else { continue }
             sessionProposals.insert(record.id)
             let id = record.id
             let incarnation = record.incarnation
-            logger.info("fencing node after session timeout", metadata: ["fenced.node": "\(id)"])
+            if timedOut {
+                logger.info("fencing node after session timeout", metadata: ["fenced.node": "\(id)"])
+            } else {
+                logger.info("fencing node: its heartbeat connection closed and it did not heartbeat again within the grace",
+                            metadata: ["fenced.node": "\(id)", "grace": "\(configuration.sessionCloseGrace)"])
+                instruments.closeFenced.increment()
+            }
             instruments.fenced.increment()
             Task {
                 let outcome = await self.propose(.fenceNode(id: id, incarnation: incarnation), timeout: .seconds(5))
@@ -537,14 +576,20 @@ public actor ControllerNode {
 
     /// Committed changes after `fromVersion`, waiting up to `maxWait` for one when there are none yet.
     public func fetchMetadata(fromVersion: UInt64, maxWait: Duration, maxEntries: Int) async -> FetchMetadataResponse {
-        if appliedIndex <= fromVersion, maxWait > .zero, !stopped, !draining {
+        if appliedIndex <= fromVersion, maxWait > .zero, !stopped, !draining, !Task.isCancelled {
             let id = nextFetchWaiter
             nextFetchWaiter += 1
             let timer = Task {
                 try? await Task.sleep(for: maxWait)
                 self.wakeFetcher(id)
             }
-            await withCheckedContinuation { fetchWaiters[id] = $0 }
+            // A closed connection cancels its requests: the server reports the close only after they return, and
+            // the session of a killed node is cut short only then, so the long poll must not wait out its time.
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { fetchWaiters[id] = $0 }
+            } onCancel: {
+                Task { await self.wakeFetcher(id) }
+            }
             timer.cancel()
         }
         var response = FetchMetadataResponse()
@@ -599,6 +644,12 @@ public actor ControllerNode {
             leaderId: status.leaderID.map { Int32(truncatingIfNeeded: $0) }, commitIndex: raft.commitIndex,
             appliedIndex: appliedIndex, lastLogIndex: raft.lastLogIndex)
     }
+
+    /// Metadata long polls waiting for a change.
+    var fetchWaitersForTesting: Int { fetchWaiters.count }
+
+    /// The server connection a node's session is bound to, if any.
+    func sessionConnectionForTesting(_ nodeId: NodeID) -> UInt64? { sessionConnection[nodeId] }
 
     /// The index the in-memory Raft log starts after (entries up to it are only in the snapshot).
     var logStartForTesting: UInt64 { raft.logStartIndex }

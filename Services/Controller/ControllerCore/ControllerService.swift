@@ -61,14 +61,14 @@ struct ControllerRequestHandler: KafkaRequestHandler {
                 return .immediate(.close(reason: "malformed ControllerRegister"))
             }
             return KafkaPendingResponse {
-                Self.respond(await Self.register(parsed, node: node), version: request.apiVersion, header: responseHeader)
+                Self.respond(await Self.register(parsed, node: node, connection: connection.id), version: request.apiVersion, header: responseHeader)
             }
         case .controllerHeartbeat:
             guard let parsed = try? ControllerHeartbeatRequest(from: &body, version: request.apiVersion) else {
                 return .immediate(.close(reason: "malformed ControllerHeartbeat"))
             }
             return KafkaPendingResponse {
-                let (code, fenced) = await node.heartbeat(nodeId: parsed.nodeId, incarnation: parsed.incarnation)
+                let (code, fenced) = await node.heartbeat(nodeId: parsed.nodeId, incarnation: parsed.incarnation, connection: connection.id)
                 var response = ControllerHeartbeatResponse()
                 response.errorCode = code
                 response.isFenced = fenced
@@ -104,6 +104,10 @@ struct ControllerRequestHandler: KafkaRequestHandler {
         default:
             return .immediate(.close(reason: "api \(key.name) not served by the controller"))
         }
+    }
+
+    func connectionClosed(_ connection: ConnectionInfo) async {
+        await node.connectionClosed(connection.id)
     }
 
     private static func respond<M: KafkaMessage>(_ message: M, version: Int16, header: Int16) -> KafkaResponseAction {
@@ -145,7 +149,7 @@ struct ControllerRequestHandler: KafkaRequestHandler {
         return response
     }
 
-    static func register(_ request: ControllerRegisterRequest, node: ControllerNode) async -> ControllerRegisterResponse {
+    static func register(_ request: ControllerRegisterRequest, node: ControllerNode, connection: UInt64? = nil) async -> ControllerRegisterResponse {
         var response = ControllerRegisterResponse()
         response.nodeId = request.nodeId
         guard let kind = NodeKind(rawValue: UInt8(bitPattern: request.kind)) else {
@@ -162,7 +166,7 @@ struct ControllerRequestHandler: KafkaRequestHandler {
                 response.metadataVersion = Int64(clamping: index)
                 response.sessionTimeoutMs = Int32(clamping: node.configuration.sessionTimeout.components.seconds * 1000
                     + node.configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000)
-                await node.sessionStarted(nodeId: request.nodeId)
+                await node.sessionStarted(nodeId: request.nodeId, connection: connection)
             case let .error(error):
                 response.errorCode = error.code
                 response.errorMessage = error.message

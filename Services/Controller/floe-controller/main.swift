@@ -16,6 +16,8 @@ struct FloeController: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Directory of the SQLite database (FLOE_DATA_DIR).") var dataDir: String
     @Option(name: .customLong("session-timeout-ms"), help: "Fence a registered node after this many ms without a heartbeat (FLOE_SESSION_TIMEOUT_MS).")
     var sessionTimeoutMs = 6000
+    @Option(name: .customLong("session-close-grace-ms"), help: "Fence a node this many ms after the connection of its latest heartbeat closed, unless it heartbeats again (FLOE_SESSION_CLOSE_GRACE_MS).")
+    var sessionCloseGraceMs = 1000
     @Option(name: .customLong("election-timeout-ms"), help: "Lower bound of the Raft election timeout in ms; the upper bound is twice it (FLOE_ELECTION_TIMEOUT_MS).")
     var electionTimeoutMs = 1000
 
@@ -23,6 +25,8 @@ struct FloeController: AsyncParsableCommand {
 
     func validate() throws {
         guard (100...600_000).contains(sessionTimeoutMs) else { throw ValidationError("--session-timeout-ms must be in 100...600000") }
+        // Nodes heartbeat every 300 ms at most; a grace shorter than a couple of heartbeats would fence live nodes that reconnect.
+        guard (600...600_000).contains(sessionCloseGraceMs) else { throw ValidationError("--session-close-grace-ms must be in 600...600000") }
         guard (50...60_000).contains(electionTimeoutMs) else { throw ValidationError("--election-timeout-ms must be in 50...60000") }
     }
 
@@ -35,7 +39,7 @@ struct FloeController: AsyncParsableCommand {
         let configuration = ControllerConfiguration(
             nodeId: common.nodeID, zone: common.zone, voters: voterList,
             listenHost: common.listen.host, listenPort: common.listen.port,
-            dataDirectory: dataDir, sessionTimeout: .milliseconds(sessionTimeoutMs),
+            dataDirectory: dataDir, sessionTimeout: .milliseconds(sessionTimeoutMs), sessionCloseGrace: .milliseconds(sessionCloseGraceMs),
             electionTimeoutMin: .milliseconds(electionTimeoutMs), electionTimeoutMax: .milliseconds(2 * electionTimeoutMs),
             // Frequent heartbeats carry the commit index to followers quickly, so their FetchMetadata answers stay fresh.
             raftHeartbeatInterval: .milliseconds(max(5, electionTimeoutMs / 100)))

@@ -24,8 +24,9 @@ struct DevUp: AsyncParsableCommand {
             Starts every kind whose executable sits next to `floe` (or in FLOE_BIN_DIR); kinds without one are \
             skipped and listed. Each child logs to DATA_DIR/logs/<kind>-<node id>.log and is restarted with \
             exponential backoff (100 ms doubling to 10 s, reset after 30 s up) when it dies. DATA_DIR/cluster.json \
-            always lists what runs where. Ctrl-C or SIGTERM stops children gracefully (SIGKILL after 15 s); a \
-            second Ctrl-C kills them at once.
+            always lists what runs where. While DATA_DIR/hold/<kind>-<node id> exists, that service is not restarted \
+            when it dies (its state is `held`); removing the file starts it again. Ctrl-C or SIGTERM stops children \
+            gracefully (SIGKILL after 15 s); a second Ctrl-C kills them at once.
 
             Port plan from --base-port B (default 9092), all on 127.0.0.1:
               brokers       listen B+j      (9092…)   admin B+300+j (9392…)   node ids 101…
