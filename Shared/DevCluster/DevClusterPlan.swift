@@ -24,6 +24,8 @@ public struct DevClusterPlan: Sendable, Equatable {
     public var logLevel: String
     /// Extra arguments for every broker (e.g. `--wal-bypass` for the benchmark comparison).
     public var brokerArguments: [String] = []
+    /// Extra arguments for every WAL writer.
+    public var walArguments: [String] = []
 
     /// Limits that keep the port blocks above from overlapping.
     public static let maxZones = 10
@@ -100,7 +102,7 @@ public struct DevClusterPlan: Sendable, Equatable {
             plan.zones.enumerated().map { z, zone in
                 plan.service(
                     "wal-writer", "floe-wal-writer", id: Int32(201 + z), zone: zone, listen: 118 + z, admin: 218 + z,
-                    extra: ["--volume", plan.dataDirectory + "/wal-\(zone)", "--object-store", plan.objectStore]
+                    extra: ["--volume", plan.dataDirectory + "/wal-\(zone)", "--object-store", plan.objectStore] + plan.walArguments
                 )
             }
         },

@@ -54,6 +54,7 @@ class Producers:
         self.lock = threading.Lock()
         self.last_ack = time.time()
         self.longest_gap = 0.0
+        self.longest_gap_end = self.last_ack
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.run, args=(bootstrap, index), daemon=True) for index in range(PRODUCERS)]
 
@@ -67,7 +68,8 @@ class Producers:
             if error is not None:
                 self.errors.append(str(error))
                 return
-            self.longest_gap = max(self.longest_gap, now - self.last_ack)
+            if now - self.last_ack > self.longest_gap:
+                self.longest_gap, self.longest_gap_end = now - self.last_ack, now
             self.last_ack = now
             self.acked[message.value().decode()] = (message.partition(), message.offset())
 
@@ -283,7 +285,8 @@ def main():
         print(f"  pauses (SIGSTOP/SIGCONT): " + (", ".join(f"{kind} {count}" for kind, count in sorted(pauses.items())) or "none"))
         print(f"  restarts seen: {sum(restarts.values())}; all {len(services)} services ready at the end")
         print(f"  records: sent {producers.sent}, acknowledged {len(producers.acked)}, in the topic {len(where)}, consumed by the group {len(consumer.consumed)}")
-        print(f"  longest window without an acknowledged produce: {producers.longest_gap:.2f} s")
+        ended = time.strftime("%H:%M:%S", time.localtime(producers.longest_gap_end))
+        print(f"  longest window without an acknowledged produce: {producers.longest_gap:.2f} s (ended {ended})")
         print(f"  consumer errors seen (retried): {len(consumer.errors)}")
         verdict = not problems
         print(f"  verdict: {'PASS' if verdict else 'FAIL'}")

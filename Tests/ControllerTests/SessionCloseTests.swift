@@ -45,6 +45,8 @@ import Testing
         // to the registration's connection, which also carries a metadata long poll (below).
         let dying = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let seven = try await dying.register(Self.registration(7))
+        // A WAL writer on the same connection keeps its full session: its tail cannot move without it anyway.
+        _ = try await dying.register(NodeRegistration(id: 5, kind: .walWriter, zone: "a", listener: "127.0.0.1:9105", admin: "127.0.0.1:9605"))
         // Node 8 keeps heartbeating through connections that get cut under it.
         let live = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let eight = try await live.register(Self.registration(8))
@@ -84,6 +86,7 @@ import Testing
         let fencedAfter = closedAt.duration(to: clock.now)
         #expect(fencedAfter >= Self.grace, "fenced after \(fencedAfter), before the grace ran out")
         #expect(fencedAfter < .seconds(10))
+        #expect(await Self.waitFor(5, .fenced, in: image, within: .milliseconds(500)) == false, "a WAL writer was fenced on the close path")
 
         // Node 8's old connection closed at the same moment, so its deadline has passed too; it heartbeated on a
         // new connection in time and stays active through another grace period and the checks in it.

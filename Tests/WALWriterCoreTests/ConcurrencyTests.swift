@@ -35,6 +35,47 @@ import WALWriterCore
         await wal.close()
     }
 
+    /// With no idle threshold every write that finds the I/O thread free runs on the caller's thread;
+    /// concurrent appenders, trims in between and a restart must see the same log as with the I/O thread.
+    @Test func inlineWritesKeepOrderAndDurability() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let config = WALEngine.Configuration(directory: dir.path, segmentSize: 8192, inlineWriteAfterIdle: .zero)
+        let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
+        let streams = 8, perStream = 60
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for s in 0..<streams {
+                group.addTask {
+                    var previous: LSN? = nil
+                    for i in 0..<perStream {
+                        let r = try await wal.append(stream: UInt64(s), epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: helperPayload(stream: UInt64(s), base: Int64(i)))
+                        if let previous { #expect(r.lsn > previous) }
+                        previous = r.lsn
+                    }
+                }
+            }
+            // Trims interleave with the appends, so some writes find the I/O thread busy and go there.
+            group.addTask {
+                for _ in 0..<20 {
+                    let snapshot = await wal.pendingUpload()
+                    guard let last = snapshot.streams.map(\.lastLSN).min() else { await Task.yield(); continue }
+                    let ends = Dictionary(uniqueKeysWithValues: snapshot.streams.map { ($0.stream, $0.endOffset) })
+                    try await wal.trim(upTo: last, committedEnds: ends)
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(await wal.stats().appends == UInt64(streams * perStream))
+        await wal.close()
+        let reopened = try await WALEngine.open(configuration: config, logger: quietLogger)
+        for s in 0..<streams {
+            #expect(await reopened.streamState(UInt64(s))?.durableEnd == Int64(perStream))
+            let tail = try await reopened.read(stream: UInt64(s), from: Int64(perStream - 1), maxBytes: 0)
+            #expect(tail == [helperPayload(stream: UInt64(s), base: Int64(perStream - 1))])
+        }
+        await reopened.close()
+    }
+
     @Test func backpressureBoundsBufferedBytes() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }

@@ -523,7 +523,7 @@ public actor ControllerNode {
         sessionConnection[nodeId] = connection
     }
 
-    /// A server connection ended. Nodes whose latest heartbeat came over it get `sessionCloseGrace` to heartbeat
+    /// A server connection ended. Brokers whose latest heartbeat came over it get `sessionCloseGrace` to heartbeat
     /// again: a killed process's sockets are closed by the kernel, so this spots a dead node long before its
     /// session times out, while a live node reconnects and heartbeats well within the grace.
     public func connectionClosed(_ connection: UInt64) {
@@ -532,7 +532,10 @@ public actor ControllerNode {
         let deadline = clock.now.advanced(by: configuration.sessionCloseGrace)
         for (nodeId, current) in sessionConnection where current == connection {
             sessionConnection[nodeId] = nil
-            guard metadata.nodes[nodeId] != nil else { continue }
+            // Brokers only. A dead broker's partitions move to live brokers at once; a WAL writer's tail can only
+            // move once that writer is back to upload it, so fencing a restarting writer early just sends its
+            // streams through a cross-zone hand-off while it replays.
+            guard metadata.nodes[nodeId]?.kind == .broker else { continue }
             closeDeadline[nodeId] = min(closeDeadline[nodeId] ?? deadline, deadline)
             logger.debug("session connection closed", metadata: ["session.node": "\(nodeId)", "connection.id": "\(connection)"])
         }

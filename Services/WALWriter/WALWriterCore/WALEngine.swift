@@ -170,11 +170,17 @@ public actor WALEngine {
         public var maxUnsyncedBytes: Int
         /// Zero-fill new segments ahead of use (cheaper syncs than fallocated extents).
         public var zeroFillSegments: Bool
+        /// A small write that finds the WAL idle for at least this long is carried out on the calling
+        /// thread instead of the I/O thread (nil: never). At light load that saves two thread wake-ups
+        /// per append; under load writes follow each other closely and always go to the I/O thread,
+        /// so network work overlaps the syncs.
+        public var inlineWriteAfterIdle: Duration?
 
         public init(
             directory: String, segmentSize: Int = 64 << 20, maxBufferedBytes: Int = 256 << 20, maxWriteBytes: Int = 8 << 20,
-            maxUnsyncedBytes: Int = 64 << 20, zeroFillSegments: Bool = true
+            maxUnsyncedBytes: Int = 64 << 20, zeroFillSegments: Bool = true, inlineWriteAfterIdle: Duration? = .milliseconds(2)
         ) {
+            self.inlineWriteAfterIdle = inlineWriteAfterIdle
             self.maxUnsyncedBytes = maxUnsyncedBytes
             self.zeroFillSegments = zeroFillSegments
             self.directory = directory
@@ -196,6 +202,13 @@ public actor WALEngine {
     }
 
     private var waiting: [WALRequestID: (Waiter, ContinuousClock.Instant)] = [:]
+    /// Jobs on the I/O thread that touch the volume; an inline write needs it to be free.
+    private var ioJobs = 0
+    /// When the last write ended (nil before the first).
+    private var lastWriteEnd: ContinuousClock.Instant?
+    private let inlineWriteAfterIdle: Duration?
+    /// Bound on a write carried out inline.
+    private static let maxInlineWriteBytes = 64 << 10
     private var payloads: [WALRequestID: ByteBuffer] = [:]
     private var nextRequest: WALRequestID = 1
     private var durableLSN: LSN
@@ -216,6 +229,7 @@ public actor WALEngine {
         self.index = recovered.batches.mapValues { Deque($0) }
         self.durableLSN = recovered.nextLSN
         self.trimLSN = recovered.trimLSN
+        self.inlineWriteAfterIdle = configuration.inlineWriteAfterIdle
     }
 
     /// Opens (and recovers) the WAL in `configuration.directory`.
@@ -373,6 +387,8 @@ public actor WALEngine {
         let volume = self.volume
         let checkpoint = states
         let result: Result<Void, WALError>
+        ioJobs += 1
+        defer { ioJobs -= 1 }
         do {
             result = try await pool.runIfActive {
                 do throws(WALError) { try volume.trim(upTo: lsn, streams: checkpoint); return .success(()) } catch { return .failure(error) }
@@ -445,8 +461,21 @@ public actor WALEngine {
                 let volume = self.volume
                 let pool = self.pool
                 let written = records
+                let start = ContinuousClock.now
+                if shouldWriteInline(records, now: start) {
+                    let result: Result<Void, WALError>
+                    do throws(WALError) {
+                        try volume.append(written)
+                        result = .success(())
+                    } catch {
+                        result = .failure(error)
+                    }
+                    lastWriteEnd = .now
+                    writeFinished(batch: batch, records: written, result: result, duration: .now - start)
+                    continue
+                }
+                ioJobs += 1
                 Task {
-                    let start = ContinuousClock.now
                     let result: Result<Void, WALError>
                     do {
                         result = try await pool.runIfActive {
@@ -455,10 +484,24 @@ public actor WALEngine {
                     } catch {
                         result = .failure(.unavailable("I/O thread stopped"))
                     }
+                    self.ioJobs -= 1
+                    self.lastWriteEnd = .now
                     self.writeFinished(batch: batch, records: written, result: result, duration: .now - start)
                 }
             }
         }
+    }
+
+    /// Whether a write should skip the I/O thread: the WAL has been idle for a while, nothing else uses
+    /// the volume, and the write is small.
+    private func shouldWriteInline(_ records: [(record: WALFormat.Record, lsn: LSN)], now: ContinuousClock.Instant) -> Bool {
+        guard let idle = inlineWriteAfterIdle, ioJobs == 0, !closed else { return false }
+        if let last = lastWriteEnd, last.duration(to: now) < idle { return false }
+        var bytes = 0
+        for (record, _) in records {
+            if case .append(_, _, _, _, let batches) = record { bytes += batches.readableBytes }
+        }
+        return bytes <= Self.maxInlineWriteBytes
     }
 
     private func writeFinished(batch: UInt64, records: [(record: WALFormat.Record, lsn: LSN)], result: Result<Void, WALError>, duration: Duration) {

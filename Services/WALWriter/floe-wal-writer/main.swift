@@ -29,6 +29,8 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
     var maxBufferedBytes = 256 << 20
     @Option(name: .customLong("segment-bytes"), help: "Size of each WAL segment file (FLOE_SEGMENT_BYTES).")
     var segmentBytes = 64 << 20
+    @Option(name: .customLong("inline-write-after-idle-ms"), help: "A write of at most 64 KiB that finds the WAL idle this long syncs on the event loop instead of the I/O thread; 0: never (FLOE_INLINE_WRITE_AFTER_IDLE_MS).")
+    var inlineWriteAfterIdleMs = 2
 
     @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the WAL writer's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
     var eventLoops = 1
@@ -40,6 +42,7 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
         guard (1...600_000).contains(uploadIntervalMs) else { throw ValidationError("--upload-interval-ms must be in 1...600000") }
         guard uploadBytes >= 1 else { throw ValidationError("--upload-bytes must be positive") }
         guard maxBufferedBytes >= 1 << 20 else { throw ValidationError("--max-buffered-bytes must be at least 1 MiB") }
+        guard (0...60_000).contains(inlineWriteAfterIdleMs) else { throw ValidationError("--inline-write-after-idle-ms must be in [0, 60000]") }
         guard segmentBytes >= 1 << 20 else { throw ValidationError("--segment-bytes must be at least 1 MiB") }
         guard !volume.isEmpty else { throw ValidationError("--volume must not be empty") }
     }
@@ -57,7 +60,10 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
         guard !endpoints.isEmpty else { throw ValidationError("--controllers must name at least one controller") }
         let store = try makeObjectStore(url: objectStore ?? defaultObjectStore, logger: logger)
         let engine = try await WALEngine.open(
-            configuration: .init(directory: volume, segmentSize: segmentBytes, maxBufferedBytes: maxBufferedBytes), logger: logger)
+            configuration: .init(
+                directory: volume, segmentSize: segmentBytes, maxBufferedBytes: maxBufferedBytes,
+                inlineWriteAfterIdle: inlineWriteAfterIdleMs == 0 ? nil : .milliseconds(inlineWriteAfterIdleMs)),
+            logger: logger)
         let controller = ControllerClient(endpoints: endpoints, logger: logger)
         let follower = MetadataFollower(client: controller, logger: logger)
         let uploader = WALUploader(engine: engine, store: store, controller: controller, metadata: follower, logger: logger)

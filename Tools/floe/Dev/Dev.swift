@@ -58,6 +58,9 @@ struct DevUp: AsyncParsableCommand {
     @Option(name: .customLong("broker-arg"), parsing: .unconditionalSingleValue, help: "An extra argument for every broker, repeatable (e.g. --broker-arg --wal-bypass).")
     var brokerArguments: [String] = []
 
+    @Option(name: .customLong("wal-arg"), parsing: .unconditionalSingleValue, help: "An extra argument for every WAL writer, repeatable (e.g. --wal-arg --inline-write-after-idle-ms --wal-arg 0).")
+    var walArguments: [String] = []
+
     @Option(name: .customLong("log-level"), help: "Log level passed to every service.")
     var logLevel: String = "info"
 
@@ -94,6 +97,7 @@ struct DevUp: AsyncParsableCommand {
                 objectStore: objectStore, logLevel: logLevel
             )
             plan.brokerArguments = brokerArguments
+            plan.walArguments = walArguments
         } catch {
             throw ValidationError(error.description)
         }
