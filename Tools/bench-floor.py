@@ -22,7 +22,8 @@ import time
 from multiprocessing import Process
 
 
-def serve_echo(port, ready):
+def accept_one(port, ready):
+    """Listens on `port`, signals `ready` once listening, returns the first connection."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
@@ -30,6 +31,11 @@ def serve_echo(port, ready):
     os.write(ready, b"x")
     conn, _ = srv.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def serve_echo(port, ready):
+    conn = accept_one(port, ready)
     while True:
         data = conn.recv(64)
         if not data:
@@ -41,13 +47,7 @@ def serve_fsync(port, ready, path):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     os.pwrite(fd, b"\0" * (64 << 20), 0)
     os.fsync(fd)
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen()
-    os.write(ready, b"x")
-    conn, _ = srv.accept()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = accept_one(port, ready)
     block = b"w" * 4096
     offset = 0
     while True:
@@ -63,15 +63,9 @@ def serve_fsync(port, ready, path):
 
 
 def serve_relay(port, ready, upstream_port):
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen()
     upstream = socket.create_connection(("127.0.0.1", upstream_port))
     upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    os.write(ready, b"x")
-    conn, _ = srv.accept()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = accept_one(port, ready)
     while True:
         data = conn.recv(64)
         if not data:
@@ -95,24 +89,34 @@ def start(target, *args):
     return process
 
 
+def paced(rate, count, action):
+    """Runs `action(index)` `count` times at `rate` per second; returns its p50 and p99 in seconds."""
+    interval = 1.0 / rate
+    samples = []
+    next_start = time.perf_counter()
+    for index in range(count):
+        next_start += interval
+        start_time = time.perf_counter()
+        action(index)
+        samples.append(time.perf_counter() - start_time)
+        pause = next_start - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
 def timed_round_trips(port, rate, count):
     conn = socket.create_connection(("127.0.0.1", port))
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    interval = 1.0 / rate
-    samples = []
-    next_send = time.perf_counter()
-    for _ in range(count):
-        next_send += interval
-        start_time = time.perf_counter()
+
+    def round_trip(_):
         conn.sendall(b"ping")
         conn.recv(64)
-        samples.append(time.perf_counter() - start_time)
-        pause = next_send - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
+
+    result = paced(rate, count, round_trip)
     conn.close()
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+    return result
 
 
 def timed_fsyncs(directory, rate, count):
@@ -121,22 +125,15 @@ def timed_fsyncs(directory, rate, count):
     os.pwrite(fd, b"\0" * (64 << 20), 0)
     os.fsync(fd)
     block = b"w" * 4096
-    interval = 1.0 / rate
-    samples = []
-    next_write = time.perf_counter()
-    for index in range(count):
-        next_write += interval
-        start_time = time.perf_counter()
+
+    def write_and_sync(index):
         os.pwrite(fd, block, (index * 4096) % (64 << 20))
         os.fdatasync(fd)
-        samples.append(time.perf_counter() - start_time)
-        pause = next_write - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
+
+    result = paced(rate, count, write_and_sync)
     os.close(fd)
     os.unlink(path)
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+    return result
 
 
 def main():

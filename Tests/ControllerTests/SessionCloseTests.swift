@@ -15,6 +15,20 @@ import Testing
         NodeRegistration(id: id, kind: .broker, zone: "a", listener: "127.0.0.1:\(9000 + Int(id))", admin: "127.0.0.1:\(9500 + Int(id))")
     }
 
+    /// A one-controller cluster with the long session timeout and the short close grace, and its leader.
+    static func startLeader() async throws -> (InProcessCluster, Int, ControllerNode) {
+        let cluster = try InProcessCluster(count: 1, sessionTimeout: sessionTimeout)
+        cluster.configure = { $0.sessionCloseGrace = grace }
+        do {
+            try await cluster.startAll()
+            let leader = try #require(await cluster.leader())
+            return (cluster, leader, try #require(cluster.services[leader]?.node))
+        } catch {
+            cluster.cleanup()
+            throw error
+        }
+    }
+
     /// Waits for the image to show `node` in `state`; false after `limit`.
     static func waitFor(_ node: NodeID, _ state: NodeState, in image: MetadataFollower, within limit: Duration) async -> Bool {
         if await image.state.nodes[node]?.state == state { return true }
@@ -28,13 +42,8 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func closedHeartbeatConnectionFencesWithinTheGraceAndAReconnectingNodeStays() async throws {
-        let cluster = try InProcessCluster(count: 1, sessionTimeout: Self.sessionTimeout)
-        cluster.configure = { $0.sessionCloseGrace = Self.grace }
+        let (cluster, leader, node) = try await Self.startLeader()
         defer { cluster.cleanup() }
-        try await cluster.startAll()
-        let leader = try #require(await cluster.leader())
-        let node = try #require(cluster.services[leader]?.node)
-
         // The image follows through a client of its own, so its long polls never share the nodes' connections.
         let observer = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let image = MetadataFollower(client: observer, logger: testLogger)
@@ -108,12 +117,9 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func unrelatedConnectionClosingDoesNotShortenASession() async throws {
-        let cluster = try InProcessCluster(count: 1, sessionTimeout: Self.sessionTimeout)
-        cluster.configure = { $0.sessionCloseGrace = Self.grace }
+        let (cluster, _, node) = try await Self.startLeader()
         defer { cluster.cleanup() }
-        try await cluster.startAll()
-        let leader = try #require(await cluster.leader())
-        let node = try #require(cluster.services[leader]?.node)
+        // The image follows through a client of its own, so its long polls never share the nodes' connections.
         let observer = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let image = MetadataFollower(client: observer, logger: testLogger)
         let following = Task { await image.run() }

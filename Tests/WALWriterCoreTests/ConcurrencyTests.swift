@@ -4,22 +4,27 @@ import Testing
 import WALWriterCore
 
 @Suite struct ConcurrencyTests {
+    /// One task per stream appending offsets 0..<perStream in order, each checking its LSNs grow.
+    static func addAppenders(to group: inout ThrowingTaskGroup<Void, any Error>, wal: WALEngine, streams: Int, perStream: Int) {
+        for s in 0..<streams {
+            group.addTask {
+                var previous: LSN? = nil
+                for i in 0..<perStream {
+                    let r = try await wal.append(stream: UInt64(s), epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: helperPayload(stream: UInt64(s), base: Int64(i)))
+                    if let previous { #expect(r.lsn > previous) }
+                    previous = r.lsn
+                }
+            }
+        }
+    }
+
     @Test func concurrentAppendersShareSyncs() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }
         let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20), logger: quietLogger)
         let streams = 64, perStream = 20
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for s in 0..<streams {
-                group.addTask {
-                    var previous: LSN? = nil
-                    for i in 0..<perStream {
-                        let r = try await wal.append(stream: UInt64(s), epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: helperPayload(stream: UInt64(s), base: Int64(i)))
-                        if let previous { #expect(r.lsn > previous) }
-                        previous = r.lsn
-                    }
-                }
-            }
+            Self.addAppenders(to: &group, wal: wal, streams: streams, perStream: perStream)
             try await group.waitForAll()
         }
         let stats = await wal.stats()
@@ -44,16 +49,7 @@ import WALWriterCore
         let wal = try await WALEngine.open(configuration: config, logger: quietLogger)
         let streams = 8, perStream = 60
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for s in 0..<streams {
-                group.addTask {
-                    var previous: LSN? = nil
-                    for i in 0..<perStream {
-                        let r = try await wal.append(stream: UInt64(s), epoch: 1, baseOffset: Int64(i), lastOffset: Int64(i), batches: helperPayload(stream: UInt64(s), base: Int64(i)))
-                        if let previous { #expect(r.lsn > previous) }
-                        previous = r.lsn
-                    }
-                }
-            }
+            Self.addAppenders(to: &group, wal: wal, streams: streams, perStream: perStream)
             // Trims interleave with the appends, so some writes find the I/O thread busy and go there.
             group.addTask {
                 for _ in 0..<20 {

@@ -117,7 +117,6 @@ final class WALVolume: @unchecked Sendable {
     let zeroFill: Bool
     /// Trimmed segments waiting to be reused, oldest first (only touched on the I/O thread).
     private var recycled: [String] = []
-    private var recycleCounter = 0
     /// Enough for the segments trimmed between two rolls at full speed.
     static let maxRecycled = 4
 
@@ -469,7 +468,7 @@ final class WALVolume: @unchecked Sendable {
         trimLSN = lsn
         // Keep the last segment starting at or before the trim point; everything before it is gone.
         while segments.count >= 2, segments[1].firstLSN <= lsn {
-            recycleOrDelete(path(segments[0].sequence))
+            recycleOrDelete(segments[0].sequence)
             segments.removeFirst()
         }
     }
@@ -478,13 +477,14 @@ final class WALVolume: @unchecked Sendable {
     /// them as cheaply as into a zero-filled segment, without writing a segment of zeros per segment
     /// of data. Stale records in them cannot be mistaken for new ones: record CRCs are seeded with the
     /// segment sequence, and recovery also requires consecutive LSNs.
-    private func recycleOrDelete(_ segmentPath: String) {
+    private func recycleOrDelete(_ sequence: UInt64) {
+        let segmentPath = path(sequence)
         guard zeroFill, recycled.count < Self.maxRecycled else {
             unlink(segmentPath)
             return
         }
-        recycleCounter += 1
-        let target = directory + "/recycled-\(recycleCounter).tmp"
+        // Sequences are never reused, so the name is unique.
+        let target = directory + "/recycled-\(sequence).tmp"
         if rename(segmentPath, target) == 0 {
             recycled.append(target)
         } else {
