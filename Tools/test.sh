@@ -27,4 +27,15 @@ Tools/generate-protocol.sh --check
 echo "== swift tests"
 # Serially: the CPU-bound suites (fuzz loops, Raft simulation) would otherwise hold both threads
 # of a 2-core machine's cooperative pool for seconds at a time and starve the socket tests.
-swift test --skip-build --no-parallel
+# The full log is long and CI keeps only its end, so the failures are repeated last.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test --skip-build --no-parallel 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "== failures (repeated from above)"
+    grep -E 'Fatal error|Crashed|exited with signal|unexpected signal' "$log" | tail -n 10 || true
+    grep -E '✘' "$log" | grep -v '✘ Test run with' | tail -n 60 || true
+    grep -E '✘ Test run with' "$log" || echo "swift test exited with $status"
+fi
+exit "$status"

@@ -47,16 +47,15 @@ public struct KafkaServerConfiguration: Sendable {
 /// A Kafka-framed TCP server: parses request headers, hands requests to a `KafkaRequestHandler` in order
 /// and writes responses in request order while their computation overlaps (pipelining).
 public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
-    private typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    private typealias Connection = KafkaServerConnection<Handler>
 
     private struct State {
         var shuttingDown = false
-        var connections: [UInt64: any Channel] = [:]
+        var connections: [UInt64: Connection] = [:]
         var deadline: Task<Void, Never>?
         /// Accepted connections not yet taken by the accept loop. NIO drops connections still buffered in the
-        /// listener's stream when it closes, and a dropped `NIOAsyncChannel` traps on deinit (swift-nio
-        /// issue 2813), so they are kept here until served or closed properly.
-        var unclaimed: [ObjectIdentifier: Connection] = [:]
+        /// listener's stream when it closes, so they are kept here until served or closed.
+        var unclaimed: [UInt64: Connection] = [:]
         var listenerClosed = false
     }
 
@@ -109,7 +108,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         await withTaskCancellationHandler {
             await serving.value
         } onCancel: {
-            self.beginShutdown(serverChannel: serverChannel.channel, serving: serving)
+            self.beginShutdown(serverChannel: serverChannel.channel)
         }
         state.withLock { $0.deadline?.cancel() }
     }
@@ -117,50 +116,70 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
     private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
         let configuration = configuration
         let logger = logger
+        let handler = handler
         let idle = TimeAmount.nanoseconds(configuration.idleTimeout.nanosecondsClamped)
         return try await ServerBootstrap(group: configuration.eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             // Shutdown half-closes inputs to stop reading while responses drain; without this NIO would treat
-            // that as end of stream and close the whole channel. A peer's own EOF still closes (see `serve`).
+            // that as end of stream and close the whole channel. A peer's own EOF still closes (see
+            // `KafkaServerConnection.InputEnd`).
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(IdleStateHandler(allTimeout: idle))
-                    try sync.addHandler(IdleCloseHandler(logger: logger, timeout: configuration.idleTimeout))
-                    try sync.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: configuration.maxFrameSize)))
-                    // Wrapping and registering happen under one lock so no wrapped connection can miss the
-                    // registry (its writer must not be released unfinished).
+                    let id = self.nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
+                    let info = ConnectionInfo(id: id, remoteAddress: channel.remoteAddress)
+                    var connectionLogger = logger
+                    connectionLogger[metadataKey: "peer"] = "\(info.remoteAddress.map { "\($0)" } ?? "unknown")"
+                    connectionLogger[metadataKey: "connection.id"] = "\(id)"
+                    let connection = Connection(
+                        info: info, eventLoop: channel.eventLoop, handler: handler,
+                        resolver: configuration.headerVersionResolver, maxInFlight: configuration.maxInFlightPerConnection,
+                        logger: connectionLogger,
+                        inputEnd: { [weak self] in
+                            // Our own shutdown half-closed the input: drain. Otherwise the peer left.
+                            (self?.state.withLock { $0.shuttingDown } ?? true) ? .drain : .close
+                        }
+                    )
+                    // Checked and registered under one lock with the handlers added, so no connection can start
+                    // serving unseen by the shutdown sweep.
                     return try self.state.withLock { state in
                         guard !state.listenerClosed else { throw KafkaTransportError.connectionClosed }
-                        let connection = try Connection(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8))
-                        )
-                        state.unclaimed[ObjectIdentifier(channel)] = connection
+                        let sync = channel.pipeline.syncOperations
+                        try sync.addHandler(IdleStateHandler(allTimeout: idle))
+                        try sync.addHandler(IdleCloseHandler(logger: logger, timeout: configuration.idleTimeout))
+                        try sync.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+                        try sync.addHandler(connection)
+                        state.connections[id] = connection
+                        state.unclaimed[id] = connection
                         return connection
                     }
                 }
             }
     }
 
-    private func beginShutdown(serverChannel: any Channel, serving: Task<Void, Never>) {
+    private func beginShutdown(serverChannel: any Channel) {
         let grace = configuration.shutdownGracePeriod
-        let connections = state.withLock { state -> [any Channel] in
+        let connections = state.withLock { state -> [Connection] in
             guard !state.shuttingDown else { return [] }
             state.shuttingDown = true
             state.deadline = Task {
                 try? await Task.sleep(for: grace)
-                if !Task.isCancelled { serving.cancel() }
+                if !Task.isCancelled { self.closeEveryConnection() }
             }
             return Array(state.connections.values)
         }
         logger.info("shutting down", metadata: ["connections": "\(connections.count)"])
         serverChannel.close(promise: nil)
         // Half-closing the input ends each connection's request stream; responses can still be written.
-        for channel in connections { channel.close(mode: .input, promise: nil) }
+        for connection in connections { connection.stopReading() }
+    }
+
+    /// The grace period is over: whatever is still open is closed, and requests still running are cancelled.
+    private func closeEveryConnection() {
+        let connections = state.withLock { Array($0.connections.values) }
+        for connection in connections { connection.close() }
     }
 
     private func serve(_ serverChannel: NIOAsyncChannel<Connection, Never>) async {
@@ -169,7 +188,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                 try await serverChannel.executeThenClose { inbound in
                     for try await connection in inbound {
                         // Claimed here, not in the child task, so the leftover sweep below can never see it.
-                        _ = state.withLock { $0.unclaimed.removeValue(forKey: ObjectIdentifier(connection.channel)) }
+                        _ = state.withLock { $0.unclaimed.removeValue(forKey: connection.info.id) }
                         group.addTask { await self.handle(connection) }
                     }
                 }
@@ -184,158 +203,18 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                 return Array(state.unclaimed.values)
             }
             for connection in dropped {
-                try? await connection.executeThenClose { _, _ in }
+                connection.close()
+                group.addTask { await self.handle(connection) }
             }
         }
     }
 
     private func handle(_ connection: Connection) async {
-        let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
-        let channel = connection.channel
-        let info = ConnectionInfo(id: id, remoteAddress: channel.remoteAddress)
-        var logger = logger
-        logger[metadataKey: "peer"] = "\(info.remoteAddress.map { "\($0)" } ?? "unknown")"
-        logger[metadataKey: "connection.id"] = "\(id)"
-        let lateArrival = state.withLock { state -> Bool in
-            state.connections[id] = channel
-            return state.shuttingDown
-        }
-        if lateArrival { channel.close(mode: .input, promise: nil) }
-        defer { _ = state.withLock { $0.connections.removeValue(forKey: id) } }
-        do {
-            try await connection.executeThenClose { inbound, outbound in
-                await self.serve(inbound: inbound, outbound: outbound, channel: channel, info: info, logger: logger)
-            }
-        } catch {
-            logger.debug("connection ended", metadata: ["error": "\(error)"])
-        }
-        // executeThenClose returns only after the request task group, so no request of this connection is still running.
-        await handler.connectionClosed(info)
-    }
-
-    private typealias Slot = (correlationId: Int32, action: OneShot<KafkaResponseAction>)
-
-    private func serve(
-        inbound: NIOAsyncChannelInboundStream<ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        channel: any Channel, info: ConnectionInfo, logger: Logger
-    ) async {
-        let permits = AsyncPermits(configuration.maxInFlightPerConnection)
-        let queue = ReadyQueue<Slot> { $0.action.delivered != nil }
-        await withDiscardingTaskGroup { group in
-            group.addTask {
-                await Self.writeResponses(queue, outbound: outbound, permits: permits, channel: channel, logger: logger)
-            }
-            var drain = false
-            do {
-                for try await frame in inbound {
-                    guard await permits.acquire() else { break }
-                    let request: KafkaRequestFrame
-                    do {
-                        request = try KafkaHeaders.parseRequest(frame: frame, resolver: configuration.headerVersionResolver)
-                    } catch let KafkaTransportError.unsupportedVersion(apiKey, apiVersion) {
-                        // The body layout is unknown, so the stream cannot be resynchronised: Kafka closes too.
-                        logger.warning(
-                            "closing connection: unsupported api key or version",
-                            metadata: [
-                                "kafka.api_key": "\(apiKey)", "kafka.api_version": "\(apiVersion)",
-                                "error": "\(KafkaTransportError.unsupportedVersion(apiKey: apiKey, apiVersion: apiVersion))",
-                            ]
-                        )
-                        break
-                    } catch {
-                        logger.warning("closing connection: malformed request header", metadata: ["error": "\(error)"])
-                        break
-                    }
-                    let pending = await handler.accept(request, connection: info)
-                    let slot = OneShot<KafkaResponseAction>()
-                    switch pending.storage {
-                    case let .ready(action):
-                        slot.fulfill(action)
-                    case let .later(complete):
-                        group.addTask { slot.fulfill(await complete()) }
-                    }
-                    queue.push((request.correlationId, slot))
-                }
-                // The request stream ended: either our shutdown half-closed it (drain what was accepted) or the peer left.
-                drain = state.withLock { $0.shuttingDown } && channel.isActive
-            } catch let KafkaTransportError.frameTooLarge(size, limit) {
-                logger.warning(
-                    "closing connection: frame size outside limit",
-                    metadata: ["frame.size": "\(size)", "frame.limit": "\(limit)"]
-                )
-            } catch {
-                logger.debug("connection read failed", metadata: ["error": "\(error)"])
-            }
-            queue.finish()
-            if !drain {
-                permits.close()
-                channel.close(promise: nil)
-                group.cancelAll()
-            }
-        }
-    }
-
-    /// Responses written in one go when several are already computed: one write and one flush for the batch.
-    private static var maxResponsesPerWrite: Int { 64 }
-
-    private static func writeResponses(
-        _ queue: ReadyQueue<Slot>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, permits: AsyncPermits,
-        channel: any Channel, logger: Logger
-    ) async {
-        var batch: [ByteBuffer] = []
-        while let head = await queue.next() {
-            guard let headAction = await head.action.value() else { return }
-            var settled = 0
-            var closeReason: String?
-            var next: (Slot, KafkaResponseAction)? = (head, headAction)
-            while let (slot, action) = next {
-                settled += 1
-                switch action {
-                case let .respond(body, headerVersion):
-                    batch.append(KafkaHeaders.responsePrefix(
-                        correlationId: slot.correlationId, headerVersion: headerVersion, bodySize: body.readableBytes
-                    ))
-                    batch.append(body)
-                case .noResponse:
-                    break
-                case let .close(reason):
-                    closeReason = reason
-                }
-                next = nil
-                if closeReason == nil, settled < maxResponsesPerWrite, let ready = queue.popReady(),
-                   case let .some(.some(action)) = ready.action.delivered {
-                    next = (ready, action)
-                }
-            }
-            if !batch.isEmpty {
-                do {
-                    try await outbound.write(contentsOf: batch)
-                } catch {
-                    logger.debug("response write failed", metadata: ["error": "\(error)"])
-                    permits.close()
-                    channel.close(promise: nil)
-                    return
-                }
-                batch.removeAll(keepingCapacity: true)
-            }
-            if let closeReason {
-                logger.info("closing connection at handler's request", metadata: ["reason": "\(closeReason)"])
-                permits.close()
-                await flushBarrier(channel)
-                channel.close(promise: nil)
-                return
-            }
-            permits.release(settled)
-        }
-        // Drained (graceful shutdown): the caller closes next, which must not cut off the last responses.
-        await flushBarrier(channel)
-    }
-
-    /// Returns once everything written before it has reached the socket. A close while writes are still
-    /// pending in NIO would discard them, truncating responses the client was promised.
-    private static func flushBarrier(_ channel: any Channel) async {
-        // Same event loop queue as the async writer's writes, so this empty write completes after them.
-        try? await channel.writeAndFlush(ByteBuffer())
+        let id = connection.info.id
+        // Accepted after shutdown began: nothing new is read from it.
+        if state.withLock({ $0.shuttingDown }) { connection.stopReading() }
+        await connection.finished()
+        _ = state.withLock { $0.connections.removeValue(forKey: id) }
     }
 }
 

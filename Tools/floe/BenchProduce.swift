@@ -147,23 +147,34 @@ struct BenchProduce: AsyncParsableCommand, Sendable, EventLoopSizing {
                 }
                 let partition = partitions[turn % partitions.count]
                 turn += 1
-                let sent = clock.now
-                let request = try makeRequest(topic: topic, partition: partition, sentAt: sent - origin, filler: filler)
-                let endpoint = leaders[partition]!.endpoint
-                let acks = acks
+                let request = try makeRequest(topic: topic, partition: partition, sentAt: clock.now - origin, filler: filler)
+                var body = ByteBuffer()
+                try request.encode(to: &body, version: 9)
+                let connection = try await wire.transport.connection(to: leaders[partition]!.endpoint)
                 inFlightNow += 1
-                group.addTask {
-                    if acks == 0 {
-                        var body = ByteBuffer()
-                        try request.encode(to: &body, version: 9)
-                        try await wire.transport.sendOneway(
-                            to: endpoint, apiKey: ApiKey.produce.rawValue, apiVersion: 9, headerVersion: ApiKey.produce.requestHeaderVersion(9),
-                            clientId: wire.clientId, body: body)
+                // The clock brackets the wire exchange only: the request is built and encoded before `sent`, and
+                // the answer is stamped on the event loop that parsed it, before any task resumes.
+                let sent = clock.now
+                if acks == 0 {
+                    let clientId = wire.clientId
+                    group.addTask {
+                        try await connection.sendOneway(
+                            apiKey: ApiKey.produce.rawValue, apiVersion: 9, headerVersion: ApiKey.produce.requestHeaderVersion(9),
+                            clientId: clientId, body: body)
                         return (clock.now - sent, true)
                     }
-                    let response = try await wire.call(request, version: 9, to: endpoint, as: ProduceResponse.self)
+                    continue
+                }
+                let answered = connection.enqueue(
+                    apiKey: ApiKey.produce.rawValue, apiVersion: 9, headerVersion: ApiKey.produce.requestHeaderVersion(9),
+                    responseHeaderVersion: ApiKey.produce.responseHeaderVersion(9), clientId: wire.clientId, body: body,
+                    timeout: wire.timeout
+                ).map { body in (clock.now, body) }
+                group.addTask {
+                    var (received, reply) = try await answered.get()
+                    let response = try ProduceResponse(from: &reply, version: 9)
                     let ok = response.responses.first?.partitionResponses.first?.errorCode == 0
-                    return (clock.now - sent, ok)
+                    return (received - sent, ok)
                 }
             }
             while let (latency, ok) = try await group.next() {
