@@ -29,6 +29,9 @@ public struct MetadataState: Sendable, Equatable {
     public static let maxPartitionsPerTopic: Int32 = 100_000
     /// Upper bound on all partitions of the cluster.
     public static let maxTotalPartitions = 1_000_000
+    /// Identified writes remembered for deduplication. A retry arrives within seconds of its first
+    /// attempt; this many writes span minutes at the cluster's usual write rate.
+    public static let rememberedWriteLimit = 10_000
 
     /// Raft index of the last applied command: the metadata version followers poll against.
     public internal(set) var lastAppliedIndex: UInt64 = 0
@@ -44,6 +47,8 @@ public struct MetadataState: Sendable, Equatable {
     public internal(set) var objects: [ObjectID: ObjectRecord] = [:]
     /// Pending reassignments.
     public internal(set) var reassignments: [PartitionKey: PendingReassignment] = [:]
+    /// Results of the latest identified writes (at most `rememberedWriteLimit`), so a retried write is applied once.
+    public internal(set) var rememberedWrites = RememberedWrites()
     var nextIncarnation: Int64 = 1
     var nextStreamId: StreamID = 1
     var nextObjectId: ObjectID = 1
@@ -61,7 +66,25 @@ public struct MetadataState: Sendable, Equatable {
 
     // MARK: - Apply
 
-    /// Applies one committed log entry. Never throws or traps: an invalid command yields an error
+    /// Applies one committed log entry. An entry whose write id is remembered changes nothing but the
+    /// applied index and term, and returns the result and index of the write's first application, so a
+    /// client retrying a write whose answer it lost gets the answer it lost.
+    public mutating func apply(_ entry: MetadataLogEntry, index: UInt64, term: UInt64 = 0) -> AppliedWrite {
+        guard let writeId = entry.writeId, index > lastAppliedIndex else {
+            return AppliedWrite(result: apply(entry.command, index: index, term: term), index: index)
+        }
+        if let earlier = rememberedWrites[writeId] {
+            lastAppliedIndex = index
+            lastAppliedTerm = term
+            return earlier
+        }
+        let applied = AppliedWrite(result: apply(entry.command, index: index, term: term), index: index)
+        // Rejections are remembered too: the retry must not succeed where the first attempt failed, nor the reverse.
+        rememberedWrites.remember(writeId, applied, limit: Self.rememberedWriteLimit)
+        return applied
+    }
+
+    /// Applies one committed command. Never throws or traps: an invalid command yields an error
     /// result and changes nothing except the applied index/term.
     public mutating func apply(_ command: MetadataCommand, index: UInt64, term: UInt64 = 0) -> MetadataResult {
         guard index > lastAppliedIndex else {

@@ -5,7 +5,7 @@ import NIOCore
 /// bytes. Derived indexes are not stored; they are rebuilt on load.
 extension MetadataState {
     /// Encodes the whole state: format byte, counters, then nodes, topics, streams, objects and
-    /// reassignments, each sorted by key.
+    /// reassignments, each sorted by key, then remembered writes (if any) in apply order.
     public func encodeSnapshot() -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: 256 + 32 * streams.count + 48 * objects.count)
         buffer.writeInteger(metadataFormatVersion)
@@ -69,6 +69,19 @@ extension MetadataState {
             buffer.writeMetaString(pending.topic)
             buffer.writeVarint(pending.partition)
             buffer.writeNodeIDs(pending.replicas)
+        }
+
+        // Remembered writes come last and only when there are any, so states without them encode as
+        // before and older snapshots (which end here) still load.
+        if !rememberedWrites.isEmpty {
+            buffer.writeMetaCount(rememberedWrites.count)
+            for (id, write) in rememberedWrites.inApplyOrder {
+                buffer.writeKafkaUUID(id)
+                buffer.writeKafkaInteger(write.index)
+                let result = write.result.encode()
+                buffer.writeMetaCount(result.readableBytes)
+                buffer.writeImmutableBuffer(result)
+            }
         }
         return buffer
     }
@@ -160,6 +173,25 @@ extension MetadataState {
                 reassignments.updateValue(
                     PendingReassignment(topic: topic, partition: partition, replicas: replicas), forKey: key) == nil
             else { throw .invalid("snapshot reassignment \(topic)-\(partition) is inconsistent") }
+        }
+
+        if buffer.readableBytes > 0 {
+            let count = try buffer.readMetaCount(minimumSize: 26)
+            guard count > 0, count <= Self.rememberedWriteLimit else { throw .invalid("snapshot remembers \(count) writes") }
+            var previous: UInt64 = 0
+            for _ in 0..<count {
+                let id = try buffer.readKafkaUUID()
+                let index: UInt64 = try buffer.readKafkaInteger()
+                let length = try buffer.readMetaCount(minimumSize: 1)
+                guard let bytes = buffer.readSlice(length: length) else { throw .invalidLength(length) }
+                let result = try MetadataResult(decoding: bytes)
+                // Apply order is index order, and only applied writes are remembered.
+                guard id != .zero, index > previous, index <= lastAppliedIndex, rememberedWrites[id] == nil else {
+                    throw .invalid("snapshot remembered write \(id) at \(index) is inconsistent")
+                }
+                previous = index
+                rememberedWrites.remember(id, AppliedWrite(result: result, index: index), limit: Self.rememberedWriteLimit)
+            }
         }
         guard buffer.readableBytes == 0 else { throw .invalid("\(buffer.readableBytes) trailing bytes after snapshot") }
         rebuildStreamIndex()

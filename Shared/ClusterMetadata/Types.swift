@@ -10,6 +10,8 @@ public typealias ObjectID = Int64
 public typealias LeaderEpoch = Int32
 /// Milliseconds since the Unix epoch, always stamped by the controller leader into commands.
 public typealias Millis = Int64
+/// Names one client write across all its retries (random per write; all zero means none).
+public typealias WriteID = KafkaUUID
 
 /// The Kafka error codes the metadata state machine produces, under their Kafka names.
 public enum MetadataErrorCode {

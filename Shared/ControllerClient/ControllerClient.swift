@@ -130,6 +130,9 @@ public actor ControllerClient {
     public func writeWithIndex(_ command: MetadataCommand) async throws -> (result: MetadataResult, index: UInt64) {
         var request = ControllerWriteRequest()
         request.command = command.encode()
+        // Every retry below resends this id: if an earlier attempt committed but its answer was lost, the
+        // controller answers with that attempt's result instead of applying the command again.
+        request.writeId = WriteID.random()
         request.timeoutMs = Int32(clamping: requestTimeout.milliseconds)
         let response = try await leaderCall(request) { ($0.errorCode, $0.leaderEndpoint, $0.errorMessage) }
         do {

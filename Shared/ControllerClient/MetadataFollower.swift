@@ -113,8 +113,8 @@ public actor MetadataFollower {
         for entry in response.entries {
             let index = UInt64(clamping: entry.index)
             guard index > version else { continue }
-            let command = try MetadataCommand(decoding: entry.command)
-            _ = state.apply(command, index: index, term: UInt64(clamping: entry.term))
+            let decoded = try MetadataLogEntry(decoding: entry.command)
+            _ = state.apply(decoded, index: index, term: UInt64(clamping: entry.term))
             version = index
         }
         version = max(version, UInt64(clamping: response.version))

@@ -140,7 +140,7 @@ import Testing
         var image = MetadataState()
         if let snapshot = fromStart.snapshot { image = try MetadataState(snapshot: snapshot) }
         for entry in fromStart.entries {
-            _ = image.apply(try MetadataCommand(decoding: entry.command), index: UInt64(entry.index), term: UInt64(entry.term))
+            _ = image.apply(try MetadataLogEntry(decoding: entry.command), index: UInt64(entry.index), term: UInt64(entry.term))
         }
         #expect(fromStart.version == status.appliedIndex)
         #expect(image.topicNames.count == 30)

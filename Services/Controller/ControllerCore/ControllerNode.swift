@@ -284,13 +284,19 @@ public actor ControllerNode {
         step(.receive(envelope))
     }
 
-    /// Replicates `command`; returns once it is applied, rejected, or `timeout` passed.
-    public func propose(_ command: MetadataCommand, timeout: Duration) async -> ProposalOutcome {
+    /// Replicates `command`; returns once it is applied, rejected, or `timeout` passed. With a `writeId`, a write
+    /// already applied (an earlier attempt whose answer was lost) is not applied again: the outcome is the first
+    /// application's result and index.
+    public func propose(_ command: MetadataCommand, writeId: WriteID? = nil, timeout: Duration) async -> ProposalOutcome {
         guard !stopped else { return .notLeader(leaderId: nil) }
         guard status.role == .leader else { return .notLeader(leaderId: status.leaderID.map { Int32(truncatingIfNeeded: $0) }) }
+        if let writeId, let earlier = metadata.rememberedWrites[writeId] {
+            // Saves a log entry; an attempt still in flight is instead caught when its duplicate entry applies.
+            return .applied(earlier.result, index: earlier.index)
+        }
         let id = nextProposalID
         nextProposalID += 1
-        let payload = Array(command.encode().readableBytesView)
+        let payload = Array(MetadataLogEntry(command, writeId: writeId).encode().readableBytesView)
         instruments.proposals.increment()
         let timer = Task {
             try? await Task.sleep(for: timeout)
@@ -394,10 +400,13 @@ public actor ControllerNode {
     private func apply(_ entries: [RaftLogEntry]) {
         for entry in entries {
             var result = MetadataResult.ok
+            var resultIndex = entry.index
             if entry.kind == .command {
                 do {
-                    let command = try MetadataCommand(decoding: ByteBuffer(bytes: entry.payload))
-                    result = metadata.apply(command, index: entry.index, term: entry.term)
+                    let decoded = try MetadataLogEntry(decoding: ByteBuffer(bytes: entry.payload))
+                    let applied = metadata.apply(decoded, index: entry.index, term: entry.term)
+                    result = applied.result
+                    resultIndex = applied.index
                 } catch {
                     // Only the leader encodes commands, from decoded ones; an undecodable entry is a broken invariant
                     // on every replica alike, so skipping it keeps replicas identical.
@@ -410,7 +419,7 @@ public actor ControllerNode {
             instruments.applied.increment()
             if let id = proposalByIndex.removeValue(forKey: entry.index), let proposal = proposals[id] {
                 if proposal.term == entry.term {
-                    finishProposal(id, .applied(result, index: entry.index))
+                    finishProposal(id, .applied(result, index: resultIndex))
                 } else {
                     finishProposal(id, .notLeader(leaderId: status.leaderID.map { Int32(truncatingIfNeeded: $0) }))
                 }

@@ -134,7 +134,8 @@ struct ControllerRequestHandler: KafkaRequestHandler {
             response.errorMessage = "command does not decode: \(error)"
             return response
         }
-        switch await node.propose(command, timeout: timeout(ms: request.timeoutMs)) {
+        let writeId = request.writeId == .zero ? nil : request.writeId
+        switch await node.propose(command, writeId: writeId, timeout: timeout(ms: request.timeoutMs)) {
         case let .applied(result, index):
             response.index = Int64(clamping: index)
             response.result = result.encode()

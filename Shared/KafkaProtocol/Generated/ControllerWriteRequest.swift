@@ -13,6 +13,8 @@ public struct ControllerWriteRequest: KafkaRequest {
     public var command: ByteBuffer = ByteBuffer()
     /// How long to wait for the command to commit.
     public var timeoutMs: Int32 = 5000
+    /// Chosen by the client once per write and resent on every retry, so a retried write is applied once; all zero (absent) means no deduplication.
+    public var writeId: KafkaUUID = KafkaUUID.zero
     /// Tagged fields this version of the schema does not know, kept for re-encoding.
     public var unknownTaggedFields: [UnknownTaggedField] = []
 
@@ -27,7 +29,22 @@ public struct ControllerWriteRequest: KafkaRequest {
         self.command = try buffer.readKafkaBytes(compact: true, field: "ControllerWriteRequest.Command")
         self.timeoutMs = try buffer.readKafkaInteger(as: Int32.self)
         do {
-            self.unknownTaggedFields = try buffer.readUnknownTaggedFields()
+            let tagCount: Int = try buffer.readTaggedFieldCount()
+            var previousTag: Int64 = -1
+            for _ in 0..<tagCount {
+                var field: UnknownTaggedField = try buffer.readTaggedField(after: &previousTag)
+                switch field.tag {
+                case 0:
+                do {
+                    self.writeId = try field.data.readKafkaUUID()
+                    guard field.data.readableBytes == 0 else {
+                        throw .invalidTaggedField(tag: 0)
+                    }
+                }
+                default:
+                    self.unknownTaggedFields.append(field)
+                }
+            }
         }
     }
 
@@ -39,7 +56,13 @@ public struct ControllerWriteRequest: KafkaRequest {
         try buffer.writeKafkaBytes(self.command, compact: true, nullable: false, field: "ControllerWriteRequest.Command")
         buffer.writeKafkaInteger(self.timeoutMs)
         do {
-            try buffer.writeTaggedFields([], unknown: self.unknownTaggedFields)
+            var tagged: [UnknownTaggedField] = []
+            if !(self.writeId == KafkaUUID.zero) {
+                var payload: ByteBuffer = ByteBuffer()
+                payload.writeKafkaUUID(self.writeId)
+                tagged.append(UnknownTaggedField(tag: 0, data: payload))
+            }
+            try buffer.writeTaggedFields(tagged, unknown: self.unknownTaggedFields)
         }
     }
 }

@@ -8,8 +8,9 @@ extension ControllerWriteRequest: SampleableMessage {
         var value: ControllerWriteRequest = ControllerWriteRequest()
         value.command = sampler.bytes()
         value.timeoutMs = sampler.int32(avoiding: 5000)
+        value.writeId = sampler.uuid()
         do {
-            value.unknownTaggedFields = sampler.unknownTaggedFields(above: -1)
+            value.unknownTaggedFields = sampler.unknownTaggedFields(above: 0)
         }
         return value
     }

@@ -1,8 +1,8 @@
-import ClusterMetadata
 import KafkaProtocol
 import NIOCore
 
-/// Wire form of `MetadataResult` inside ControllerWrite responses (tag byte, then the case's fields).
+/// Wire form of `MetadataResult` in ControllerWrite responses and in snapshots' remembered writes (tag byte, then
+/// the case's fields).
 extension MetadataResult {
     private enum Tag: UInt8 {
         case ok = 0, error = 1, nodeRegistered = 2, items = 3, objectPrepared = 4, objectsExpired = 5, producerIds = 6

@@ -1,0 +1,119 @@
+import ClusterMetadata
+import ControllerClient
+@testable import ControllerCore
+import KafkaProtocol
+import KafkaTransport
+import NIOCore
+import Testing
+
+/// A ControllerWrite sent as a client's retry would be: the same command with the same write id.
+private func sendWrite(
+    _ command: MetadataCommand, writeId: WriteID, to endpoint: KafkaEndpoint, via transport: KafkaClient
+) async throws -> ControllerWriteResponse {
+    var request = ControllerWriteRequest()
+    request.command = command.encode()
+    request.writeId = writeId
+    var body = ByteBuffer()
+    try request.encode(to: &body, version: 0)
+    var raw = try await transport.send(
+        to: endpoint, apiKey: ApiKey.controllerWrite.rawValue, apiVersion: 0, headerVersion: 2, responseHeaderVersion: 1,
+        clientId: "test", body: body, timeout: .seconds(5))
+    return try ControllerWriteResponse(from: &raw, version: 0)
+}
+
+private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
+    guard case let .items(items) = try MetadataResult(decoding: response.result) else { return [-99] }
+    return items.map(\.errorCode)
+}
+
+@Suite(.serialized) struct IdempotentWriteTests {
+    @Test func aRepeatedWriteIdGetsTheFirstAnswerAndAppliesOnce() async throws {
+        let cluster = try InProcessCluster(count: 1)
+        defer { cluster.cleanup() }
+        try await cluster.startAll()
+        _ = try #require(await cluster.leader())
+        let node = try #require(cluster.services[0]?.node)
+        let transport = KafkaClient(logger: testLogger)
+        let endpoint = cluster.endpoints[0]
+        let create = MetadataCommand.createTopics([topic("once", partitions: 2)])
+        let id = WriteID.random()
+
+        let first = try await sendWrite(create, writeId: id, to: endpoint, via: transport)
+        #expect(first.errorCode == 0)
+        #expect(try itemCodes(first) == [0])
+        let retry = try await sendWrite(create, writeId: id, to: endpoint, via: transport)
+        #expect(retry == first)
+        #expect(await node.metadata.topics.count == 1)
+
+        // Another write of the same topic is a real conflict.
+        let other = try await sendWrite(create, writeId: .random(), to: endpoint, via: transport)
+        #expect(try itemCodes(other) == [MetadataErrorCode.topicAlreadyExists])
+        #expect(other.index > first.index)
+
+        // Two attempts in flight at once (the first not yet applied when the second arrives) also apply once:
+        // the second log entry finds the first one's result.
+        let racing = MetadataCommand.createTopics([topic("raced")])
+        let raceId = WriteID.random()
+        let second = KafkaClient(logger: testLogger)
+        async let a = sendWrite(racing, writeId: raceId, to: endpoint, via: transport)
+        async let b = sendWrite(racing, writeId: raceId, to: endpoint, via: second)
+        let (answerA, answerB) = try await (a, b)
+        #expect(answerA == answerB)
+        #expect(try itemCodes(answerA) == [0])
+        #expect(await node.metadata.topicNames == ["once", "raced"])
+
+        // ControllerClient sends an id with every write.
+        let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
+        let before = await node.metadata.rememberedWrites.count
+        _ = try await client.write(.createTopics([topic("client")]))
+        #expect(await node.metadata.rememberedWrites.count == before + 1)
+
+        await client.close()
+        await transport.closeAll()
+        await second.closeAll()
+        await cluster.stopAll()
+    }
+
+    @Test func aRetryAtANewLeaderAndAfterARestartGetsTheFirstAnswer() async throws {
+        let cluster = try InProcessCluster()
+        // Small snapshots, so the remembered write also travels through snapshots and the saved applied state.
+        cluster.configure = {
+            $0.snapshotThreshold = 8
+            $0.entriesKeptAfterSnapshot = 2
+        }
+        defer { cluster.cleanup() }
+        try await cluster.startAll()
+        let leader = try #require(await cluster.leader())
+        let transport = KafkaClient(logger: testLogger)
+        let create = MetadataCommand.createTopics([topic("survivor", partitions: 3)])
+        let id = WriteID.random()
+
+        // The leader commits the write; its answer is then "lost" with the leader.
+        let first = try await sendWrite(create, writeId: id, to: cluster.endpoints[leader], via: transport)
+        #expect(first.errorCode == 0)
+        #expect(try itemCodes(first) == [0])
+        await cluster.stop(leader)
+
+        let newLeader = try #require(await cluster.leader(excluding: leader))
+        #expect(newLeader != leader)
+        let atNewLeader = try await sendWrite(create, writeId: id, to: cluster.endpoints[newLeader], via: transport)
+        #expect(atNewLeader == first)
+
+        // Push the write out of the log into snapshots, then restart every controller.
+        let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
+        for k in 0..<12 { _ = try await client.write(.createTopics([topic("filler\(k)")])) }
+        await client.close()
+        try await cluster.start(leader)
+        await cluster.stopAll()
+        try await cluster.startAll()
+        let restartedLeader = try #require(await cluster.leader())
+        let afterRestart = try await sendWrite(create, writeId: id, to: cluster.endpoints[restartedLeader], via: transport)
+        #expect(afterRestart == first)
+        let node = try #require(cluster.services[restartedLeader]?.node)
+        #expect(await node.metadata.topics["survivor"]?.partitions.count == 3)
+        #expect(await node.metadata.rememberedWrites[id]?.index == UInt64(first.index))
+
+        await transport.closeAll()
+        await cluster.stopAll()
+    }
+}
