@@ -21,6 +21,11 @@ private func sendWrite(
     return try ControllerWriteResponse(from: &raw, version: 0)
 }
 
+private func items(_ result: MetadataResult) -> [Int16] {
+    guard case let .items(items) = result else { return [-99] }
+    return items.map(\.errorCode)
+}
+
 private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
     guard case let .items(items) = try MetadataResult(decoding: response.result) else { return [-99] }
     return items.map(\.errorCode)
@@ -50,18 +55,6 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
         #expect(try itemCodes(other) == [MetadataErrorCode.topicAlreadyExists])
         #expect(other.index > first.index)
 
-        // Two attempts in flight at once (the first not yet applied when the second arrives) also apply once:
-        // the second log entry finds the first one's result.
-        let racing = MetadataCommand.createTopics([topic("raced")])
-        let raceId = WriteID.random()
-        let second = KafkaClient(logger: testLogger)
-        async let a = sendWrite(racing, writeId: raceId, to: endpoint, via: transport)
-        async let b = sendWrite(racing, writeId: raceId, to: endpoint, via: second)
-        let (answerA, answerB) = try await (a, b)
-        #expect(answerA == answerB)
-        #expect(try itemCodes(answerA) == [0])
-        #expect(await node.metadata.topicNames == ["once", "raced"])
-
         // ControllerClient sends an id with every write.
         let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
         let before = await node.metadata.rememberedWrites.count
@@ -70,7 +63,36 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
 
         await client.close()
         await transport.closeAll()
-        await second.closeAll()
+        await cluster.stopAll()
+    }
+
+    /// The leader answers an id it has already applied without a new entry, so this drives the other path: two
+    /// attempts proposed before either is applied both reach the log, and the second entry must change nothing.
+    @Test func twoAttemptsInTheLogAtOnceApplyOnce() async throws {
+        let cluster = try InProcessCluster(count: 1)
+        defer { cluster.cleanup() }
+        try await cluster.startAll()
+        _ = try #require(await cluster.leader())
+        let node = try #require(cluster.services[0]?.node)
+        var bothLogged = 0
+        for round in 0..<3 {
+            let command = MetadataCommand.createTopics([topic("raced\(round)")])
+            let id = WriteID.random()
+            let logBefore = await node.currentStatus.lastLogIndex
+            // Both proposals reach the actor while the first waits for its entry to become durable.
+            async let a = node.propose(command, writeId: id, timeout: .seconds(5))
+            async let b = node.propose(command, writeId: id, timeout: .seconds(5))
+            let (first, second) = await (a, b)
+            guard case let .applied(resultA, indexA) = first, case let .applied(resultB, indexB) = second else {
+                Issue.record("not applied: \(first), \(second)")
+                continue
+            }
+            #expect(resultA == resultB && indexA == indexB)
+            #expect(items(resultA) == [0])
+            if await node.currentStatus.lastLogIndex == logBefore + 2 { bothLogged += 1 }
+        }
+        #expect(bothLogged > 0, "no round put both attempts into the log")
+        #expect(await node.metadata.topicNames == ["raced0", "raced1", "raced2"])
         await cluster.stopAll()
     }
 
