@@ -1,6 +1,7 @@
 import ClusterMetadata
 import ControllerClient
 @testable import ControllerCore
+import Foundation
 import KafkaProtocol
 import KafkaTransport
 import NIOCore
@@ -137,5 +138,44 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
 
         await transport.closeAll()
         await cluster.stopAll()
+    }
+
+    /// The case the ids exist for: the leader process commits a CreateTopics and is SIGKILLed before anyone
+    /// reads the answer; the retry goes to whichever controller leads next.
+    @Test(.timeLimit(.minutes(1))) func aRetryAfterTheCommittingLeaderIsKilledGetsTheFirstAnswer() async throws {
+        let binary = try #require(controllerBinary(), "floe-controller not built next to the tests")
+        let cluster = try ControllerProcesses(binary: binary)
+        defer { cluster.cleanup() }
+        for k in 0..<3 { try cluster.start(k) }
+        let transport = KafkaClient(logger: testLogger)
+        let create = MetadataCommand.createTopics([topic("killed-leader", partitions: 2)])
+        let id = WriteID.random()
+
+        func writeAtLeader(excluding: Int?) async throws -> (ControllerWriteResponse, Int) {
+            try await withTimeout(.seconds(20), "a controller leader answering") {
+                for _ in 0..<2000 {
+                    for (k, endpoint) in cluster.endpoints.enumerated() where k != excluding {
+                        guard let response = try? await sendWrite(create, writeId: id, to: endpoint, via: transport),
+                              response.errorCode == 0
+                        else { continue }
+                        return (response, k)
+                    }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                throw TestTimeout(what: "a controller leader answering")
+            }
+        }
+
+        let (first, leader) = try await writeAtLeader(excluding: nil)
+        #expect(try itemCodes(first) == [0])
+        cluster.kill(leader)
+        let (retry, newLeader) = try await writeAtLeader(excluding: leader)
+        #expect(newLeader != leader)
+        #expect(retry.result == first.result && retry.index == first.index)
+
+        // A different write of the topic conflicts, so the retry above really did not create it a second time.
+        let conflict = try await sendWrite(create, writeId: .random(), to: cluster.endpoints[newLeader], via: transport)
+        #expect(try itemCodes(conflict) == [MetadataErrorCode.topicAlreadyExists])
+        await transport.closeAll()
     }
 }
