@@ -172,4 +172,42 @@ import Testing
         command.encode(into: &zeroId)
         #expect(throws: ProtocolError.self) { try MetadataLogEntry(decoding: zeroId) }
     }
+
+    /// Generated writes, a fifth of them retried a few entries later: every retry answers as its first attempt,
+    /// the state is the one the writes alone produce, and replicas restored from snapshots on the way agree.
+    @Test(arguments: [4, 5] as [UInt64])
+    func retriesInAGeneratedLogChangeNothingAndReplicasAgree(seed: UInt64) throws {
+        var generator = CommandGenerator(seed: seed)
+        var random = SeededGenerator(seed: seed &+ 1000)
+        var state = MetadataState()
+        var restored = MetadataState()
+        var once = MetadataState()
+        var recent: [(entry: MetadataLogEntry, first: AppliedWrite)] = []
+        var index: UInt64 = 0
+        var retries = 0
+        for step in 0..<2_000 {
+            index += 1
+            if !recent.isEmpty, random.next() % 5 == 0 {
+                let (entry, first) = recent[Int(random.next() % UInt64(recent.count))]
+                #expect(state.apply(entry, index: index, term: 1) == first)
+                #expect(restored.apply(entry, index: index, term: 1) == first)
+                retries += 1
+            } else {
+                let entry = MetadataLogEntry(generator.next(for: once), writeId: WriteID.random(using: &random))
+                let first = state.apply(entry, index: index, term: 1)
+                #expect(restored.apply(entry, index: index, term: 1) == first)
+                #expect(once.apply(entry.command, index: index, term: 1) == first.result)
+                recent.append((entry, first))
+                if recent.count > 20 { recent.removeFirst() }
+            }
+            if step % 500 == 250 { restored = try MetadataState(snapshot: restored.encodeSnapshot()) }
+        }
+        #expect(retries > 300)
+        #expect(restored == state)
+        #expect(restored.encodeSnapshot() == state.encodeSnapshot())
+        // Apart from the table and the applied index, the retries left no trace.
+        #expect(state.topics == once.topics && state.streams == once.streams && state.objects == once.objects)
+        #expect(state.nodes == once.nodes && state.reassignments == once.reassignments)
+        #expect(state.nextProducerId == once.nextProducerId)
+    }
 }

@@ -10,7 +10,8 @@ import Synchronization
 
 /// How a proposal ended.
 public enum ProposalOutcome: Sendable {
-    /// Committed and applied at `index`; `result` is what `MetadataState.apply` returned.
+    /// Committed and applied at `index`; `result` is what `MetadataState.apply` returned. For a retried write
+    /// whose first attempt was already applied, both are that first attempt's.
     case applied(MetadataResult, index: UInt64)
     /// This node is not (or stopped being) the leader; the leader it knows of, if any.
     case notLeader(leaderId: Int32?)
