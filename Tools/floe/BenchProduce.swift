@@ -20,7 +20,9 @@ struct BenchProduce: AsyncParsableCommand, Sendable, EventLoopSizing {
             partitions it owns, round-robin, with --in-flight requests outstanding. --rate caps each
             producer's requests per second (0: as fast as answers come back). With --consume a consumer
             fetches every partition from where the run starts and measures produce-to-receive latency
-            (the send instant travels in each record's first 8 bytes).
+            (the send instant travels in each record's first 8 bytes). Produce latency runs from handing the
+            encoded request to the connection until the event loop has parsed its answer: building the batch
+            and decoding the answer are the client's own work and are left out.
             """
     )
 
