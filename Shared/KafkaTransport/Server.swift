@@ -124,7 +124,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             // Shutdown half-closes inputs to stop reading while responses drain; without this NIO would treat
             // that as end of stream and close the whole channel. A peer's own EOF still closes (see
-            // `KafkaServerConnection.InputEnd`).
+            // `KafkaServerConnection.stopReading`).
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -136,11 +136,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
                     let connection = Connection(
                         info: info, eventLoop: channel.eventLoop, handler: handler,
                         resolver: configuration.headerVersionResolver, maxInFlight: configuration.maxInFlightPerConnection,
-                        logger: connectionLogger,
-                        inputEnd: { [weak self] in
-                            // Our own shutdown half-closed the input: drain. Otherwise the peer left.
-                            (self?.state.withLock { $0.shuttingDown } ?? true) ? .drain : .close
-                        }
+                        logger: connectionLogger
                     )
                     // Checked and registered under one lock with the handlers added, so no connection can start
                     // serving unseen by the shutdown sweep.

@@ -15,14 +15,6 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// What happens to the connection when its request stream ends (the peer half-closed, or the server did).
-    enum InputEnd {
-        /// Answer every accepted request, then close (graceful shutdown).
-        case drain
-        /// Close at once (the peer left).
-        case close
-    }
-
     private struct Slot {
         var correlationId: Int32
         /// Nil while the completion is still running.
@@ -52,7 +44,6 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     private let resolver: KafkaHeaderVersionResolver
     private let maxInFlight: Int
     private let logger: Logger
-    private let inputEnd: @Sendable () -> InputEnd
     private let ended = AsyncResult<Void>()
 
     // Confined to `eventLoop`.
@@ -71,11 +62,12 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     /// A read was held back at the in-flight limit.
     private var readHeld = false
     private var hookCalled = false
-    private var stopReadingWhenActive = false
+    /// `stopReading` was called: the end of input is our own shutdown (drain), not the peer leaving (close).
+    private var stopRequested = false
 
     init(
         info: ConnectionInfo, eventLoop: any EventLoop, handler: Handler, resolver: @escaping KafkaHeaderVersionResolver,
-        maxInFlight: Int, logger: Logger, inputEnd: @escaping @Sendable () -> InputEnd
+        maxInFlight: Int, logger: Logger
     ) {
         self.info = info
         self.eventLoop = eventLoop
@@ -83,7 +75,6 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
         self.resolver = resolver
         self.maxInFlight = max(1, maxInFlight)
         self.logger = logger
-        self.inputEnd = inputEnd
     }
 
     /// Returns once the connection has closed, every task of its requests has returned and the handler has
@@ -106,20 +97,17 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     }
 
     private func stopReadingOnLoop() {
-        guard let context, phase == .open else { return }
+        guard let context, phase == .open, !stopRequested else { return }
+        stopRequested = true
         // Before the channel is active its input cannot be shut down yet; `channelActive` does it then.
-        if context.channel.isActive {
-            context.close(mode: .input, promise: nil)
-        } else {
-            stopReadingWhenActive = true
-        }
+        if context.channel.isActive { context.close(mode: .input, promise: nil) }
     }
 
     // MARK: Pipeline events (on the event loop)
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
-        if stopReadingWhenActive { context.close(mode: .input, promise: nil) }
+        if stopRequested { context.close(mode: .input, promise: nil) }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -168,7 +156,7 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
         if case ChannelEvent.inputClosed = event {
             guard phase == .open else { return }
             // A partial frame, if any, was dropped by the decoder: nobody is left to answer it.
-            if inputEnd() == .drain && context.channel.isActive {
+            if stopRequested && context.channel.isActive {
                 // Requests already read are still accepted and answered.
                 phase = .draining
                 closeIfDrained(context)
@@ -199,11 +187,14 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
 
     // MARK: Accepting
 
+    /// Accepted requests are still answered (open, or draining after shutdown).
+    private var isAnswering: Bool { phase == .open || phase == .draining }
+
     /// Requests admitted to the handler whose responses are not written yet.
     private var admitted: Int { slots.count + (accepting ? 1 : 0) }
 
     private func startAcceptingIfIdle() {
-        guard !accepting, phase == .open || phase == .draining, admitted < maxInFlight, let request = backlog.popFirst() else {
+        guard !accepting, isAnswering, admitted < maxInFlight, let request = backlog.popFirst() else {
             return
         }
         accepting = true
@@ -222,15 +213,14 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
             case let .next(following):
                 request = following
             case let .complete(sequence, complete):
-                let action = await complete()
-                onLoop { $0.fulfill(sequence, action) }
+                await run(complete, for: sequence)
                 return
             }
         }
     }
 
     private func accepted(correlationId: Int32, _ pending: KafkaPendingResponse) -> AcceptStep {
-        guard phase == .open || phase == .draining else {
+        guard isAnswering else {
             accepting = false
             return .stop
         }
@@ -247,18 +237,20 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
         accepting = next != nil
         if let completion {
             guard next != nil else { return .complete(sequence, completion) }
-            spawn { connection in
-                let action = await completion()
-                connection.onLoop { $0.fulfill(sequence, action) }
-            }
+            spawn { connection in await connection.run(completion, for: sequence) }
         } else {
             writeReady()
         }
         return next.map(AcceptStep.next) ?? .stop
     }
 
+    private func run(_ completion: @Sendable () async -> KafkaResponseAction, for sequence: UInt64) async {
+        let action = await completion()
+        onLoop { $0.fulfill(sequence, action) }
+    }
+
     private func fulfill(_ sequence: UInt64, _ action: KafkaResponseAction) {
-        guard sequence >= firstSlot, phase == .open || phase == .draining else { return }
+        guard sequence >= firstSlot, isAnswering else { return }
         let index = Int(sequence - firstSlot)
         guard index < slots.count else { return }
         slots[offset: index].action = action
@@ -269,7 +261,7 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
 
     /// Writes every response at the head whose action is known, with one flush.
     private func writeReady() {
-        guard let context, phase == .open || phase == .draining else { return }
+        guard let context, isAnswering else { return }
         var wrote = false
         while let head = slots.first, let action = head.action {
             slots.removeFirst()
@@ -292,7 +284,7 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
         }
         if wrote { context.flush() }
         // A failed write may have closed the channel from inside flush.
-        guard phase == .open || phase == .draining else { return }
+        guard isAnswering else { return }
         startAcceptingIfIdle()
         if phase == .draining {
             closeIfDrained(context)
@@ -311,7 +303,7 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     /// Closes once everything written so far has reached the socket: a close with writes still pending in
     /// NIO would discard them, truncating responses the client was promised.
     private func closeAfterWrites(_ context: ChannelHandlerContext) {
-        guard phase == .open || phase == .draining else { return }
+        guard isAnswering else { return }
         phase = .closing
         backlog.removeAll()
         let channel = context.channel
