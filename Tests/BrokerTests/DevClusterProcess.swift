@@ -16,10 +16,13 @@ final class DevClusterProcess: Sendable {
     let basePort: Int
     let zones: [String]
     let brokersPerZone: Int
+    /// Extra `floe dev up` arguments, e.g. `--broker-arg=--producer-id-expiration-ms=1000`.
+    let extraArguments: [String]
     private let process = Mutex<Process?>(nil)
     private let keepData = Mutex(ProcessInfo.processInfo.environment["FLOE_KEEP_TEST_DATA"] != nil)
 
-    init(binary: String, dataDirectory: String, basePort: Int, zones: [String], brokersPerZone: Int) {
+    init(binary: String, dataDirectory: String, basePort: Int, zones: [String], brokersPerZone: Int, extraArguments: [String] = []) {
+        self.extraArguments = extraArguments
         self.binary = binary
         self.dataDirectory = dataDirectory
         self.basePort = basePort
@@ -30,12 +33,14 @@ final class DevClusterProcess: Sendable {
     var brokerCount: Int { zones.count * brokersPerZone }
 
     /// Builds the cluster from the products next to the test binary, in a fresh directory and on free ports.
-    static func make(zones: [String] = ["a"], brokersPerZone: Int, name: String) throws -> DevClusterProcess {
+    static func make(zones: [String] = ["a"], brokersPerZone: Int, name: String, extraArguments: [String] = []) throws -> DevClusterProcess {
         guard let binary = floeBinary() else { throw ClusterTestFailure(description: "floe is not built next to the tests (swift build --build-tests)") }
         let directory = NSTemporaryDirectory() + "floe-\(name)-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let basePort = try freeBasePort(brokers: zones.count * brokersPerZone, zones: zones.count)
-        return DevClusterProcess(binary: binary, dataDirectory: directory, basePort: basePort, zones: zones, brokersPerZone: brokersPerZone)
+        return DevClusterProcess(
+            binary: binary, dataDirectory: directory, basePort: basePort, zones: zones, brokersPerZone: brokersPerZone,
+            extraArguments: extraArguments)
     }
 
     func start() throws {
@@ -45,7 +50,7 @@ final class DevClusterProcess: Sendable {
             "dev", "up", "--data-dir", dataDirectory, "--base-port", "\(basePort)", "--zones", zones.joined(separator: ","),
             "--brokers-per-zone", "\(brokersPerZone)",
             "--log-level", "info", "--grace-period", "10",
-        ]
+        ] + extraArguments
         let logPath = "\(dataDirectory)/floe-dev.out"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         if let handle = FileHandle(forWritingAtPath: logPath) {

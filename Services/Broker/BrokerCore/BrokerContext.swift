@@ -2,6 +2,7 @@ import ClusterMetadata
 import KafkaProtocol
 import Logging
 import NIOCore
+import Synchronization
 
 /// Reads committed stream data from object storage.
 public protocol CommittedDataReader: Sendable {
@@ -24,6 +25,8 @@ public final class BrokerContext: Sendable {
     public let autoCreate: @Sendable ([String]) async -> [String: Int16]
     /// Wall-clock milliseconds.
     public let now: @Sendable () -> Int64
+    /// Set once this broker has seen itself among the active brokers of its metadata image.
+    private let listed = Atomic<Bool>(false)
 
     public init(
         settings: BrokerSettings, metadata: any MetadataSource, writer: any MetadataWriter, replicas: ReplicaManager, wal: WALClient,
@@ -40,6 +43,31 @@ public final class BrokerContext: Sendable {
         self.logger = logger
         self.autoCreate = autoCreate
         self.now = now
+    }
+
+    /// Returns once this broker is among the active brokers of its metadata image, or after
+    /// `timeout`. The listener opens before the broker's registration reaches its own image; a
+    /// request answered in that window would list no broker (or not this one), which clients
+    /// take as a failed bootstrap and retry only after their own timeouts. Startup only: once
+    /// listed (or once the wait has timed out) this is one atomic load.
+    public func waitUntilListed(timeout: Duration = .seconds(10)) async {
+        guard !listed.load(ordering: .acquiring) else { return }
+        let deadline = ContinuousClock.now + timeout
+        // The follower's version counts no-op entries too, so it may already be past the image's
+        // last applied index: the target moves up by one per round until the wait really waits.
+        var target: UInt64 = 0
+        while true {
+            let state = await metadata.state
+            if state.activeBrokers.contains(where: { $0.id == settings.nodeId }) { break }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else {
+                logger.warning("answering before this broker is in its own metadata image", metadata: ["waited": "\(timeout)"])
+                break
+            }
+            target = max(target + 1, state.lastAppliedIndex + 1)
+            _ = await metadata.waitForVersion(target, timeout: min(remaining, .milliseconds(500)))
+        }
+        listed.store(true, ordering: .releasing)
     }
 }
 

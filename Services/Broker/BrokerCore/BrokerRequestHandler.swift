@@ -50,6 +50,8 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
         let version = request.apiVersion
         let context = context
         let admin = admin
+        // Everything but ApiVersions waits (at startup only) until this broker can list itself.
+        if key != .apiVersions { await context.waitUntilListed() }
         switch key {
         case .apiVersions:
             let reply = ApiVersionsResponder.respond(version: version, body: request.body, advertised: brokerAdvertisedVersions)

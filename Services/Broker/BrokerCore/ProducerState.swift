@@ -20,6 +20,8 @@ struct ProducerStateTable {
     struct Entry: Equatable {
         var epoch: Int16
         var batches: [BatchMetadata] = []
+        /// Broker wall-clock time (ms) of its last batch, for expiry.
+        var lastSeen: Int64 = 0
         var lastSequence: Int32? { batches.last?.lastSequence }
     }
 
@@ -68,24 +70,46 @@ struct ProducerStateTable {
         return .append
     }
 
-    /// Records an appended (or recovered) batch.
-    mutating func record(id: Int64, epoch: Int16, batch: BatchMetadata) {
+    /// Records an appended (or recovered) batch at broker wall-clock time `now` (ms). Mutates the
+    /// entry in place: the produce path records every idempotent batch, so it must not copy the table.
+    mutating func record(id: Int64, epoch: Int16, batch: BatchMetadata, now: Int64) {
         guard id >= 0 else { return }
-        var entry = producers[id] ?? Entry(epoch: epoch)
-        if epoch > entry.epoch { entry = Entry(epoch: epoch) }
-        if epoch < entry.epoch { return }
-        entry.batches.append(batch)
-        if entry.batches.count > Self.rememberedBatches { entry.batches.removeFirst(entry.batches.count - Self.rememberedBatches) }
-        producers[id] = entry
+        if let current = producers[id]?.epoch {
+            if epoch < current { return }
+            if epoch > current { producers[id] = Entry(epoch: epoch) }
+        }
+        producers[id, default: Entry(epoch: epoch)].remember(batch, now: now)
     }
 
+    /// Forgets producers whose last batch was recorded before `cutoff` (ms), as Kafka does after
+    /// `producer.id.expiration.ms`: a retry from one of them is then treated as a new producer.
+    /// Returns how many were forgotten.
+    @discardableResult
+    mutating func expire(before cutoff: Int64) -> Int {
+        let before = producers.count
+        producers = producers.filter { $0.value.lastSeen >= cutoff }
+        return before - producers.count
+    }
+
+    var count: Int { producers.count }
+
     /// Rebuilds state from durable batches in offset order (a new leader's or a resync's tail scan).
-    mutating func replay(_ batch: RecordBatch) {
+    /// Replayed producers count as seen at `now`, so a leadership change never expires one early.
+    mutating func replay(_ batch: RecordBatch, now: Int64) {
         guard batch.producerId >= 0, !batch.isControl else { return }
         record(
             id: batch.producerId, epoch: batch.producerEpoch,
             batch: BatchMetadata(
                 firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: batch.baseOffset,
-                lastOffset: batch.lastOffset, append: 0))
+                lastOffset: batch.lastOffset, append: 0),
+            now: now)
+    }
+}
+
+extension ProducerStateTable.Entry {
+    fileprivate mutating func remember(_ batch: ProducerStateTable.BatchMetadata, now: Int64) {
+        batches.append(batch)
+        if batches.count > ProducerStateTable.rememberedBatches { batches.removeFirst(batches.count - ProducerStateTable.rememberedBatches) }
+        lastSeen = max(lastSeen, now)
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ClusterMetadata
 import ControllerClient
 import DequeModule
@@ -99,6 +102,8 @@ public actor ReplicaManager {
         var pending: Deque<Pending> = []
         var task: Task<Void, Never>?
         var producers = ProducerStateTable()
+        /// When expired producers were last forgotten (broker wall clock, ms).
+        var producersSweptAt: Int64 = 0
         /// Numbers appends, so a duplicate batch can wait for the append that wrote the original.
         var appendCounter: UInt64 = 0
         /// Appends not yet durable, by number.
@@ -166,6 +171,10 @@ public actor ReplicaManager {
     let writer: any MetadataWriter
     let logger: Logger
     let eventLoop: any EventLoop
+    /// Kafka's `producer.id.expiration.ms`: idempotent producers silent this long are forgotten.
+    let producerIdExpirationMs: Int64
+    /// Broker wall clock in ms (injectable for tests).
+    let now: @Sendable () -> Int64
     private var partitions: [PartitionKey: Partition] = [:]
     private var cache: LogCache
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
@@ -183,8 +192,12 @@ public actor ReplicaManager {
 
     public init(
         nodeId: NodeID, zone: String, wal: WALClient, committed: any CommittedDataReader, metadata: any MetadataSource,
-        writer: any MetadataWriter, logCacheBytes: Int, direct: DirectObjectAppender? = nil, logger: Logger
+        writer: any MetadataWriter, logCacheBytes: Int, direct: DirectObjectAppender? = nil,
+        producerIdExpirationMs: Int64 = 86_400_000, now: @escaping @Sendable () -> Int64 = ReplicaManager.wallClockMillis,
+        logger: Logger
     ) {
+        self.producerIdExpirationMs = producerIdExpirationMs
+        self.now = now
         self.committed = committed
         self.direct = direct
         self.nodeId = nodeId
@@ -479,6 +492,17 @@ public actor ReplicaManager {
     /// state: well beyond the five in-flight batches a producer may retry.
     static let producerScanOffsets: Int64 = 20_000
 
+    /// How often (at most) a partition's expired producers are looked for, on its next append;
+    /// half the expiry when that is shorter.
+    static let producerSweepIntervalMs: Int64 = 60_000
+
+    /// Milliseconds since the Unix epoch.
+    public static let wallClockMillis: @Sendable () -> Int64 = {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+
     /// Producer state rebuilt from the durable batches in [max(logStart, end - producerScanOffsets), end).
     private func rebuildProducers(stream: StreamID, writer: NodeID, logStart: Int64, end: Int64) async throws -> ProducerStateTable {
         var table = ProducerStateTable()
@@ -505,7 +529,7 @@ public actor ReplicaManager {
             var progressed = false
             while let batch = try iterator.next(), batch.baseOffset < end {
                 guard batch.lastOffset >= offset else { continue }
-                table.replay(batch)
+                table.replay(batch, now: now())
                 offset = batch.nextOffset
                 progressed = true
             }
@@ -531,10 +555,14 @@ public actor ReplicaManager {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
         // Idempotent producers: refuse fenced and out-of-order batches, answer retries with the original offset.
-        var table = partition.producers
+        let time = now()
+        if time - partition.producersSweptAt >= min(Self.producerSweepIntervalMs, producerIdExpirationMs / 2) {
+            partition.producersSweptAt = time
+            partition.producers.expire(before: time - producerIdExpirationMs)
+        }
         var verdicts: [ProducerStateTable.Verdict] = []
         for batch in append.batches where batch.producerId >= 0 {
-            let verdict = table.check(
+            let verdict = partition.producers.check(
                 id: batch.producerId, epoch: batch.producerEpoch, firstSequence: batch.baseSequence, lastSequence: batch.lastSequence)
             if case .reject(let code, let message) = verdict { return eventLoop.makeSucceededFuture(.failure(code, message)) }
             verdicts.append(verdict)
@@ -558,6 +586,8 @@ public actor ReplicaManager {
         let base = partition.nextOffset
         var next = base
         let number = partition.appendCounter &+ 1
+        // Recorded in the table only once the append is on its way, so a refused one leaves no trace.
+        var recorded: [(id: Int64, epoch: Int16, batch: ProducerStateTable.BatchMetadata)] = []
         do {
             for batch in append.batches {
                 let index = records.readerIndex + batch.start
@@ -566,11 +596,11 @@ public actor ReplicaManager {
                     try RecordBatch.setLogAppendTime(batchAt: index, in: &records, timestamp: time)
                 }
                 if batch.producerId >= 0 {
-                    table.record(
-                        id: batch.producerId, epoch: batch.producerEpoch,
-                        batch: .init(
+                    recorded.append(
+                        (batch.producerId, batch.producerEpoch,
+                         .init(
                             firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: next,
-                            lastOffset: next + batch.count - 1, append: number))
+                            lastOffset: next + batch.count - 1, append: number)))
                 }
                 next += batch.count
             }
@@ -592,7 +622,7 @@ public actor ReplicaManager {
         } else {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "no append path"))
         }
-        partition.producers = table
+        for entry in recorded { partition.producers.record(id: entry.id, epoch: entry.epoch, batch: entry.batch, now: time) }
         partition.appendCounter = number
         partition.nextOffset = next
         let promise = eventLoop.makePromise(of: AppendResult.self)

@@ -45,6 +45,8 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
     var groupMaxSessionTimeoutMs: Int32 = 1_800_000
     @Option(name: .customLong("offsets-retention-minutes"), help: "How long committed offsets of groups without members are kept (FLOE_OFFSETS_RETENTION_MINUTES).")
     var offsetsRetentionMinutes: Int64 = 10_080
+    @Option(name: .customLong("producer-id-expiration-ms"), help: "How long an idempotent producer may stay silent before its sequence state is forgotten (FLOE_PRODUCER_ID_EXPIRATION_MS).")
+    var producerIdExpirationMs: Int64 = 86_400_000
 
     @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the broker's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
     var eventLoops = 1
@@ -64,6 +66,7 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
             throw ValidationError("--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms")
         }
         guard (1...(1 << 40)).contains(offsetsRetentionMinutes) else { throw ValidationError("--offsets-retention-minutes must be positive") }
+        guard producerIdExpirationMs >= 1_000 else { throw ValidationError("--producer-id-expiration-ms must be at least 1000") }
     }
 
     func run() async throws {
@@ -84,7 +87,7 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
             nodeId: common.nodeID, zone: common.zone, wal: wal, committed: committed, metadata: follower, writer: controller,
             logCacheBytes: logCacheBytes,
             direct: walBypass ? DirectObjectAppender(store: store, writer: controller, metadata: follower, logger: logger) : nil,
-            logger: logger)
+            producerIdExpirationMs: producerIdExpirationMs, logger: logger)
         let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
         let membership = NodeMembership(
             controller: controller,
