@@ -261,6 +261,24 @@ public struct RaftNode: Sendable {
         }
     }
 
+    /// The earliest instant at which a tick can act (send heartbeats, check the quorum, give up a
+    /// leadership transfer, start an election). A driver may sleep until then instead of ticking
+    /// at a fixed rate; `.max` for a leader without peers, whose ticks do nothing.
+    public var nextTimerDeadline: RaftInstant {
+        switch role {
+        case .leader:
+            var due = RaftInstant(nanoseconds: .max)
+            if !peers.isEmpty {
+                due = heartbeatDue
+                if configuration.checkQuorum { due = min(due, quorumCheckDue) }
+            }
+            if transferTarget != nil { due = min(due, transferDeadline) }
+            return due
+        case .follower, .preCandidate, .candidate:
+            return electionDeadline
+        }
+    }
+
     private func inLeaderLease() -> Bool {
         if role == .leader { return true }
         guard configuration.checkQuorum, leaderID != nil, let contact = lastLeaderContact else { return false }

@@ -58,7 +58,8 @@ public struct ControllerConfiguration: Sendable {
     /// How often the leader sends Raft heartbeats. Followers learn the commit index from the next append or
     /// heartbeat, so this bounds how stale metadata served by a follower controller is.
     public var raftHeartbeatInterval: Duration
-    /// How often the Raft node is ticked.
+    /// The shortest time between two ticks of the Raft node; ticks come when one of its timers is
+    /// due (heartbeats, elections, session checks), and at least every 100 ms.
     public var tickInterval: Duration
     /// Write the applied metadata state to the database every this many applied entries.
     public var appliedStateInterval: UInt64

@@ -257,6 +257,23 @@ public actor ControllerNode {
         }
     }
 
+    /// How long the ticker may sleep before the next tick: until the Raft node's next timer, the
+    /// leader's next session check, or one `tickInterval` while reassignments wait to complete;
+    /// never shorter than `minimum` nor longer than `maximum` (which bounds how late a deadline
+    /// that moved earlier meanwhile is noticed).
+    public func nextTickDelay(minimum: Duration, maximum: Duration) -> Duration {
+        let current = clock.now
+        let instant = now
+        let timer = raft.nextTimerDeadline
+        var delay = timer.nanoseconds <= instant.nanoseconds
+            ? Duration.zero : Duration.nanoseconds(Int64(min(timer.nanoseconds - instant.nanoseconds, UInt64(Int64.max))))
+        if status.role == .leader {
+            delay = min(delay, (lastSessionCheck + .milliseconds(100)) - current)
+            if !metadata.reassignments.isEmpty { delay = minimum }
+        }
+        return max(minimum, min(maximum, delay))
+    }
+
     /// Floe keeps one copy of the data, in object storage, so a reassignment needs no copying: as
     /// soon as its target broker is active the leader proposes the leadership move.
     private func completeReassignments() {

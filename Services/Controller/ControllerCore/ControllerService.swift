@@ -224,12 +224,11 @@ public final class ControllerService: Sendable {
         await node.start()
         let interval = configuration.tickInterval
         let ticker = Task {
-            let clock = ContinuousClock()
-            var next = clock.now
+            // Ticks when a timer is due rather than every `tickInterval`: an idle controller (a
+            // single one, or a follower) wakes a few times a second instead of hundreds.
             while !Task.isCancelled {
-                next = next.advanced(by: interval)
-                if next < clock.now { next = clock.now }
-                do { try await Task.sleep(until: next, clock: clock) } catch { return }
+                let delay = await node.nextTickDelay(minimum: interval, maximum: .milliseconds(100))
+                do { try await Task.sleep(for: delay) } catch { return }
                 await node.tick()
             }
         }
