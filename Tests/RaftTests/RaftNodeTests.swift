@@ -35,6 +35,35 @@ private func applied(_ actions: [RaftAction]) -> [RaftLogEntry] {
         #expect(cluster.applied[0].last?.payload == [1, 2, 3])
     }
 
+    @Test func nextTimerDeadlineSaysWhenATickCanAct() throws {
+        var cluster = try ManualCluster(count: 3)
+        let ids: [RaftNodeID] = [1, 2, 3]
+        // A follower's next timer is its election deadline, within the configured timeout.
+        let election = cluster.node(1).nextTimerDeadline
+        #expect(election > cluster.now && election <= cluster.now.advanced(byNanoseconds: 200_000_000))
+        let elected = cluster.run(milliseconds: 2_000, ticking: ids, until: { $0.leader(among: ids) != nil })
+        #expect(elected)
+        let leader = try #require(cluster.leader(among: ids))
+        // Ticking the leader up to its heartbeat deadline sends nothing; at the deadline it sends heartbeats.
+        let due = cluster.node(leader).nextTimerDeadline
+        #expect(due <= cluster.now.advanced(byNanoseconds: 20_000_000))
+        while cluster.now.advanced(byNanoseconds: 1_000_000) < due {
+            cluster.advance(milliseconds: 1)
+            #expect(sends(cluster.step(leader, .tick)).isEmpty)
+        }
+        cluster.now = due
+        #expect(sends(cluster.step(leader, .tick)).count == 2)
+        #expect(cluster.node(leader).nextTimerDeadline > due)
+
+        // A leader without peers has nothing to time.
+        var single = try ManualCluster(count: 1)
+        single.advance(milliseconds: 250)
+        single.step(1, .tick)
+        single.persist(1)
+        #expect(single.node(1).role == .leader)
+        #expect(single.node(1).nextTimerDeadline == RaftInstant(nanoseconds: .max))
+    }
+
     @Test func voteIsSentOnlyAfterHardStateIsPersisted() throws {
         var cluster = try ManualCluster(count: 3)
         cluster.advance(milliseconds: 250)
