@@ -555,10 +555,10 @@ public actor ReplicaManager {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
         // Idempotent producers: refuse fenced and out-of-order batches, answer retries with the original offset.
-        let time = now()
-        if time - partition.producersSweptAt >= min(Self.producerSweepIntervalMs, producerIdExpirationMs / 2) {
-            partition.producersSweptAt = time
-            partition.producers.expire(before: time - producerIdExpirationMs)
+        let wallNow = now()
+        if wallNow - partition.producersSweptAt >= min(Self.producerSweepIntervalMs, producerIdExpirationMs / 2) {
+            partition.producersSweptAt = wallNow
+            partition.producers.expire(before: wallNow - producerIdExpirationMs)
         }
         var verdicts: [ProducerStateTable.Verdict] = []
         for batch in append.batches where batch.producerId >= 0 {
@@ -622,7 +622,7 @@ public actor ReplicaManager {
         } else {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "no append path"))
         }
-        for entry in recorded { partition.producers.record(id: entry.id, epoch: entry.epoch, batch: entry.batch, now: time) }
+        for entry in recorded { partition.producers.record(id: entry.id, epoch: entry.epoch, batch: entry.batch, now: wallNow) }
         partition.appendCounter = number
         partition.nextOffset = next
         let promise = eventLoop.makePromise(of: AppendResult.self)
