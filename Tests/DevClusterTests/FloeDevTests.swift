@@ -125,6 +125,46 @@ import Testing
         #expect(output.contains("drained, exiting"))
     }
 
+    @Test func portsAlreadyInUseStopFloeDevBeforeAnyServiceStarts() async throws {
+        let products = try #require(productsDirectory(), "build with `swift build --build-tests` first")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("floe-dev-ports-\(UUID().uuidString)").path
+        let bin = root + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createSymbolicLink(atPath: bin + "/floe-controller", withDestinationPath: products + "/ServiceExample")
+        // Something listens on the controller's admin port (base + 198) of the plan.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(holder >= 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(bound == 0 && listen(holder, 1) == 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(holder, $0, &length) }
+        }
+        let held = Int(UInt16(bigEndian: address.sin_port))
+        try #require(held > 198)
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOE_BIN_DIR"] = bin
+        let log = root + "/floe.log"
+        let pid = try ChildProcess.spawn(
+            executable: products + "/floe",
+            arguments: ["dev", "--data-dir", root + "/data", "--base-port", "\(held - 198)", "--grace-period", "2"],
+            environment: environment, logPath: log)
+        let exit = await ChildProcess.waitForExit(pid)
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(exit == .exited(64), "\(output)")
+        #expect(output.contains("ports of this cluster are already in use ("), "\(output)")
+        #expect(output.contains("controller-1 admin 127.0.0.1:\(held)"), "\(output)")
+        #expect(!FileManager.default.fileExists(atPath: root + "/data/cluster.json"))
+    }
+
     @Test func invalidEnvironmentValueStopsTheServiceWithAClearMessage() async throws {
         let products = try #require(productsDirectory(), "build with `swift build --build-tests` first")
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("floe-env-\(UUID().uuidString)").path

@@ -116,6 +116,12 @@ struct DevUp: AsyncParsableCommand {
                 throw ValidationError("services of an earlier floe dev in \(dataDirectory) are still running (\(list)); stop or kill them first")
             }
         }
+        let taken = PortCheck.taken(specs)
+        guard taken.isEmpty else {
+            let list = taken.map(\.description).joined(separator: ", ")
+            throw ValidationError(
+                "ports of this cluster are already in use (\(list)); stop whatever holds them (another floe dev?) or choose another --base-port")
+        }
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         if plan.objectStore.hasPrefix("file://") {
             try FileManager.default.createDirectory(atPath: String(plan.objectStore.dropFirst("file://".count)), withIntermediateDirectories: true)
