@@ -280,7 +280,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DevClusterTests",
-            dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/DevClusterTests"
         ),
         .testTarget(

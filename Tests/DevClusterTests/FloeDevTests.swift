@@ -1,6 +1,8 @@
 import DevCluster
 import FloeService
 import Foundation
+import NIOCore
+import NIOPosix
 import Testing
 
 /// `floe dev` end to end: the real `floe` binary supervising stand-in controllers (ServiceExample under the name floe-controller).
@@ -125,7 +127,7 @@ import Testing
         #expect(output.contains("drained, exiting"))
     }
 
-    @Test func portsAlreadyInUseStopFloeDevBeforeAnyServiceStarts() async throws {
+    @Test(.timeLimit(.minutes(1))) func portsAlreadyInUseStopFloeDevBeforeAnyServiceStarts() async throws {
         let products = try #require(productsDirectory(), "build with `swift build --build-tests` first")
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("floe-dev-ports-\(UUID().uuidString)").path
         let bin = root + "/bin"
@@ -133,22 +135,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: root) }
         try FileManager.default.createSymbolicLink(atPath: bin + "/floe-controller", withDestinationPath: products + "/ServiceExample")
         // Something listens on the controller's admin port (base + 198) of the plan.
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(holder >= 0)
-        defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        try #require(bound == 0 && listen(holder, 1) == 0)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(holder, $0, &length) }
-        }
-        let held = Int(UInt16(bigEndian: address.sin_port))
+        let holder = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { $0.close() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let held = try #require(holder.localAddress?.port)
         try #require(held > 198)
         var environment = ProcessInfo.processInfo.environment
         environment["FLOE_BIN_DIR"] = bin
@@ -163,6 +153,7 @@ import Testing
         #expect(output.contains("ports of this cluster are already in use ("), "\(output)")
         #expect(output.contains("controller-1 admin 127.0.0.1:\(held)"), "\(output)")
         #expect(!FileManager.default.fileExists(atPath: root + "/data/cluster.json"))
+        try await holder.close()
     }
 
     @Test func invalidEnvironmentValueStopsTheServiceWithAClearMessage() async throws {
