@@ -18,6 +18,8 @@ public actor MetadataFollower {
     private var subscribers: [UInt64: AsyncStream<UInt64>.Continuation] = [:]
     private var nextSubscriber: UInt64 = 0
     private var versionWaiters: [UInt64: (target: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
+    /// Waiters for the image to apply a command past an index (`waitForApplied`).
+    private var appliedWaiters: [UInt64: (after: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
     private var nextWaiter: UInt64 = 0
     private var preferred = 0
 
@@ -66,14 +68,36 @@ public actor MetadataFollower {
         return version >= target
     }
 
+    /// Returns once the image has applied a command after log index `index` (its
+    /// `lastAppliedIndex` passed it), or `false` after `timeout`: "wait for the next change" to an
+    /// image read at `lastAppliedIndex == index`. Unlike `waitForVersion(index + 1)` this does not
+    /// return at once when the log has moved on by entries that change nothing (a new leader's
+    /// no-op), which `version` counts and `lastAppliedIndex` does not.
+    public func waitForApplied(after index: UInt64, timeout: Duration) async -> Bool {
+        if state.lastAppliedIndex > index { return true }
+        let id = nextWaiter
+        nextWaiter += 1
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.wake(id)
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            appliedWaiters[id] = (index, continuation)
+        }
+        timer.cancel()
+        return state.lastAppliedIndex > index
+    }
+
     private func wake(_ id: UInt64) {
         versionWaiters.removeValue(forKey: id)?.continuation.resume()
+        appliedWaiters.removeValue(forKey: id)?.continuation.resume()
     }
 
     private func wakeAll() {
-        let waiters = versionWaiters.values
+        let waiters = versionWaiters.values.map(\.continuation) + appliedWaiters.values.map(\.continuation)
         versionWaiters.removeAll()
-        for waiter in waiters { waiter.continuation.resume() }
+        appliedWaiters.removeAll()
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Fetches until the task is cancelled: from the preferred controller, moving to the next one on errors.
@@ -120,6 +144,10 @@ public actor MetadataFollower {
         version = max(version, UInt64(clamping: response.version))
         guard version != before else { return }
         for continuation in subscribers.values { continuation.yield(version) }
+        for (id, waiter) in appliedWaiters where waiter.after < state.lastAppliedIndex {
+            appliedWaiters[id] = nil
+            waiter.continuation.resume()
+        }
         for (id, waiter) in versionWaiters where waiter.target <= version {
             versionWaiters[id] = nil
             waiter.continuation.resume()

@@ -69,6 +69,37 @@ final class InProcessCluster: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ClusterTests {
+    /// A new leader's no-op moves the follower's `version` past the image's last applied command;
+    /// waiting for the next change must then still wait for a command.
+    @Test func waitingForTheNextChangeIgnoresEntriesThatChangeNothing() async throws {
+        let cluster = try InProcessCluster(count: 1)
+        defer { cluster.cleanup() }
+        try await cluster.startAll()
+        _ = try #require(await cluster.leader())
+        let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
+        let (_, index) = try await client.writeWithIndex(.createTopics([topic("first")]))
+        let image = MetadataFollower(client: client, logger: testLogger)
+        let following = Task { await image.run() }
+        defer { following.cancel() }
+        #expect(await image.waitForVersion(index, timeout: .seconds(5)))
+        // A restart elects the controller again, and its no-op lands after the command.
+        await cluster.stop(0)
+        try await cluster.start(0)
+        _ = try #require(await cluster.leader())
+        let moved = await image.waitForVersion(index + 1, timeout: .seconds(10))
+        #expect(moved, "the follower never saw the new leader's no-op")
+        let applied = await image.state.lastAppliedIndex
+        #expect(applied == index)
+        // The version moved on, the image did not: the next change is still to come.
+        #expect(await image.version > applied)
+        #expect(await !image.waitForApplied(after: applied, timeout: .milliseconds(300)))
+        let waiter = Task { await image.waitForApplied(after: applied, timeout: .seconds(10)) }
+        let (_, next) = try await client.writeWithIndex(.createTopics([topic("second")]))
+        #expect(await waiter.value)
+        #expect(await image.state.lastAppliedIndex == next)
+        #expect(await image.state.topicNames.contains("second"))
+    }
+
     @Test func threeControllersElectReplicateFailOverAndRecover() async throws {
         let cluster = try InProcessCluster()
         defer { cluster.cleanup() }

@@ -53,9 +53,6 @@ public final class BrokerContext: Sendable {
     public func waitUntilListed(timeout: Duration = .seconds(10)) async {
         guard !listed.load(ordering: .acquiring) else { return }
         let deadline = ContinuousClock.now + timeout
-        // The follower's version counts no-op entries too, so it may already be past the image's
-        // last applied index: the target moves up by one per round until the wait really waits.
-        var target: UInt64 = 0
         while true {
             let state = await metadata.state
             if state.activeBrokers.contains(where: { $0.id == settings.nodeId }) { break }
@@ -64,8 +61,7 @@ public final class BrokerContext: Sendable {
                 logger.warning("answering before this broker is in its own metadata image", metadata: ["waited": "\(timeout)"])
                 break
             }
-            target = max(target + 1, state.lastAppliedIndex + 1)
-            _ = await metadata.waitForVersion(target, timeout: min(remaining, .milliseconds(500)))
+            _ = await metadata.waitForApplied(after: state.lastAppliedIndex, timeout: min(remaining, .milliseconds(500)))
         }
         listed.store(true, ordering: .releasing)
     }

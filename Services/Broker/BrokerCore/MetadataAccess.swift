@@ -14,6 +14,16 @@ public protocol MetadataSource: Sendable {
     var state: MetadataState { get async }
     /// Waits until the image has applied at least `version`; false on timeout.
     func waitForVersion(_ version: UInt64, timeout: Duration) async -> Bool
+    /// Waits until the image has applied a command after log index `index` (its
+    /// `lastAppliedIndex` passed it): the next change to an image read at that index.
+    func waitForApplied(after index: UInt64, timeout: Duration) async -> Bool
+}
+
+extension MetadataSource {
+    /// For sources whose version is the last applied command's index.
+    public func waitForApplied(after index: UInt64, timeout: Duration) async -> Bool {
+        await waitForVersion(index + 1, timeout: timeout)
+    }
 }
 
 extension ControllerClient: MetadataWriter {}

@@ -42,10 +42,10 @@ enum PartitionReads {
                 throw failure
             } catch let error as WALCallError where error.code == KafkaErrorCode.offsetNotAvailable.rawValue && attempts < 20 {
                 // Uploaded and trimmed since this image: wait for the commit to show, then read the object.
-                _ = await context.metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(500))
+                _ = await context.metadata.waitForApplied(after: state.lastAppliedIndex, timeout: .milliseconds(500))
             } catch {
                 if attempts < 3 {
-                    _ = await context.metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(200))
+                    _ = await context.metadata.waitForApplied(after: state.lastAppliedIndex, timeout: .milliseconds(200))
                     continue
                 }
                 throw Failure(code: .kafkaStorageError, message: "\(error)")

@@ -424,7 +424,7 @@ public actor ReplicaManager {
             let state = await metadata.state
             guard let record = state.streams[stream] else { throw TakeOverError(description: "stream \(stream) deleted") }
             if record.committedEnd >= offset { return record.committedEnd }
-            _ = await metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(500))
+            _ = await metadata.waitForApplied(after: state.lastAppliedIndex, timeout: .milliseconds(500))
             try Task.checkCancellation()
         }
         throw TakeOverError(description: "stream \(stream) not committed up to \(offset) in time")
@@ -519,7 +519,7 @@ public actor ReplicaManager {
                     bytes = try await wal.read(endpoint, stream: stream, from: offset, maxBytes: 4 << 20)
                 } catch let error as WALCallError where error.code == KafkaErrorCode.offsetNotAvailable.rawValue {
                     // Uploaded meanwhile: read it from its object once the commit shows.
-                    _ = await metadata.waitForVersion(state.lastAppliedIndex + 1, timeout: .milliseconds(500))
+                    _ = await metadata.waitForApplied(after: state.lastAppliedIndex, timeout: .milliseconds(500))
                     continue
                 }
             } else {
