@@ -54,18 +54,9 @@ public actor MetadataFollower {
 
     /// Returns once the image reached `target`, or `false` after `timeout`.
     public func waitForVersion(_ target: UInt64, timeout: Duration) async -> Bool {
-        if version >= target { return true }
-        let id = nextWaiter
-        nextWaiter += 1
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            self.wake(id)
+        await waitUntil(timeout: timeout, { self.version >= target }) { id, continuation in
+            self.versionWaiters[id] = (target, continuation)
         }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            versionWaiters[id] = (target, continuation)
-        }
-        timer.cancel()
-        return version >= target
     }
 
     /// Returns once the image has applied a command after log index `index` (its
@@ -74,18 +65,26 @@ public actor MetadataFollower {
     /// return at once when the log has moved on by entries that change nothing (a new leader's
     /// no-op), which `version` counts and `lastAppliedIndex` does not.
     public func waitForApplied(after index: UInt64, timeout: Duration) async -> Bool {
-        if state.lastAppliedIndex > index { return true }
+        await waitUntil(timeout: timeout, { self.state.lastAppliedIndex > index }) { id, continuation in
+            self.appliedWaiters[id] = (index, continuation)
+        }
+    }
+
+    /// Parks the caller under a fresh waiter id (which `apply` or the timeout resumes) unless
+    /// `reached` already holds; returns whether it holds at the end.
+    private func waitUntil(
+        timeout: Duration, _ reached: () -> Bool, park: (UInt64, CheckedContinuation<Void, Never>) -> Void
+    ) async -> Bool {
+        if reached() { return true }
         let id = nextWaiter
         nextWaiter += 1
         let timer = Task {
             try? await Task.sleep(for: timeout)
             self.wake(id)
         }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            appliedWaiters[id] = (index, continuation)
-        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in park(id, continuation) }
         timer.cancel()
-        return state.lastAppliedIndex > index
+        return reached()
     }
 
     private func wake(_ id: UInt64) {
