@@ -13,6 +13,7 @@ Prints one JSON line per check; exits non-zero on the first failed check.
 import asyncio
 import json
 import sys
+import threading
 import time
 import uuid
 
@@ -52,15 +53,34 @@ def kafka_python():
 
     consumers = [make(), make()]
     seen = []
-    deadline = time.time() + DEADLINE_S
-    while time.time() < deadline:
-        for c in consumers:
-            for records in c.poll(timeout_ms=100).values():
-                seen.extend((r.partition, r.offset) for r in records)
-        owned = [tp.partition for c in consumers for tp in c.assignment()]
-        if sorted(owned) == list(range(PARTITIONS)) and all(c.assignment() for c in consumers) and len(set(seen)) >= PARTITIONS * PER_PARTITION:
-            break
-    owned = [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+    owned = [[], []]
+    changed = threading.Condition()
+    stop = threading.Event()
+
+    def member(k):
+        # Each consumer polls from its own thread, as applications run them: kafka-python's poll
+        # blocks while its member rejoins, so one thread polling both in turn can leave the other
+        # unable to rejoin, and the group rebalances back and forth without settling.
+        consumer = consumers[k]
+        while not stop.is_set():
+            batches = consumer.poll(timeout_ms=100)
+            with changed:
+                for records in batches.values():
+                    seen.extend((r.partition, r.offset) for r in records)
+                owned[k] = sorted(tp.partition for tp in consumer.assignment())
+                changed.notify_all()
+
+    def settled():
+        return sorted(sum(owned, [])) == list(range(PARTITIONS)) and all(owned) and len(set(seen)) >= PARTITIONS * PER_PARTITION
+
+    members = [threading.Thread(target=member, args=(k,), daemon=True) for k in range(len(consumers))]
+    for thread in members:
+        thread.start()
+    with changed:
+        changed.wait_for(settled, timeout=DEADLINE_S)
+    stop.set()
+    for thread in members:
+        thread.join(timeout=30)
     report("shared-assignment", sorted(sum(owned, [])) == list(range(PARTITIONS)) and all(owned), assignments=owned)
     # Every record reached the group; a rebalance before the first commit may legitimately deliver some twice.
     report("consumed-all", set(seen) == {(p, o) for p in range(PARTITIONS) for o in range(PER_PARTITION)}, count=len(seen))
