@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterMetadata
 import ControllerClient
 import DequeModule
@@ -173,7 +170,7 @@ public actor ReplicaManager {
     let eventLoop: any EventLoop
     /// Kafka's `producer.id.expiration.ms`: idempotent producers silent this long are forgotten.
     let producerIdExpirationMs: Int64
-    /// Broker wall clock in ms (injectable for tests).
+    /// Broker wall clock in ms (the broker's one clock, `BrokerContext.now`).
     let now: @Sendable () -> Int64
     private var partitions: [PartitionKey: Partition] = [:]
     private var cache: LogCache
@@ -193,7 +190,7 @@ public actor ReplicaManager {
     public init(
         nodeId: NodeID, zone: String, wal: WALClient, committed: any CommittedDataReader, metadata: any MetadataSource,
         writer: any MetadataWriter, logCacheBytes: Int, direct: DirectObjectAppender? = nil,
-        producerIdExpirationMs: Int64 = 86_400_000, now: @escaping @Sendable () -> Int64 = ReplicaManager.wallClockMillis,
+        producerIdExpirationMs: Int64 = 86_400_000, now: @escaping @Sendable () -> Int64,
         logger: Logger
     ) {
         self.producerIdExpirationMs = producerIdExpirationMs
@@ -495,13 +492,6 @@ public actor ReplicaManager {
     /// How often (at most) a partition's expired producers are looked for, on its next append;
     /// half the expiry when that is shorter.
     static let producerSweepIntervalMs: Int64 = 60_000
-
-    /// Milliseconds since the Unix epoch.
-    public static let wallClockMillis: @Sendable () -> Int64 = {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
-    }
 
     /// Producer state rebuilt from the durable batches in [max(logStart, end - producerScanOffsets), end).
     private func rebuildProducers(stream: StreamID, writer: NodeID, logStart: Int64, end: Int64) async throws -> ProducerStateTable {

@@ -83,12 +83,12 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         let committed = CommittedReader(
             store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),
             logger: logger)
+        let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
         let replicas = ReplicaManager(
             nodeId: common.nodeID, zone: common.zone, wal: wal, committed: committed, metadata: follower, writer: controller,
             logCacheBytes: logCacheBytes,
             direct: walBypass ? DirectObjectAppender(store: store, writer: controller, metadata: follower, logger: logger) : nil,
-            producerIdExpirationMs: producerIdExpirationMs, logger: logger)
-        let now: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+            producerIdExpirationMs: producerIdExpirationMs, now: now, logger: logger)
         let membership = NodeMembership(
             controller: controller,
             registration: NodeRegistration(
