@@ -186,7 +186,7 @@ public actor ControllerClient {
             }
             next = next.advanced(by: interval)
             if next < clock.now { next = clock.now }
-            do { try await Task.sleep(until: next, clock: clock) } catch { return }
+            do { try await LoopTimers.sleep(until: next) } catch { return }
         }
     }
 
@@ -254,7 +254,7 @@ public actor ControllerClient {
                 if leaderHint == endpoint { leaderHint = nil }
             }
             hintsFollowed = 0
-            try await Task.sleep(for: backoff)
+            try await LoopTimers.sleep(for: backoff)
             backoff = min(backoff * 2, .milliseconds(200))
         }
         throw ControllerClientError.unavailable(lastFailure)

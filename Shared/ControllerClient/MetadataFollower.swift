@@ -78,10 +78,7 @@ public actor MetadataFollower {
         if reached() { return true }
         let id = nextWaiter
         nextWaiter += 1
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            self.wake(id)
-        }
+        let timer = LoopTimers.after(timeout) { Task { await self.wake(id) } }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in park(id, continuation) }
         timer.cancel()
         return reached()
@@ -117,7 +114,7 @@ public actor MetadataFollower {
                 if Task.isCancelled { break }
                 logger.debug("metadata fetch failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
                 index += 1
-                do { try await Task.sleep(for: backoff) } catch { break }
+                do { try await LoopTimers.sleep(for: backoff) } catch { break }
                 backoff = min(backoff * 2, .milliseconds(500))
             }
         }

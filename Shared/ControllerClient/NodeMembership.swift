@@ -1,5 +1,6 @@
 import ClusterMetadata
 import KafkaProtocol
+import KafkaTransport
 import Logging
 
 /// Keeps a service registered with the controller: registers (retrying with backoff), heartbeats,
@@ -34,7 +35,7 @@ public actor NodeMembership {
                 return result == .ok
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                try? await LoopTimers.sleep(for: timeout)
                 return false
             }
             let first = await group.next() ?? false
@@ -57,7 +58,7 @@ public actor NodeMembership {
                 confirmed = try await controller.register(registration)
             } catch {
                 logger.warning("registration failed; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
-                do { try await Task.sleep(for: backoff) } catch { return }
+                do { try await LoopTimers.sleep(for: backoff) } catch { return }
                 backoff = min(backoff * 2, .seconds(5))
                 continue
             }
@@ -81,7 +82,7 @@ public actor NodeMembership {
                 }
                 next = next.advanced(by: interval)
                 if next < clock.now { next = clock.now }
-                do { try await Task.sleep(until: next, clock: clock) } catch { return }
+                do { try await LoopTimers.sleep(until: next) } catch { return }
             }
         }
     }

@@ -161,7 +161,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
             guard !state.shuttingDown else { return [] }
             state.shuttingDown = true
             state.deadline = Task {
-                try? await Task.sleep(for: grace)
+                try? await LoopTimers.sleep(for: grace)
                 if !Task.isCancelled { self.closeEveryConnection() }
             }
             return Array(state.connections.values)

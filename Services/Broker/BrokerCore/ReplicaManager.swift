@@ -305,7 +305,7 @@ public actor ReplicaManager {
                     "taking over the partition failed; retrying",
                     metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
             }
-            do { try await Task.sleep(for: backoff) } catch { return }
+            do { try await LoopTimers.sleep(for: backoff) } catch { return }
             backoff = min(backoff * 2, .seconds(1))
         }
     }
@@ -451,7 +451,7 @@ public actor ReplicaManager {
                 } catch {
                     logger.warning("resync failed; retrying", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
                 }
-                do { try await Task.sleep(for: backoff) } catch { return }
+                do { try await LoopTimers.sleep(for: backoff) } catch { return }
                 backoff = min(backoff * 2, .seconds(1))
                 continue
             }
@@ -480,7 +480,7 @@ public actor ReplicaManager {
             } catch {
                 logger.warning("resync failed; retrying", metadata: ["partition": "\(partition.key.topic)-\(partition.key.partition)", "error": "\(error)"])
             }
-            do { try await Task.sleep(for: backoff) } catch { return }
+            do { try await LoopTimers.sleep(for: backoff) } catch { return }
             backoff = min(backoff * 2, .seconds(1))
         }
     }
@@ -722,10 +722,7 @@ public actor ReplicaManager {
     public func waitForChange(timeout: Duration) async {
         let id = nextWaiter
         nextWaiter &+= 1
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            self.wake(id)
-        }
+        let timer = LoopTimers.after(timeout) { Task { await self.wake(id) } }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             waiters[id] = continuation
         }

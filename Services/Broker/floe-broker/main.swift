@@ -215,7 +215,7 @@ struct BrokerLifecycle: Service {
             gets.record(Double(stats.gets))
             getFailures.record(Double(stats.getFailures))
             getsInFlight.record(Double(stats.inFlight))
-            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            do { try await LoopTimers.sleep(for: .seconds(1)) } catch { return }
         }
     }
 }

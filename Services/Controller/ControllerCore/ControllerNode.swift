@@ -290,7 +290,7 @@ public actor ControllerNode {
                     return
                 }
                 self.logger.info("reassignment move not applied; retrying in a second", metadata: ["partition": "\(key.topic)-\(key.partition)", "outcome": "\(outcome)"])
-                try? await Task.sleep(for: .seconds(1))
+                try? await LoopTimers.sleep(for: .seconds(1))
                 self.reassignmentProposals.remove(key)
             }
         }
@@ -316,10 +316,7 @@ public actor ControllerNode {
         nextProposalID += 1
         let payload = Array(MetadataLogEntry(command, writeId: writeId).encode().readableBytesView)
         instruments.proposals.increment()
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            self.finishProposal(id, .timedOut)
-        }
+        let timer = LoopTimers.after(timeout) { Task { await self.finishProposal(id, .timedOut) } }
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<ProposalOutcome, Never>) in
             proposals[id] = Proposal(continuation: continuation)
             step(.propose(id: id, payload: payload))
@@ -609,10 +606,7 @@ public actor ControllerNode {
         if appliedIndex <= fromVersion, maxWait > .zero, !stopped, !draining, !Task.isCancelled {
             let id = nextFetchWaiter
             nextFetchWaiter += 1
-            let timer = Task {
-                try? await Task.sleep(for: maxWait)
-                self.wakeFetcher(id)
-            }
+            let timer = LoopTimers.after(maxWait) { Task { await self.wakeFetcher(id) } }
             // A closed connection cancels its requests: the server reports the close only after they return, and
             // the session of a killed node is cut short only then, so the long poll must not wait out its time.
             await withTaskCancellationHandler {
@@ -692,10 +686,7 @@ public actor ControllerNode {
             rounds += 1
             let id = nextFetchWaiter
             nextFetchWaiter += 1
-            let timer = Task {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                self.wakeStatusWaiter(id)
-            }
+            let timer = LoopTimers.after(deadline - clock.now) { Task { await self.wakeStatusWaiter(id) } }
             await withCheckedContinuation { statusWaiters[id] = $0 }
             timer.cancel()
         }

@@ -228,7 +228,7 @@ public final class ControllerService: Sendable {
             // single one, or a follower) wakes a few times a second instead of hundreds.
             while !Task.isCancelled {
                 let delay = await node.nextTickDelay(minimum: interval, maximum: .milliseconds(100))
-                do { try await Task.sleep(for: delay) } catch { return }
+                do { try await LoopTimers.sleep(for: delay) } catch { return }
                 await node.tick()
             }
         }

@@ -1,5 +1,6 @@
 import ClusterMetadata
 import ControllerClient
+import KafkaTransport
 import Logging
 import Metrics
 import NIOCore
@@ -73,7 +74,7 @@ public actor WALUploader {
                 return nil
             } catch {
                 if clock.now + delay >= deadline || Task.isCancelled { return "\(error)" }
-                try? await Task.sleep(for: delay)
+                try? await LoopTimers.sleep(for: delay)
                 delay = min(delay * 2, .seconds(2))
             }
         }
@@ -87,7 +88,7 @@ public actor WALUploader {
         // Polls the pending byte count at a fraction of the interval so the size trigger fires promptly.
         let poll = max(min(interval / 5, .milliseconds(50)), .milliseconds(5))
         while !Task.isCancelled {
-            do { try await Task.sleep(for: poll) } catch { return }
+            do { try await LoopTimers.sleep(for: poll) } catch { return }
             let pending = await engine.stats().durableUntrimmedBytes
             let elapsed = clock.now - lastAttempt
             // After a failure the backoff alone decides the retry: the data is already due.

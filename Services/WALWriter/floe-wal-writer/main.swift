@@ -180,7 +180,7 @@ struct WALWriterLifecycle: Service {
             appendP99.record(Double(stats.appendLatency.quantileUpperBoundMicros(0.99) ?? -1))
             syncP50.record(Double(stats.syncLatency.quantileUpperBoundMicros(0.5) ?? -1))
             syncP99.record(Double(stats.syncLatency.quantileUpperBoundMicros(0.99) ?? -1))
-            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            do { try await LoopTimers.sleep(for: .seconds(1)) } catch { return }
         }
     }
 }

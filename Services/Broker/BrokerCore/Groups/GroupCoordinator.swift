@@ -1,6 +1,7 @@
 import ClusterMetadata
 import KafkaProtocol
 import KafkaRecords
+import KafkaTransport
 import Logging
 import NIOCore
 
@@ -55,14 +56,14 @@ public actor GroupCoordinator {
             }
             tasks.addTask {
                 while !Task.isCancelled {
-                    do { try await Task.sleep(for: Self.tickInterval) } catch { return }
+                    do { try await LoopTimers.sleep(for: Self.tickInterval) } catch { return }
                     await self.tick()
                 }
             }
             let interval = Duration.milliseconds(max(config.offsetsRetentionCheckIntervalMs, 1_000))
             tasks.addTask {
                 while !Task.isCancelled {
-                    do { try await Task.sleep(for: interval) } catch { return }
+                    do { try await LoopTimers.sleep(for: interval) } catch { return }
                     await self.expireOffsets()
                 }
             }
@@ -138,7 +139,7 @@ public actor GroupCoordinator {
                 failures += 1
                 logger.warning("loading group records failed; retrying", metadata: ["partition": "\(key.partition)", "error": "\(error)"])
             }
-            do { try await Task.sleep(for: .milliseconds(min(50 * failures, 1000))) } catch { return }
+            do { try await LoopTimers.sleep(for: .milliseconds(min(50 * failures, 1000))) } catch { return }
         }
         guard shards[key.partition] === shard, !Task.isCancelled else { return }
         shard.groups = replay.groups(config: config, now: context.now())
