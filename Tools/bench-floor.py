@@ -12,11 +12,22 @@ idle disk queue answer slower than busy ones:
             the relay forwarding and the server syncing before it answers: the shape of a produce
 
 Usage: python3 Tools/bench-floor.py --directory /path/on/the/wal/disk [--rates 100,1000] [--count 1000]
+
+With --floe and --bootstrap it instead alternates, --rounds times at each rate, the chain with a
+`floe bench produce` run against a running cluster (one producer, one 1 KiB record per request,
+acks=all), so that Floe's latency is read next to what the host charged at the same moment:
+
+  python3 Tools/bench-floor.py --directory /tmp/floor --floe .build/release/floe \
+      --bootstrap 127.0.0.1:44092 --rates 100 --rounds 5 --duration 15
 """
 import argparse
 import os
+import re
+import shutil
 import socket
+import statistics
 import struct
+import subprocess
 import sys
 import time
 from multiprocessing import Process
@@ -136,11 +147,60 @@ def timed_fsyncs(directory, rate, count):
     return result
 
 
+def timed_chain(directory, rate, count):
+    server_port, relay_port = free_port(), free_port()
+    chain_file = os.path.join(directory, "bench-floor-chain.tmp")
+    server = start(serve_fsync, server_port, chain_file)
+    relay = start(serve_relay, relay_port, server_port)
+    result = timed_round_trips(relay_port, rate, count)
+    relay.terminate()
+    server.terminate()
+    server.join()
+    if os.path.exists(chain_file):
+        os.unlink(chain_file)
+    return result
+
+
+def floe_produce(floe, bootstrap, rate, duration):
+    """Runs `floe bench produce` at `rate`; returns its produce p50 and p99 in seconds."""
+    command = [floe, "bench", "produce", "--bootstrap", bootstrap, "--rate", f"{rate:g}", "--duration", f"{duration:g}"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120)
+    match = re.search(r"produce latency[^:]*:\s*p50 ([0-9.]+) ms, p99 ([0-9.]+) ms", run.stdout)
+    if run.returncode != 0 or not match:
+        sys.exit(f"{' '.join(command)} failed (exit {run.returncode}):\n{run.stdout}{run.stderr}")
+    return float(match.group(1)) / 1e3, float(match.group(2)) / 1e3
+
+
+def alternate(args, rates):
+    print("bench-floor: Floe's produce latency next to the host's chain, alternating")
+    print(f"  {args.floe} bench produce --bootstrap {args.bootstrap} --duration {args.duration:g}; chain: {args.count} samples")
+    print()
+    print("| rate (req/s) | round | chain p50 / p99 | Floe p50 / p99 | Floe p50 − chain p50 |")
+    print("|---:|---:|---|---|---:|")
+    for rate in rates:
+        chains, floes = [], []
+        for round_number in range(1, args.rounds + 1):
+            chain = timed_chain(args.directory, rate, args.count)
+            floe = floe_produce(args.floe, args.bootstrap, rate, args.duration)
+            chains.append(chain)
+            floes.append(floe)
+            print(f"| {rate:g} | {round_number} | {chain[0] * 1e3:.2f} / {chain[1] * 1e3:.2f} ms "
+                  f"| {floe[0] * 1e3:.2f} / {floe[1] * 1e3:.2f} ms | {(floe[0] - chain[0]) * 1e3:+.2f} ms |", flush=True)
+        median = lambda values: statistics.median(values) * 1e3
+        print(f"| {rate:g} | median | {median([c[0] for c in chains]):.2f} / {median([c[1] for c in chains]):.2f} ms "
+              f"| {median([f[0] for f in floes]):.2f} / {median([f[1] for f in floes]):.2f} ms "
+              f"| {median([f[0] - c[0] for f, c in zip(floes, chains)]):+.2f} ms |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--directory", required=True, help="a directory on the disk the WAL uses")
     parser.add_argument("--rates", default="100,1000", help="requests per second, comma-separated")
     parser.add_argument("--count", type=int, default=1000, help="samples per measurement (at most 100000)")
+    parser.add_argument("--floe", help="path of the floe command: alternate the chain with `floe bench produce`")
+    parser.add_argument("--bootstrap", help="HOST:PORT of the running cluster's broker (with --floe)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations per rate (with --floe)")
+    parser.add_argument("--duration", type=float, default=15, help="seconds per floe bench run (with --floe)")
     args = parser.parse_args()
     if not os.path.isdir(args.directory):
         sys.exit(f"--directory {args.directory} is not a directory")
@@ -149,6 +209,18 @@ def main():
     rates = [float(r) for r in args.rates.split(",")]
     if any(not 1 <= r <= 100_000 for r in rates):
         sys.exit("--rates must each be in [1, 100000]")
+
+    if args.floe or args.bootstrap:
+        if not (args.floe and args.bootstrap):
+            sys.exit("--floe and --bootstrap go together")
+        found = shutil.which(args.floe)
+        if not found:
+            sys.exit(f"--floe {args.floe} is not an executable file (nor a command on PATH)")
+        args.floe = found
+        if not 1 <= args.rounds <= 100 or not 1 <= args.duration <= 3600:
+            sys.exit("--rounds must be in [1, 100] and --duration in [1, 3600]")
+        alternate(args, rates)
+        return
 
     print("bench-floor: what this host charges for the pieces of a produce")
     print(f"  directory {args.directory}, {args.count} samples each, cores: {os.cpu_count()}")
@@ -161,16 +233,7 @@ def main():
         echo_result = timed_round_trips(echo_port, rate, args.count)
         echo.terminate()
         fsync_result = timed_fsyncs(args.directory, rate, args.count)
-        server_port, relay_port = free_port(), free_port()
-        chain_file = os.path.join(args.directory, "bench-floor-chain.tmp")
-        server = start(serve_fsync, server_port, chain_file)
-        relay = start(serve_relay, relay_port, server_port)
-        chain_result = timed_round_trips(relay_port, rate, args.count)
-        relay.terminate()
-        server.terminate()
-        server.join()
-        if os.path.exists(chain_file):
-            os.unlink(chain_file)
+        chain_result = timed_chain(args.directory, rate, args.count)
         cells = [f"{p50 * 1e3:.2f} / {p99 * 1e3:.2f} ms" for p50, p99 in (echo_result, fsync_result, chain_result)]
         print(f"| {rate:g} | " + " | ".join(cells) + " |")
 
