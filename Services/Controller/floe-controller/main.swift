@@ -7,7 +7,7 @@ import ServiceLifecycle
 
 /// `floe-controller`: one voter of the controller Raft group.
 @main
-struct FloeController: AsyncParsableCommand {
+struct FloeController: AsyncParsableCommand, EventLoopSizing {
     static let configuration = CommandConfiguration(
         commandName: "floe-controller", abstract: "Floe controller: Raft-replicated cluster metadata in SQLite.")
 
@@ -20,14 +20,17 @@ struct FloeController: AsyncParsableCommand {
     var sessionCloseGraceMs = 1000
     @Option(name: .customLong("election-timeout-ms"), help: "Lower bound of the Raft election timeout in ms; the upper bound is twice it (FLOE_ELECTION_TIMEOUT_MS).")
     var electionTimeoutMs = 1000
+    @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the controller's tasks (FLOE_EVENT_LOOPS).")
+    var eventLoops = 1
 
-    static func main() async { await mainWithEnvironment() }
+    static func main() async { await mainWithEnvironment(tasksOnEventLoops: true) }
 
     func validate() throws {
         guard (100...600_000).contains(sessionTimeoutMs) else { throw ValidationError("--session-timeout-ms must be in 100...600000") }
         // Nodes heartbeat every 300 ms at most; a grace shorter than a couple of heartbeats would fence live nodes that reconnect.
         guard (600...600_000).contains(sessionCloseGraceMs) else { throw ValidationError("--session-close-grace-ms must be in 600...600000") }
         guard (50...60_000).contains(electionTimeoutMs) else { throw ValidationError("--election-timeout-ms must be in 50...60000") }
+        guard (1...256).contains(eventLoops) else { throw ValidationError("--event-loops must be in [1, 256]") }
     }
 
     func run() async throws {
