@@ -218,6 +218,7 @@ let package = Package(
             dependencies: [
                 "KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ] + nio,
             path: "Tests/KafkaTransportTests"
         ),
