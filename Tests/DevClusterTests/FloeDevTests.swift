@@ -148,12 +148,12 @@ import Testing
             arguments: ["dev", "--data-dir", root + "/data", "--base-port", "\(held - 198)", "--grace-period", "2"],
             environment: environment, logPath: log)
         let exit = await ChildProcess.waitForExit(pid)
+        try await holder.close()
         let output = try String(contentsOfFile: log, encoding: .utf8)
         #expect(exit == .exited(64), "\(output)")
         #expect(output.contains("ports of this cluster are already in use ("), "\(output)")
         #expect(output.contains("controller-1 admin 127.0.0.1:\(held)"), "\(output)")
         #expect(!FileManager.default.fileExists(atPath: root + "/data/cluster.json"))
-        try await holder.close()
     }
 
     @Test func invalidEnvironmentValueStopsTheServiceWithAClearMessage() async throws {
