@@ -3,10 +3,12 @@ import NIOCore
 
 /// One accepted connection of a `KafkaServer`, as the last handler of its channel pipeline.
 ///
-/// Request headers are parsed on the event loop as frames arrive. `KafkaRequestHandler.accept` runs in one
-/// task at a time, strictly in arrival order; completions run concurrently in tasks of their own (or, when
-/// no request is waiting, in the accepting task itself, which saves a task per request at light load).
-/// Responses are written from the event loop in request order, as soon as the oldest one is known.
+/// Request headers are parsed on the event loop as frames arrive. A request the handler can take on the loop
+/// (`KafkaRequestHandler.acceptOnLoop`) is accepted there without a task; otherwise `accept` runs in one
+/// task at a time, strictly in arrival order. Completions run concurrently in tasks of their own (or, when
+/// no request is waiting, in the accepting task itself, which saves a task per request at light load), or
+/// arrive as futures. Responses are written from the event loop in request order, as soon as the oldest
+/// one is known.
 ///
 /// Every mutable property is confined to the channel's event loop: tasks come back to it through `onLoop`,
 /// which runs inline when the task already executes there (the services run their tasks on the loops).
@@ -64,6 +66,8 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     private var hookCalled = false
     /// `stopReading` was called: the end of input is our own shutdown (drain), not the peer leaving (close).
     private var stopRequested = false
+    /// Requests are being taken from the backlog on the loop (`acceptOnLoop`); nested calls leave it to that.
+    private var admittingOnLoop = false
 
     init(
         info: ConnectionInfo, eventLoop: any EventLoop, handler: Handler, resolver: @escaping KafkaHeaderVersionResolver,
@@ -194,11 +198,60 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     private var admitted: Int { slots.count + (accepting ? 1 : 0) }
 
     private func startAcceptingIfIdle() {
-        guard !accepting, isAnswering, admitted < maxInFlight, let request = backlog.popFirst() else {
-            return
+        guard !admittingOnLoop else { return }
+        admittingOnLoop = true
+        defer { admittingOnLoop = false }
+        var ready = false
+        while !accepting, isAnswering, admitted < maxInFlight, let request = backlog.first {
+            if let pending = handler.acceptOnLoop(request, connection: info) {
+                backlog.removeFirst()
+                if admit(correlationId: request.correlationId, pending) { ready = true }
+                continue
+            }
+            backlog.removeFirst()
+            accepting = true
+            spawn { connection in await connection.acceptLoop(first: request) }
+            break
         }
-        accepting = true
-        spawn { connection in await connection.acceptLoop(first: request) }
+        guard ready else { return }
+        admittingOnLoop = false
+        writeReady()
+    }
+
+    /// Queues the response slot of a request accepted on the loop; true when its answer is already known.
+    private func admit(correlationId: Int32, _ pending: KafkaPendingResponse) -> Bool {
+        let sequence = firstSlot + UInt64(slots.count)
+        switch pending.storage {
+        case let .ready(action):
+            slots.append(Slot(correlationId: correlationId, action: action))
+            return true
+        case let .later(complete):
+            slots.append(Slot(correlationId: correlationId, action: nil))
+            spawn { connection in await connection.run(complete, for: sequence) }
+        case let .future(future):
+            slots.append(Slot(correlationId: correlationId, action: nil))
+            fulfillWhenDone(future, for: sequence)
+        }
+        return false
+    }
+
+    /// Fulfils slot `sequence` when `future` completes. The answer is written at once, but taking further
+    /// requests waits for the next loop turn: the future may complete inside the handler's own code.
+    private func fulfillWhenDone(_ future: EventLoopFuture<KafkaResponseAction>, for sequence: UInt64) {
+        future.hop(to: eventLoop).whenComplete { result in
+            let action: KafkaResponseAction
+            switch result {
+            case let .success(value): action = value
+            case let .failure(error): action = .close(reason: "request failed: \(error)")
+            }
+            let nested = self.admittingOnLoop
+            self.admittingOnLoop = true
+            self.fulfill(sequence, action)
+            self.admittingOnLoop = nested
+            if !nested, !self.backlog.isEmpty, !self.accepting {
+                self.eventLoop.execute { self.startAcceptingIfIdle() }
+            }
+        }
     }
 
     private func acceptLoop(first: KafkaRequestFrame) async {
@@ -232,15 +285,28 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
         case let .later(complete):
             slots.append(Slot(correlationId: correlationId, action: nil))
             completion = complete
+        case let .future(future):
+            slots.append(Slot(correlationId: correlationId, action: nil))
+            fulfillWhenDone(future, for: sequence)
         }
-        let next = admitted <= maxInFlight ? backlog.popFirst() : nil
+        // Waiting requests the handler takes on the loop need no task; the first it does not goes on in this one.
+        var next: KafkaRequestFrame?
+        let nested = admittingOnLoop
+        admittingOnLoop = true
+        while isAnswering, admitted <= maxInFlight, let request = backlog.popFirst() {
+            guard let pending = handler.acceptOnLoop(request, connection: info) else {
+                next = request
+                break
+            }
+            _ = admit(correlationId: request.correlationId, pending)
+        }
+        admittingOnLoop = nested
         accepting = next != nil
         if let completion {
             guard next != nil else { return .complete(sequence, completion) }
             spawn { connection in await connection.run(completion, for: sequence) }
-        } else {
-            writeReady()
         }
+        writeReady()
         return next.map(AcceptStep.next) ?? .stop
     }
 

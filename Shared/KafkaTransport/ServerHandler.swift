@@ -29,6 +29,7 @@ public struct KafkaPendingResponse: Sendable {
     enum Storage: Sendable {
         case ready(KafkaResponseAction)
         case later(@Sendable () async -> KafkaResponseAction)
+        case future(EventLoopFuture<KafkaResponseAction>)
     }
 
     let storage: Storage
@@ -36,6 +37,11 @@ public struct KafkaPendingResponse: Sendable {
     /// A response computed later by `complete`, which runs concurrently with other requests' completions.
     public init(_ complete: @escaping @Sendable () async -> KafkaResponseAction) {
         storage = .later(complete)
+    }
+
+    /// A response that `future` delivers (no task is started for it; a failed future closes the connection).
+    public init(future: EventLoopFuture<KafkaResponseAction>) {
+        storage = .future(future)
     }
 
     /// A response that is already known (no task is started for it).
@@ -56,6 +62,13 @@ public protocol KafkaRequestHandler: Sendable {
     /// promptly when its task is cancelled (connection closed or server shutdown deadline passed).
     func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse
 
+    /// The same as `accept`, without a task, for requests whose order-sensitive part can run right away on
+    /// the connection's event loop; nil (having done nothing) sends the request to `accept` instead.
+    ///
+    /// Called on the event loop, in arrival order, only while no `accept` is running for the connection.
+    /// At light load it saves a task and its thread hand-offs per request.
+    func acceptOnLoop(_ request: KafkaRequestFrame, connection: ConnectionInfo) -> KafkaPendingResponse?
+
     /// Called once after a connection has ended (peer closed, error, idle timeout or shutdown), after every
     /// completion of its requests has returned.
     func connectionClosed(_ connection: ConnectionInfo) async
@@ -64,4 +77,7 @@ public protocol KafkaRequestHandler: Sendable {
 extension KafkaRequestHandler {
     /// Most handlers keep no per-connection state.
     public func connectionClosed(_ connection: ConnectionInfo) async {}
+
+    /// Most requests go through `accept`.
+    public func acceptOnLoop(_ request: KafkaRequestFrame, connection: ConnectionInfo) -> KafkaPendingResponse? { nil }
 }

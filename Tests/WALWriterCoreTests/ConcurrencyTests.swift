@@ -1,5 +1,7 @@
 import Foundation
 import NIOCore
+import NIOPosix
+import Synchronization
 import Testing
 import WALWriterCore
 
@@ -101,6 +103,49 @@ import WALWriterCore
         #expect(after.bufferedBytes == limit - 2 * record)
         #expect(after.blockedAppends == 0)
         await wal.close()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func appendsEnqueuedOnTheEngineLoopCallBackThereOnceEach() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20), logger: quietLogger, eventLoop: loop)
+        #expect(wal.eventLoop === loop)
+        let outcomes = Mutex<[Int: [Result<AppendResult, WALError>]]>([:])
+        let offLoop = Mutex(0)
+        let allDone = loop.makePromise(of: Void.self)
+        let remaining = Mutex(40)
+        // Enqueued without a task from the loop itself (the handler's on-loop path), a wrong offset among them,
+        // each with its callback registered right away.
+        let tickets = try await loop.submit {
+            (0..<40).map { index in
+                let ticket = wal.assumeIsolated { engine in
+                    let base = index == 20 ? Int64(900) : Int64(index < 20 ? index : index - 1)
+                    return engine.enqueueAppend(stream: 3, epoch: 1, baseOffset: base, lastOffset: base, batches: bytes("r\(index)"))
+                }
+                ticket.whenComplete { result in
+                    if !loop.inEventLoop { offLoop.withLock { $0 += 1 } }
+                    outcomes.withLock { $0[index, default: []].append(result) }
+                    if remaining.withLock({ $0 -= 1; return $0 }) == 0 { allDone.succeed() }
+                }
+                return ticket
+            }
+        }.get()
+        try await allDone.futureResult.get()
+        let results = outcomes.withLock { $0 }
+        #expect(results.count == 40 && results.values.allSatisfy { $0.count == 1 }, "each callback runs exactly once")
+        #expect(offLoop.withLock { $0 } == 0, "callbacks of pending appends run on the engine's loop")
+        #expect(throws: WALError.offsetMismatch(stream: 3, expectedBaseOffset: 20)) { try results[20]?.first?.get() }
+        let lsns = try (0..<40).filter { $0 != 20 }.map { try #require(results[$0]?.first).get().lsn }
+        #expect(lsns == lsns.sorted() && Set(lsns).count == 39)
+        // A callback registered after completion runs at once, on the caller's thread.
+        let late = Mutex<LSN?>(nil)
+        tickets[0].whenComplete { result in late.withLock { $0 = try? result.get().lsn } }
+        #expect(late.withLock { $0 } == lsns.first)
+        #expect(try await tickets[39].result().lsn == lsns.last, "awaiting and callbacks see the same outcome")
+        await wal.close()
+        try await group.shutdownGracefully()
     }
 
     @Test func pipelinedAppendsOfOneStreamStayInOrder() async throws {

@@ -7,6 +7,7 @@ import KafkaTransport
 import Logging
 import Synchronization
 import NIOCore
+import NIOPosix
 import ObjectStorage
 import WALWriterCore
 @testable import WALWriterService
@@ -144,12 +145,22 @@ final class Writer: Sendable {
     let endpoint: KafkaEndpoint
     let transport: KafkaClient
 
-    init(volume: String, harness: Harness) async throws {
-        engine = try await WALEngine.open(configuration: .init(directory: volume, segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
+    /// The writer's own one-thread loop group, when it runs the engine and every connection on one loop.
+    let group: MultiThreadedEventLoopGroup?
+
+    /// With `oneLoop` the engine and the server share one event loop, as in the service (one loop by
+    /// default), so appends take the handler's on-loop path; otherwise they share the process's loops.
+    init(volume: String, harness: Harness, oneLoop: Bool = false) async throws {
+        let group = oneLoop ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        self.group = group
+        engine = try await WALEngine.open(
+            configuration: .init(directory: volume, segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger,
+            eventLoop: group?.next())
         uploader = WALUploader(engine: engine, store: harness.store, controller: harness.client, metadata: harness.follower, logger: testLogger)
+        var configuration = KafkaServerConfiguration(port: 0, headerVersionResolver: WALRequestHandler.resolver, shutdownGracePeriod: .seconds(1))
+        if let group { configuration.eventLoopGroup = group }
         server = KafkaServer(
-            configuration: KafkaServerConfiguration(port: 0, headerVersionResolver: WALRequestHandler.resolver, shutdownGracePeriod: .seconds(1)),
-            handler: WALRequestHandler(engine: engine, uploader: uploader, logger: testLogger), logger: testLogger)
+            configuration: configuration, handler: WALRequestHandler(engine: engine, uploader: uploader, logger: testLogger), logger: testLogger)
         let server = server
         serverTask = Task { try await server.run() }
         endpoint = KafkaEndpoint(host: "127.0.0.1", port: try await server.boundPort())
@@ -188,6 +199,7 @@ final class Writer: Sendable {
         serverTask.cancel()
         _ = try? await serverTask.value
         await engine.close()
+        try? await group?.shutdownGracefully()
     }
 }
 

@@ -10,10 +10,10 @@ import WALWriterCore
 
 @Suite("WAL writer service", .serialized)
 struct WALWriterServiceTests {
-    @Test("append, read and fence over the wire; stale epoch and offset mismatch refused")
-    func appendReadFence() async throws {
+    @Test("append, read and fence over the wire; stale epoch and offset mismatch refused", arguments: [false, true])
+    func appendReadFence(oneLoop: Bool) async throws {
         let harness = try await Harness(name: "wire")
-        let writer = try await Writer(volume: harness.directory + "/wal", harness: harness)
+        let writer = try await Writer(volume: harness.directory + "/wal", harness: harness, oneLoop: oneLoop)
         try await withCleanup {
             try await withTimeout(.seconds(60), "wire") {
                 let stream: StreamID = 7

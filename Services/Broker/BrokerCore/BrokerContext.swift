@@ -45,6 +45,9 @@ public final class BrokerContext: Sendable {
         self.now = now
     }
 
+    /// Whether `waitUntilListed` has nothing left to wait for.
+    public var isListed: Bool { listed.load(ordering: .acquiring) }
+
     /// Returns once this broker is among the active brokers of its metadata image, or after
     /// `timeout`. The listener opens before the broker's registration reaches its own image; a
     /// request answered in that window would list no broker (or not this one), which clients

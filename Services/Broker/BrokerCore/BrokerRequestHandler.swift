@@ -149,6 +149,15 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
         }
     }
 
+    /// Produce, once this broker is listed, when the connection runs on the replica manager's loop: checked,
+    /// given offsets and sent to the WAL writer without a task, answered from the WAL's callback.
+    public func acceptOnLoop(_ request: KafkaRequestFrame, connection: ConnectionInfo) -> KafkaPendingResponse? {
+        guard request.apiKey == ApiKey.produce.rawValue, context.isListed, context.replicas.eventLoop.inEventLoop else { return nil }
+        BrokerMetrics.requests[.produce]?.increment()
+        guard let parsed: ProduceRequest = decode(request) else { return malformed(.produce, request.apiVersion) }
+        return Produce.acceptOnLoop(parsed, version: request.apiVersion, context: context)
+    }
+
     private func decode<Request: KafkaStruct>(_ request: KafkaRequestFrame) -> Request? {
         var body = request.body
         return try? Request(from: &body, version: request.apiVersion)

@@ -70,6 +70,10 @@ public enum PartitionUnavailable: Error, Sendable {
 /// assigning offsets, sending appends to the WAL writer in offset order, advancing high watermarks
 /// as appends become durable, and the log cache of acknowledged batches.
 public actor ReplicaManager {
+    /// The manager's code runs on its event loop, so a request handler already there (one loop per broker
+    /// by default) queues a produce without a task, and WAL answers are applied without one.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
+
     final class Partition {
         enum Phase { case recovering, ready, resyncing }
 
@@ -167,7 +171,7 @@ public actor ReplicaManager {
     let metadata: any MetadataSource
     let writer: any MetadataWriter
     let logger: Logger
-    let eventLoop: any EventLoop
+    public nonisolated let eventLoop: any EventLoop
     /// Kafka's `producer.id.expiration.ms`: idempotent producers silent this long are forgotten.
     let producerIdExpirationMs: Int64
     /// Broker wall clock in ms (the broker's one clock, `BrokerContext.now`).
@@ -624,14 +628,17 @@ public actor ReplicaManager {
                 logAppendTime: append.logAppendTime ?? -1, outcome: nil, promise: promise))
         let key = append.key
         let identity = ObjectIdentifier(partition)
-        future.whenComplete { result in
+        // Applied on this actor's loop straight from the WAL answer's callback: no task per append.
+        future.hop(to: eventLoop).whenComplete { result in
             let outcome: WALCallError?
             switch result {
             case .success(let error): outcome = error
             case .failure(let error):
                 outcome = WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "WAL writer connection: \(error)")
             }
-            Task { await self.answered(key, identity: identity, generation: generation, baseOffset: base, outcome: outcome) }
+            self.assumeIsolated { manager in
+                manager.answered(key, identity: identity, generation: generation, baseOffset: base, outcome: outcome)
+            }
         }
         return promise.futureResult
     }

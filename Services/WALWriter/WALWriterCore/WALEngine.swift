@@ -8,7 +8,7 @@ import NIOPosix
 /// several appends of one stream in a fixed order.
 public final class AppendTicket: Sendable {
     private enum State {
-        case waiting([CheckedContinuation<WALBatcher.Outcome, Never>])
+        case waiting([@Sendable (WALBatcher.Outcome) -> Void])
         case done(WALBatcher.Outcome)
     }
 
@@ -23,34 +23,44 @@ public final class AppendTicket: Sendable {
     }
 
     func complete(_ outcome: WALBatcher.Outcome) {
-        let waiters = state.withLockedValue { state -> [CheckedContinuation<WALBatcher.Outcome, Never>] in
-            guard case .waiting(let waiters) = state else { return [] }
+        let callbacks = state.withLockedValue { state -> [@Sendable (WALBatcher.Outcome) -> Void] in
+            guard case .waiting(let callbacks) = state else { return [] }
             state = .done(outcome)
-            return waiters
+            return callbacks
         }
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        for callback in callbacks { callback(outcome) }
+    }
+
+    /// Calls `body` with the outcome once the append is durable (or refused): at once if it already is,
+    /// else on the thread that completes it (the engine's event loop).
+    public func whenComplete(_ body: @escaping @Sendable (Result<AppendResult, WALError>) -> Void) {
+        let baseOffset = baseOffset
+        let lastOffset = lastOffset
+        let callback: @Sendable (WALBatcher.Outcome) -> Void = { outcome in
+            switch outcome {
+            case .appended(let lsn): body(.success(AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)))
+            case .failed(let error): body(.failure(error))
+            case .fenced: body(.failure(WALError.unavailable("unexpected outcome")))
+            }
+        }
+        let done = state.withLockedValue { state -> WALBatcher.Outcome? in
+            switch state {
+            case .waiting(var callbacks):
+                callbacks.append(callback)
+                state = .waiting(callbacks)
+                return nil
+            case .done(let outcome):
+                return outcome
+            }
+        }
+        if let done { callback(done) }
     }
 
     /// Waits until the append is durable (or refused).
     public func result() async throws -> AppendResult {
-        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<WALBatcher.Outcome, Never>) in
-            let done = state.withLockedValue { state -> WALBatcher.Outcome? in
-                switch state {
-                case .waiting(var waiters):
-                    waiters.append(continuation)
-                    state = .waiting(waiters)
-                    return nil
-                case .done(let outcome):
-                    return outcome
-                }
-            }
-            if let done { continuation.resume(returning: done) }
-        }
-        switch outcome {
-        case .appended(let lsn): return AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)
-        case .failed(let error): throw error
-        case .fenced: throw WALError.unavailable("unexpected outcome")
-        }
+        try await withCheckedContinuation { (continuation: CheckedContinuation<Result<AppendResult, WALError>, Never>) in
+            whenComplete { continuation.resume(returning: $0) }
+        }.get()
     }
 }
 
@@ -156,6 +166,11 @@ public struct WALStats: Sendable, Equatable {
 /// The WAL of one volume: durable appends with group commit, reads of the untrimmed tail,
 /// fencing and trimming. Blocking file work runs on a dedicated thread.
 public actor WALEngine {
+    /// The event loop the engine's code runs on: its executor, so a handler already on that loop can
+    /// submit an append without a task (`assumeIsolated`).
+    public nonisolated let eventLoop: any EventLoop
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
+
     /// Engine settings.
     public struct Configuration: Sendable {
         /// The volume's directory (created if missing).
@@ -216,7 +231,10 @@ public actor WALEngine {
     private var statistics = WALStats()
     private var closed = false
 
-    private init(configuration: Configuration, logger: Logger, volume: WALVolume, pool: NIOThreadPool, recovered: RecoveredState) {
+    private init(
+        configuration: Configuration, logger: Logger, volume: WALVolume, pool: NIOThreadPool, recovered: RecoveredState, eventLoop: any EventLoop
+    ) {
+        self.eventLoop = eventLoop
         self.logger = logger
         self.volume = volume
         self.pool = pool
@@ -232,8 +250,11 @@ public actor WALEngine {
         self.inlineWriteAfterIdle = configuration.inlineWriteAfterIdle
     }
 
-    /// Opens (and recovers) the WAL in `configuration.directory`.
-    public static func open(configuration: Configuration, logger: Logger = Logger(label: "floe.wal")) async throws -> WALEngine {
+    /// Opens (and recovers) the WAL in `configuration.directory`; the engine runs on `eventLoop` (default: one
+    /// of the process's shared loops, the one the caller runs on if it runs on one).
+    public static func open(
+        configuration: Configuration, logger: Logger = Logger(label: "floe.wal"), eventLoop: (any EventLoop)? = nil
+    ) async throws -> WALEngine {
         guard configuration.segmentSize >= 4096, configuration.maxBufferedBytes > 0, configuration.maxWriteBytes > 0,
               configuration.maxUnsyncedBytes > 0 else {
             throw WALError.unavailable("invalid configuration")
@@ -256,7 +277,9 @@ public actor WALEngine {
                 "wal.next_lsn": "\(state.nextLSN)", "wal.trim_lsn": "\(state.trimLSN)",
                 "wal.streams": "\(state.streams.count)", "wal.untrimmed_records": "\(state.records.count)",
             ])
-            return WALEngine(configuration: configuration, logger: logger, volume: volume, pool: pool, recovered: state)
+            return WALEngine(
+                configuration: configuration, logger: logger, volume: volume, pool: pool, recovered: state,
+                eventLoop: eventLoop ?? MultiThreadedEventLoopGroup.singleton.any())
         case .failure(let error):
             try? await pool.shutdownGracefully()
             throw error

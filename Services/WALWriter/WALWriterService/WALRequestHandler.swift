@@ -60,20 +60,15 @@ public struct WALRequestHandler: KafkaRequestHandler {
                 baseOffset: parsed.baseOffset, lastOffset: parsed.lastOffset, batches: parsed.batches)
             let bytes = parsed.batches.readableBytes
             return KafkaPendingResponse {
-                var response = WALAppendResponse()
+                let result: Result<AppendResult, WALError>
                 do {
-                    let result = try await ticket.result()
-                    response.lsn = Int64(clamping: result.lsn)
-                    Counter(label: "floe_wal_append_bytes_total").increment(by: bytes)
-                    Timer(label: "floe_wal_append_seconds").recordNanoseconds(nanoseconds(ContinuousClock.now - start))
+                    result = .success(try await ticket.result())
                 } catch let error as WALError {
-                    Self.fill(&response, error)
-                    Counter(label: "floe_wal_append_errors_total").increment()
+                    result = .failure(error)
                 } catch {
-                    response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
-                    response.errorMessage = "\(error)"
+                    result = .failure(.unavailable("\(error)"))
                 }
-                return Self.respond(response, version: version, header: header)
+                return Self.appended(result, bytes: bytes, start: start, version: version, header: header)
             }
         case .wALRead:
             guard let parsed = try? WALReadRequest(from: &body, version: version) else {
@@ -140,6 +135,47 @@ public struct WALRequestHandler: KafkaRequestHandler {
         }
     }
 
+    /// Appends on the engine's own loop: enqueued there without a task, answered from the engine's
+    /// completion without one either. Anything else goes through `accept`.
+    public func acceptOnLoop(_ request: KafkaRequestFrame, connection: ConnectionInfo) -> KafkaPendingResponse? {
+        guard request.apiKey == ApiKey.wALAppend.rawValue, engine.eventLoop.inEventLoop else { return nil }
+        let version = request.apiVersion
+        let header = ApiKey.wALAppend.responseHeaderVersion(version)
+        var body = request.body
+        guard let parsed = try? WALAppendRequest(from: &body, version: version) else {
+            return .immediate(.close(reason: "malformed WALAppend"))
+        }
+        let start = ContinuousClock.now
+        let ticket = engine.assumeIsolated { engine in
+            engine.enqueueAppend(
+                stream: UInt64(bitPattern: parsed.streamId), epoch: parsed.epoch,
+                baseOffset: parsed.baseOffset, lastOffset: parsed.lastOffset, batches: parsed.batches)
+        }
+        let bytes = parsed.batches.readableBytes
+        let promise = engine.eventLoop.makePromise(of: KafkaResponseAction.self)
+        ticket.whenComplete { result in
+            promise.succeed(Self.appended(result, bytes: bytes, start: start, version: version, header: header))
+        }
+        return KafkaPendingResponse(future: promise.futureResult)
+    }
+
+    /// The answer to an append, with its metrics.
+    static func appended(
+        _ result: Result<AppendResult, WALError>, bytes: Int, start: ContinuousClock.Instant, version: Int16, header: Int16
+    ) -> KafkaResponseAction {
+        var response = WALAppendResponse()
+        switch result {
+        case .success(let appended):
+            response.lsn = Int64(clamping: appended.lsn)
+            WALMetrics.appendBytes.increment(by: bytes)
+            WALMetrics.appendSeconds.recordNanoseconds(nanoseconds(ContinuousClock.now - start))
+        case .failure(let error):
+            fill(&response, error)
+            WALMetrics.appendErrors.increment()
+        }
+        return respond(response, version: version, header: header)
+    }
+
     static func fill(_ response: inout WALAppendResponse, _ error: WALError) {
         response.errorCode = code(error)
         response.errorMessage = error.description
@@ -171,6 +207,14 @@ public struct WALRequestHandler: KafkaRequestHandler {
         }
         return .respond(body: buffer, headerVersion: header)
     }
+}
+
+/// The append path's metrics, created once (after the metrics system is bootstrapped, on first use) rather
+/// than looked up in the registry on every append.
+enum WALMetrics {
+    static let appendBytes = Counter(label: "floe_wal_append_bytes_total")
+    static let appendSeconds = Timer(label: "floe_wal_append_seconds")
+    static let appendErrors = Counter(label: "floe_wal_append_errors_total")
 }
 
 /// A duration in whole nanoseconds, for swift-metrics timers.

@@ -17,10 +17,28 @@ enum Produce {
     }
 
     static func accept(_ request: ProduceRequest, version: Int16, context: BrokerContext) async -> KafkaPendingResponse {
+        let checked = check(request, context: context)
+        let appends = accepted(checked)
+        let futures = appends.isEmpty ? [] : await context.replicas.enqueue(appends)
+        return respond(request, checked: checked, appends: appends, futures: futures, version: version, context: context)
+    }
+
+    /// `accept` without a task, on the replica manager's event loop (the caller checks it runs there).
+    static func acceptOnLoop(_ request: ProduceRequest, version: Int16, context: BrokerContext) -> KafkaPendingResponse {
+        let checked = check(request, context: context)
+        let appends = accepted(checked)
+        let futures = appends.isEmpty ? [] : context.replicas.assumeIsolated { $0.enqueue(appends) }
+        return respond(request, checked: checked, appends: appends, futures: futures, version: version, context: context)
+    }
+
+    private typealias Verdicts = [(topic: String, partition: Int32, verdict: Checked)]
+
+    /// Every partition's verdict, in request order.
+    private static func check(_ request: ProduceRequest, context: BrokerContext) -> Verdicts {
         // The image the partitions were last brought in line with: no hop to the metadata follower.
         let state = context.replicas.latestState
         let now = context.now()
-        var checked: [(topic: String, partition: Int32, verdict: Checked)] = []
+        var checked: Verdicts = []
         for topic in request.topicData {
             for partition in topic.partitionData {
                 let verdict: Checked
@@ -34,27 +52,33 @@ enum Produce {
                 checked.append((topic.name, partition.index, verdict))
             }
         }
+        return checked
+    }
+
+    private static func accepted(_ checked: Verdicts) -> [ReplicaManager.Append] {
         var appends: [ReplicaManager.Append] = []
         for item in checked {
             if case .accepted(let append) = item.verdict { appends.append(append) }
         }
-        let futures = appends.isEmpty ? [] : await context.replicas.enqueue(appends)
+        return appends
+    }
+
+    /// The answer, once every queued append is durable (or failed): a future, so it is written from the
+    /// callback that learns of the last one.
+    private static func respond(
+        _ request: ProduceRequest, checked verdicts: Verdicts, appends: [ReplicaManager.Append],
+        futures: [EventLoopFuture<AppendResult>], version: Int16, context: BrokerContext
+    ) -> KafkaPendingResponse {
         if request.acks == 0 { return .immediate(.noResponse) }
         let logger = context.logger
-        let verdicts = checked
         let started = ContinuousClock.now
         BrokerMetrics.produceBytes.increment(by: appends.reduce(0) { $0 + $1.records.readableBytes })
-        return KafkaPendingResponse {
+        let loop = context.replicas.eventLoop
+        let answered = EventLoopFuture.whenAllComplete(futures, on: loop).map { outcomes -> KafkaResponseAction in
             defer {
                 BrokerMetrics.produceSeconds.recordNanoseconds(
                     Int64(((ContinuousClock.now - started) / .nanoseconds(1)).rounded()))
             }
-            var results: [AppendResult] = []
-            results.reserveCapacity(futures.count)
-            for future in futures {
-                results.append((try? await future.get()) ?? .failure(.unknownServerError))
-            }
-            var response = ProduceResponse()
             var next = 0
             var order: [String] = []
             var byTopic: [String: [ProduceResponse.PartitionProduceResponse]] = [:]
@@ -75,7 +99,7 @@ enum Produce {
                         }
                     }
                 case .accepted:
-                    let result = results[next]
+                    let result = (try? outcomes[next].get()) ?? .failure(.unknownServerError)
                     next += 1
                     answer.errorCode = result.errorCode
                     answer.baseOffset = result.baseOffset
@@ -86,6 +110,7 @@ enum Produce {
                 if byTopic[item.topic] == nil { order.append(item.topic) }
                 byTopic[item.topic, default: []].append(answer)
             }
+            var response = ProduceResponse()
             response.responses = order.map { name in
                 var topic = ProduceResponse.TopicProduceResponse()
                 topic.name = name
@@ -94,6 +119,7 @@ enum Produce {
             }
             return encode(response, key: .produce, version: version, logger: logger)
         }
+        return KafkaPendingResponse(future: answered)
     }
 
     /// Checks one partition's record set: the partition exists, every batch is a whole v2 batch within
