@@ -50,8 +50,8 @@ def fail(message):
     sys.exit(2)
 
 
-def only_process(name):
-    """The pid of the single running process whose executable is called `name`."""
+def only_process(name, flag):
+    """The pid of the single running process whose executable is called `name` (else `flag` must name it)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -62,7 +62,7 @@ def only_process(name):
         except OSError:
             continue
     if len(pids) != 1:
-        fail(f"found {len(pids)} running {name} processes; name one with --{name.split('-', 1)[1]}-pid")
+        fail(f"found {len(pids)} running {name} processes; name one with {flag}")
     return pids[0]
 
 
@@ -149,8 +149,8 @@ def main():
         fail(f"--floe {args.floe} is not an executable")
     if args.rate <= 0 or args.rate > 20000 or args.record_seconds <= 0 or args.record_seconds > 60:
         fail("--rate must be in (0, 20000] and --record-seconds in (0, 60]")
-    broker = args.broker_pid or only_process("floe-broker")
-    wal = args.wal_pid or only_process("floe-wal-writer")
+    broker = args.broker_pid or only_process("floe-broker", "--broker-pid")
+    wal = args.wal_pid or only_process("floe-wal-writer", "--wal-pid")
     duration = args.record_seconds + 6
     bench = subprocess.Popen(
         [floe, "bench", "produce", "--bootstrap", args.bootstrap, "--rate", str(args.rate), "--duration", str(duration)],

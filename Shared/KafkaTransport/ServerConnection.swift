@@ -198,24 +198,27 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
     private var admitted: Int { slots.count + (accepting ? 1 : 0) }
 
     private func startAcceptingIfIdle() {
-        guard !admittingOnLoop else { return }
-        admittingOnLoop = true
-        defer { admittingOnLoop = false }
-        var ready = false
-        while !accepting, isAnswering, admitted < maxInFlight, let request = backlog.first {
-            if let pending = handler.acceptOnLoop(request, connection: info) {
-                backlog.removeFirst()
-                if admit(correlationId: request.correlationId, pending) { ready = true }
-                continue
-            }
-            backlog.removeFirst()
+        guard !admittingOnLoop, !accepting else { return }
+        let (declined, ready) = admitWaitingOnLoop(below: maxInFlight)
+        if let declined {
             accepting = true
-            spawn { connection in await connection.acceptLoop(first: request) }
-            break
+            spawn { connection in await connection.acceptLoop(first: declined) }
         }
-        guard ready else { return }
-        admittingOnLoop = false
-        writeReady()
+        if ready { writeReady() }
+    }
+
+    /// Takes waiting requests the handler accepts on the loop while fewer than `limit` are admitted;
+    /// returns the first one it declines (out of the backlog, for `accept`) and whether an answer is ready.
+    private func admitWaitingOnLoop(below limit: Int) -> (declined: KafkaRequestFrame?, ready: Bool) {
+        let nested = admittingOnLoop
+        admittingOnLoop = true
+        defer { admittingOnLoop = nested }
+        var ready = false
+        while isAnswering, admitted < limit, let request = backlog.popFirst() {
+            guard let pending = handler.acceptOnLoop(request, connection: info) else { return (request, ready) }
+            if admit(correlationId: request.correlationId, pending) { ready = true }
+        }
+        return (nil, ready)
     }
 
     /// Queues the response slot of a request accepted on the loop; true when its answer is already known.
@@ -279,28 +282,16 @@ final class KafkaServerConnection<Handler: KafkaRequestHandler>: ChannelDuplexHa
         }
         let sequence = firstSlot + UInt64(slots.count)
         var completion: (@Sendable () async -> KafkaResponseAction)?
-        switch pending.storage {
-        case let .ready(action):
-            slots.append(Slot(correlationId: correlationId, action: action))
-        case let .later(complete):
+        if case let .later(complete) = pending.storage {
+            // Run by this task when nothing else waits (below), so it is not spawned here.
             slots.append(Slot(correlationId: correlationId, action: nil))
             completion = complete
-        case let .future(future):
-            slots.append(Slot(correlationId: correlationId, action: nil))
-            fulfillWhenDone(future, for: sequence)
+        } else {
+            _ = admit(correlationId: correlationId, pending)
         }
-        // Waiting requests the handler takes on the loop need no task; the first it does not goes on in this one.
-        var next: KafkaRequestFrame?
-        let nested = admittingOnLoop
-        admittingOnLoop = true
-        while isAnswering, admitted <= maxInFlight, let request = backlog.popFirst() {
-            guard let pending = handler.acceptOnLoop(request, connection: info) else {
-                next = request
-                break
-            }
-            _ = admit(correlationId: request.correlationId, pending)
-        }
-        admittingOnLoop = nested
+        // Waiting requests the handler takes on the loop need no task; the first it does not goes on in this
+        // one. `admitted` still counts this task's accepting role, hence the limit one above.
+        let (next, _) = admitWaitingOnLoop(below: maxInFlight + 1)
         accepting = next != nil
         if let completion {
             guard next != nil else { return .complete(sequence, completion) }

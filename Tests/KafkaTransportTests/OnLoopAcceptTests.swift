@@ -39,12 +39,7 @@ final class OnLoopHandler: KafkaRequestHandler {
 
     /// Waits until `count` more requests have been accepted (by either path); their correlation ids.
     func nextAccepted(_ count: Int) async -> [Int32] {
-        var ids: [Int32] = []
-        for await id in events {
-            ids.append(id)
-            if ids.count == count { break }
-        }
-        return ids
+        await events.next(count)
     }
 
     /// Answers the `loop` request with this correlation id with its own body.

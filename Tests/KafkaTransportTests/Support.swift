@@ -153,3 +153,15 @@ func requestFrame(
     frame.setInteger(Int32(frame.readableBytes - 4), at: 0, endianness: .big)
     return frame
 }
+
+extension AsyncStream {
+    /// The next `count` elements, fewer if the stream ends or the task is cancelled (one consumer at a time).
+    func next(_ count: Int) async -> [Element] {
+        var elements: [Element] = []
+        for await element in self {
+            elements.append(element)
+            if elements.count == count { break }
+        }
+        return elements
+    }
+}

@@ -41,12 +41,7 @@ final class ScriptedHandler: KafkaRequestHandler {
 
     /// Waits until `count` more requests have been accepted and returns their correlation ids (single waiter at a time).
     func nextAccepted(_ count: Int) async -> [Int32] {
-        var ids: [Int32] = []
-        for await id in acceptedEvents {
-            ids.append(id)
-            if ids.count == count { break }
-        }
-        return ids
+        await acceptedEvents.next(count)
     }
 
     /// Waits for the next completion of a request and returns its correlation id (single waiter at a time).

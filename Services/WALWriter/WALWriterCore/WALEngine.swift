@@ -57,7 +57,7 @@ public final class AppendTicket: Sendable {
     }
 
     /// Waits until the append is durable (or refused).
-    public func result() async throws -> AppendResult {
+    public func result() async throws(WALError) -> AppendResult {
         try await withCheckedContinuation { (continuation: CheckedContinuation<Result<AppendResult, WALError>, Never>) in
             whenComplete { continuation.resume(returning: $0) }
         }.get()

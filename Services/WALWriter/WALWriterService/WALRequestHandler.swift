@@ -53,22 +53,16 @@ public struct WALRequestHandler: KafkaRequestHandler {
             guard let parsed = try? WALAppendRequest(from: &body, version: version) else {
                 return .immediate(.close(reason: "malformed WALAppend"))
             }
-            let start = ContinuousClock.now
             // Enqueued here, in arrival order, so one connection's appends of a stream reach the WAL in order.
-            let ticket = await engine.enqueueAppend(
-                stream: UInt64(bitPattern: parsed.streamId), epoch: parsed.epoch,
-                baseOffset: parsed.baseOffset, lastOffset: parsed.lastOffset, batches: parsed.batches)
+            let start = ContinuousClock.now
+            let ticket = await Self.enqueue(parsed, on: engine)
             let bytes = parsed.batches.readableBytes
             return KafkaPendingResponse {
-                let result: Result<AppendResult, WALError>
-                do {
-                    result = .success(try await ticket.result())
-                } catch let error as WALError {
-                    result = .failure(error)
+                do throws(WALError) {
+                    return Self.answer(.success(try await ticket.result()), bytes: bytes, start: start, version: version)
                 } catch {
-                    result = .failure(.unavailable("\(error)"))
+                    return Self.answer(.failure(error), bytes: bytes, start: start, version: version)
                 }
-                return Self.appended(result, bytes: bytes, start: start, version: version, header: header)
             }
         case .wALRead:
             guard let parsed = try? WALReadRequest(from: &body, version: version) else {
@@ -139,30 +133,27 @@ public struct WALRequestHandler: KafkaRequestHandler {
     /// completion without one either. Anything else goes through `accept`.
     public func acceptOnLoop(_ request: KafkaRequestFrame, connection: ConnectionInfo) -> KafkaPendingResponse? {
         guard request.apiKey == ApiKey.wALAppend.rawValue, engine.eventLoop.inEventLoop else { return nil }
-        let version = request.apiVersion
-        let header = ApiKey.wALAppend.responseHeaderVersion(version)
         var body = request.body
-        guard let parsed = try? WALAppendRequest(from: &body, version: version) else {
+        guard let parsed = try? WALAppendRequest(from: &body, version: request.apiVersion) else {
             return .immediate(.close(reason: "malformed WALAppend"))
         }
         let start = ContinuousClock.now
-        let ticket = engine.assumeIsolated { engine in
-            engine.enqueueAppend(
-                stream: UInt64(bitPattern: parsed.streamId), epoch: parsed.epoch,
-                baseOffset: parsed.baseOffset, lastOffset: parsed.lastOffset, batches: parsed.batches)
-        }
+        let ticket = engine.assumeIsolated { Self.enqueue(parsed, on: $0) }
         let bytes = parsed.batches.readableBytes
+        let version = request.apiVersion
         let promise = engine.eventLoop.makePromise(of: KafkaResponseAction.self)
-        ticket.whenComplete { result in
-            promise.succeed(Self.appended(result, bytes: bytes, start: start, version: version, header: header))
-        }
+        ticket.whenComplete { result in promise.succeed(Self.answer(result, bytes: bytes, start: start, version: version)) }
         return KafkaPendingResponse(future: promise.futureResult)
     }
 
+    private static func enqueue(_ request: WALAppendRequest, on engine: isolated WALEngine) -> AppendTicket {
+        engine.enqueueAppend(
+            stream: UInt64(bitPattern: request.streamId), epoch: request.epoch,
+            baseOffset: request.baseOffset, lastOffset: request.lastOffset, batches: request.batches)
+    }
+
     /// The answer to an append, with its metrics.
-    static func appended(
-        _ result: Result<AppendResult, WALError>, bytes: Int, start: ContinuousClock.Instant, version: Int16, header: Int16
-    ) -> KafkaResponseAction {
+    private static func answer(_ result: Result<AppendResult, WALError>, bytes: Int, start: ContinuousClock.Instant, version: Int16) -> KafkaResponseAction {
         var response = WALAppendResponse()
         switch result {
         case .success(let appended):
@@ -173,7 +164,7 @@ public struct WALRequestHandler: KafkaRequestHandler {
             fill(&response, error)
             WALMetrics.appendErrors.increment()
         }
-        return respond(response, version: version, header: header)
+        return respond(response, version: version, header: ApiKey.wALAppend.responseHeaderVersion(version))
     }
 
     static func fill(_ response: inout WALAppendResponse, _ error: WALError) {
