@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import KafkaRecords
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -119,18 +120,49 @@ final class WALVolume: @unchecked Sendable {
     private var recycled: [String] = []
     /// Enough for the segments trimmed between two rolls at full speed.
     static let maxRecycled = 4
+    /// Whether appends are written with O_DIRECT where the file system allows it.
+    let directWrites: Bool
+    /// The current segment opened with O_DIRECT (-1: appends go through the page cache).
+    private var directFD: Int32 = -1
+    /// Block-aligned staging for direct writes; starts with the bytes of the partly written block at
+    /// the write position, which every direct write rewrites (with the same bytes) ahead of the new ones.
+    private let staging = AlignedBytes(alignment: WALVolume.directBlock)
+    /// Alignment of offsets, lengths and memory for direct writes; 4 KiB suits every common device.
+    static let directBlock = 4096
 
-    init(directory: String, segmentSize: Int, zeroFill: Bool = true) {
+    private let logger: Logger
+    /// Whether the fall-back to buffered appends has been logged.
+    private var refusalLogged = false
+
+    init(directory: String, segmentSize: Int, zeroFill: Bool = true, directWrites: Bool = true, logger: Logger = Logger(label: "floe.wal")) {
+        self.logger = logger
         self.directory = directory
         self.segmentSize = segmentSize
         self.zeroFill = zeroFill
+        self.directWrites = directWrites && WALVolume.oDirect != nil
         spareThread = NIOThreadPool(numberOfThreads: 1)
         spareThread.start()
     }
 
     deinit {
         if fd >= 0 { close(fd) }
+        if directFD >= 0 { close(directFD) }
         shutdown()
+    }
+
+    /// Whether the current segment takes direct writes (false before the first segment, when turned
+    /// off, or when the file system refuses O_DIRECT).
+    var writingDirect: Bool { directFD >= 0 }
+
+    /// O_DIRECT, which Swift's Glibc module does not export.
+    static var oDirect: Int32? {
+        #if os(Linux) && (arch(x86_64) || arch(i386))
+        return 0o40000
+        #elseif os(Linux) && (arch(arm64) || arch(arm))
+        return 0o200000
+        #else
+        return nil
+        #endif
     }
 
     /// Stops the spare-preparation thread.
@@ -243,8 +275,7 @@ final class WALVolume: @unchecked Sendable {
             // The log ended below the trim point (damage in trimmed data): continue in a fresh
             // segment starting at the trim point, so LSNs stay consecutive within each segment.
             state.nextLSN = state.trimLSN
-            if fd >= 0 { close(fd) }
-            fd = -1
+            closeSegment()
         }
         if cut == nil, zeroFill {
             // An empty volume: the first segment is needed at once, so prepare it now (startup
@@ -311,7 +342,7 @@ final class WALVolume: @unchecked Sendable {
     private func openForAppend(sequence: UInt64, position: Int) throws(WALError) {
         let fd = open(path(sequence), O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw .volume(operation: "open segment", errno: errno) }
-        if self.fd >= 0 { close(self.fd) }
+        closeSegment()
         self.fd = fd
         writePosition = position
         // Erase everything after the cut so a later append can never line up with stale records.
@@ -320,6 +351,44 @@ final class WALVolume: @unchecked Sendable {
         try zero(from: position, to: max(segmentSize, Int(st.st_size)))
         try preallocate()
         guard fdatasync(fd) == 0 else { throw .volume(operation: "fdatasync", errno: errno) }
+        try openDirect(path(sequence))
+    }
+
+    private func logRefusal(_ what: String, errno code: Int32) {
+        guard !refusalLogged else { return }
+        refusalLogged = true
+        let reason = code == 0 ? "short write" : String(cString: strerror(code))
+        logger.warning("WAL volume \(directory): \(what) failed (\(reason)); appends go through the page cache")
+    }
+
+    private func closeSegment() {
+        if fd >= 0 { close(fd) }
+        if directFD >= 0 { close(directFD) }
+        fd = -1
+        directFD = -1
+    }
+
+    /// Opens the current segment for direct writes too, if asked for and the file system allows it,
+    /// and stages the partly written block at the write position (read back through the page cache).
+    private func openDirect(_ path: String) throws(WALError) {
+        guard directWrites, let flag = Self.oDirect else { return }
+        let dfd = open(path, O_WRONLY | flag | O_CLOEXEC)
+        // EINVAL: this file system does not do direct I/O; appends stay buffered.
+        guard dfd >= 0 else {
+            logRefusal("open with O_DIRECT", errno: errno)
+            return
+        }
+        directFD = dfd
+        let start = writePosition & ~(Self.directBlock - 1)
+        let carried = writePosition - start
+        staging.reserve(Self.directBlock, keeping: 0)
+        var done = 0
+        while done < carried {
+            let n = pread(fd, staging.base + done, carried - done, off_t(start + done))
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { throw .volume(operation: "pread", errno: n < 0 ? errno : EIO) }
+            done += n
+        }
     }
 
     private func zero(from start: Int, to end: Int) throws(WALError) {
@@ -378,9 +447,51 @@ final class WALVolume: @unchecked Sendable {
 
     private func flush(_ buffer: inout ByteBuffer) throws(WALError) {
         guard buffer.readableBytes > 0 else { return }
-        try writeAll(buffer, at: writePosition)
+        if directFD >= 0 {
+            try writeDirect(buffer)
+        } else {
+            try writeAll(buffer, at: writePosition)
+        }
         writePosition += buffer.readableBytes
         buffer.clear()
+    }
+
+    /// Writes `buffer` at the write position in whole blocks with O_DIRECT: the partly written block
+    /// there (same bytes again, so a torn write cannot damage what was durable), the new records,
+    /// zeros to the end of the last block. After an idle period this syncs faster than page-cache
+    /// writeback (about 80 µs of a 300–450 µs fdatasync here), and it never copies into the cache.
+    /// A file system that refuses an aligned direct write gets this and later writes buffered.
+    private func writeDirect(_ buffer: ByteBuffer) throws(WALError) {
+        let block = Self.directBlock
+        let start = writePosition & ~(block - 1)
+        let carried = writePosition - start
+        let end = carried + buffer.readableBytes
+        let padded = (end + block - 1) & ~(block - 1)
+        staging.reserve(padded, keeping: carried)
+        buffer.withUnsafeReadableBytes { staging.base.advanced(by: carried).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        (staging.base + end).initializeMemory(as: UInt8.self, repeating: 0, count: padded - end)
+        var done = 0
+        while done < padded {
+            let n = pwrite(directFD, staging.base + done, padded - done, off_t(start + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EINVAL { break }
+                throw .volume(operation: "pwrite", errno: errno)
+            }
+            done += n
+            // A short write leaves the rest unaligned: finish it buffered.
+            if done < padded, done % block != 0 { break }
+        }
+        if done < padded {
+            logRefusal("a direct write", errno: done % block != 0 ? 0 : EINVAL)
+            close(directFD)
+            directFD = -1
+            try writeAll(buffer, at: writePosition)
+            return
+        }
+        // Keep the block the next write starts in.
+        let kept = end & ~(block - 1)
+        if kept > 0 { staging.base.copyMemory(from: staging.base + kept, byteCount: end - kept) }
     }
 
     private func writeAll(_ buffer: ByteBuffer, at offset: Int) throws(WALError) {
@@ -400,8 +511,7 @@ final class WALVolume: @unchecked Sendable {
     private func roll(firstLSN: LSN) throws(WALError) {
         if fd >= 0 {
             guard fdatasync(fd) == 0 else { throw .volume(operation: "fdatasync", errno: errno) }
-            close(fd)
-            fd = -1
+            closeSegment()
         }
         let sequence = (segments.last?.sequence ?? 0) + 1
         let final = path(sequence)
@@ -436,6 +546,7 @@ final class WALVolume: @unchecked Sendable {
         try syncDirectory()
         segments.append(Segment(sequence: sequence, firstLSN: firstLSN))
         writePosition = WALFormat.segmentHeaderSize
+        try openDirect(final)
         if recycled.isEmpty { prepareSpare() }
     }
 
@@ -522,4 +633,31 @@ final class WALVolume: @unchecked Sendable {
 
     /// Current segment count (for tests and metrics).
     var segmentCount: Int { segments.count }
+}
+
+/// Heap bytes aligned for O_DIRECT, grown on demand (used only from the volume's I/O calls).
+final class AlignedBytes {
+    let alignment: Int
+    private(set) var base: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+
+    init(alignment: Int) {
+        self.alignment = alignment
+        capacity = alignment
+        base = UnsafeMutableRawPointer.allocate(byteCount: alignment, alignment: alignment)
+    }
+
+    deinit { base.deallocate() }
+
+    /// Makes room for `count` bytes, keeping the first `keeping`.
+    func reserve(_ count: Int, keeping: Int) {
+        guard count > capacity else { return }
+        var grown = capacity
+        while grown < count { grown *= 2 }
+        let fresh = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: alignment)
+        fresh.copyMemory(from: base, byteCount: keeping)
+        base.deallocate()
+        base = fresh
+        capacity = grown
+    }
 }

@@ -31,6 +31,8 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
     var segmentBytes = 64 << 20
     @Option(name: .customLong("inline-write-after-idle-ms"), help: "A write of at most 64 KiB that finds the WAL idle this long syncs on the event loop instead of the I/O thread; 0: never (FLOE_INLINE_WRITE_AFTER_IDLE_MS).")
     var inlineWriteAfterIdleMs = 2
+    @Option(name: .customLong("direct-writes"), help: "Write appends with O_DIRECT in whole 4 KiB blocks where the volume's file system allows it; false: through the page cache (FLOE_DIRECT_WRITES).")
+    var directWrites = true
 
     @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the WAL writer's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
     var eventLoops = 1
@@ -62,7 +64,8 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
         let engine = try await WALEngine.open(
             configuration: .init(
                 directory: volume, segmentSize: segmentBytes, maxBufferedBytes: maxBufferedBytes,
-                inlineWriteAfterIdle: inlineWriteAfterIdleMs == 0 ? nil : .milliseconds(inlineWriteAfterIdleMs)),
+                inlineWriteAfterIdle: inlineWriteAfterIdleMs == 0 ? nil : .milliseconds(inlineWriteAfterIdleMs),
+                directWrites: directWrites),
             logger: logger)
         let controller = ControllerClient(endpoints: endpoints, logger: logger)
         let follower = MetadataFollower(client: controller, logger: logger)
