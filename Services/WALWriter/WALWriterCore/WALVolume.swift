@@ -120,8 +120,8 @@ final class WALVolume: @unchecked Sendable {
     private var recycled: [String] = []
     /// Enough for the segments trimmed between two rolls at full speed.
     static let maxRecycled = 4
-    /// Whether appends are written with O_DIRECT where the file system allows it.
-    let directWrites: Bool
+    /// O_DIRECT when appends are to be written with it (where the file system allows), else nil.
+    private let directFlag: Int32?
     /// The current segment opened with O_DIRECT (-1: appends go through the page cache).
     private var directFD: Int32 = -1
     /// Block-aligned staging for direct writes; starts with the bytes of the partly written block at
@@ -139,7 +139,7 @@ final class WALVolume: @unchecked Sendable {
         self.directory = directory
         self.segmentSize = segmentSize
         self.zeroFill = zeroFill
-        self.directWrites = directWrites && WALVolume.oDirect != nil
+        directFlag = directWrites ? WALVolume.oDirect : nil
         spareThread = NIOThreadPool(numberOfThreads: 1)
         spareThread.start()
     }
@@ -367,7 +367,7 @@ final class WALVolume: @unchecked Sendable {
     /// Opens the current segment for direct writes too, if asked for and the file system allows it,
     /// and stages the partly written block at the write position (read back through the page cache).
     private func openDirect(_ path: String) throws(WALError) {
-        guard directWrites, let flag = Self.oDirect else { return }
+        guard let flag = directFlag else { return }
         let dfd = open(path, O_WRONLY | flag | O_CLOEXEC)
         // EINVAL: this file system does not do direct I/O; appends stay buffered.
         guard dfd >= 0 else {
@@ -377,7 +377,6 @@ final class WALVolume: @unchecked Sendable {
         directFD = dfd
         let start = writePosition & ~(Self.directBlock - 1)
         let carried = writePosition - start
-        staging.reserve(Self.directBlock, keeping: 0)
         var done = 0
         while done < carried {
             let n = pread(fd, staging.base + done, carried - done, off_t(start + done))
