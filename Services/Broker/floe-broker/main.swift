@@ -166,25 +166,22 @@ struct BrokerLifecycle: Service {
     let logger: Logger
 
     func run() async throws {
-        let serverTask = Task { try await server.run() }
-        _ = try await server.boundPort()
-        let replicas = replicas, follower = follower, membership = membership, committed = committed, groups = groups
-        let background = [
-            Task { await Self.exportMetrics(replicas: replicas, committed: committed) },
-            Task { await groups.run() },
-            Task { await follower.run() },
-            Task { await membership.run() },
-            Task {
-                for await _ in await follower.versions() {
-                    await replicas.apply(await follower.state)
-                }
-            },
-        ]
-        try? await gracefulShutdown()
-        serverTask.cancel()
-        _ = try? await serverTask.value
-        for task in background { task.cancel() }
-        for task in background { await task.value }
+        let server = server, replicas = replicas, follower = follower, membership = membership, committed = committed, groups = groups
+        let serving = ServingLifecycle(
+            serve: { try await server.run() },
+            started: { _ = try await server.boundPort() },
+            background: [
+                { await Self.exportMetrics(replicas: replicas, committed: committed) },
+                { await groups.run() },
+                { await follower.run() },
+                { await membership.run() },
+                {
+                    for await _ in await follower.versions() {
+                        await replicas.apply(await follower.state)
+                    }
+                },
+            ])
+        try await serving.run()
         await replicas.resignAll()
         if !(await membership.deregister(timeout: .seconds(3))) {
             logger.warning("could not deregister; the controller fences this node when its session expires")

@@ -134,25 +134,23 @@ struct WALWriterLifecycle: Service {
     let logger: Logger
 
     func run() async throws {
-        let serverTask = Task { try await server.run() }
-        _ = try await server.boundPort()
-        let engine = engine, uploader = uploader, follower = follower, membership = membership
+        let engine = engine, server = server, uploader = uploader, follower = follower, membership = membership, logger = logger
         let uploadInterval = uploadInterval, uploadBytes = uploadBytes
-        let background = [
-            Task { await follower.run() },
-            Task { await membership.run() },
-            Task { await uploader.run(interval: uploadInterval, thresholdBytes: uploadBytes) },
-            Task { await Self.exportMetrics(engine: engine) },
-        ]
-        try? await gracefulShutdown()
-        serverTask.cancel()
-        _ = try? await serverTask.value
-        if let failure = await uploader.flush(timeout: .seconds(5)) {
-            // Not lost: the volume keeps it and the next start uploads it.
-            logger.warning("final upload did not complete", metadata: ["error": "\(failure)"])
-        }
-        for task in background { task.cancel() }
-        for task in background { await task.value }
+        let serving = ServingLifecycle(
+            serve: { try await server.run() },
+            started: { _ = try await server.boundPort() },
+            background: [
+                { await follower.run() },
+                { await membership.run() },
+                { await uploader.run(interval: uploadInterval, thresholdBytes: uploadBytes) },
+                { await Self.exportMetrics(engine: engine) },
+            ])
+        try await serving.run(drain: {
+            if let failure = await uploader.flush(timeout: .seconds(5)) {
+                // Not lost: the volume keeps it and the next start uploads it.
+                logger.warning("final upload did not complete", metadata: ["error": "\(failure)"])
+            }
+        })
         if !(await membership.deregister(timeout: .seconds(3))) {
             logger.warning("could not deregister; the controller fences this node when its session expires")
         }
