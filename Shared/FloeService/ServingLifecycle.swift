@@ -9,7 +9,7 @@ import ServiceLifecycle
 ///    then `drain` runs while the background jobs still run (a last upload still sees the metadata, heartbeats keep the session);
 ///    then the background jobs are cancelled and awaited.
 ///
-/// Replaces hand-kept arrays of unstructured `Task`s: nothing outlives the call, and a cancellation of the caller reaches every job.
+/// Nothing outlives the call, and a cancellation of the caller reaches every job.
 public struct ServingLifecycle: Sendable {
     public typealias Job = @Sendable () async -> Void
 
@@ -37,7 +37,7 @@ public struct ServingLifecycle: Sendable {
                 for job in background { working.addTask(operation: job) }
                 try? await gracefulShutdown()
                 serving.cancelAll()
-                while (try? await serving.next()) != nil {}
+                try? await serving.waitForAll()
                 await drain()
                 working.cancelAll()
             }
