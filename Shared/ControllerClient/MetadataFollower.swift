@@ -7,9 +7,9 @@ import NIOCore
 /// Keeps an in-memory `MetadataState` image current by long-polling FetchMetadata from any controller
 /// (followers serve it too), and publishes each new version.
 public actor MetadataFollower {
-    /// The current image.
+    /// The current image: empty until the first catch-up completes, then the controller's state as of `version`.
     public private(set) var state = MetadataState()
-    /// The log index the image reflects (no-op entries included); 0 before the first fetch.
+    /// The log index the image reflects (no-op entries included); 0 until the first catch-up completes.
     public private(set) var version: UInt64 = 0
 
     private let client: ControllerClient
@@ -22,12 +22,17 @@ public actor MetadataFollower {
     private var appliedWaiters: [UInt64: (after: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
     private var nextWaiter: UInt64 = 0
     private var preferred = 0
+    private let maxEntries: Int32
+    /// The image being built before the first catch-up completes (see `apply`); nil once published.
+    private var catchingUp: (state: MetadataState, version: UInt64)? = (MetadataState(), 0)
 
-    /// A follower that fetches through `client`; each long poll waits at most `maxWait` at the controller.
-    public init(client: ControllerClient, logger: Logger, maxWait: Duration = .seconds(1)) {
+    /// A follower that fetches through `client`; each long poll waits at most `maxWait` at the controller
+    /// and each answer holds at most `maxEntries` commands.
+    public init(client: ControllerClient, logger: Logger, maxWait: Duration = .seconds(1), maxEntries: Int32 = 1000) {
         self.client = client
         self.logger = logger
         self.maxWait = maxWait
+        self.maxEntries = maxEntries
     }
 
     /// Starts with `preferredEndpoint` (an index into the client's endpoints), e.g. to read from a nearby replica.
@@ -104,7 +109,7 @@ public actor MetadataFollower {
         while !Task.isCancelled {
             let endpoint = endpoints[index % endpoints.count]
             do {
-                let response = try await client.fetchMetadata(from: endpoint, fromVersion: version, maxWait: maxWait)
+                let response = try await client.fetchMetadata(from: endpoint, fromVersion: fetchedVersion, maxWait: maxWait, maxEntries: maxEntries)
                 if response.errorCode != 0 { throw ControllerClientError.server(code: response.errorCode, message: nil) }
                 try apply(response)
                 backoff = .milliseconds(10)
@@ -123,9 +128,37 @@ public actor MetadataFollower {
         wakeAll()
     }
 
-    /// Applies one FetchMetadata answer to the image.
+    /// Applies one FetchMetadata answer. Until the first catch-up completes the answers build a
+    /// private image: an answer holds at most `maxEntries` commands, and a prefix of the log is the
+    /// cluster as it was long ago (this node's own earlier registration active, topics not created
+    /// yet), which nothing may see as current. The image is published once it reaches the version
+    /// the controller had applied when it answered; later answers apply in place.
     func apply(_ response: FetchMetadataResponse) throws {
+        if var image = catchingUp.take() {
+            do {
+                try Self.apply(response, to: &image.state, version: &image.version)
+            } catch {
+                catchingUp = (MetadataState(), 0)  // half-applied: start the catch-up again
+                throw error
+            }
+            guard image.version >= response.appliedVersion else {
+                catchingUp = image
+                return
+            }
+            state = image.state
+            version = image.version
+            publish(from: 0)
+            return
+        }
         let before = version
+        try Self.apply(response, to: &state, version: &version)
+        publish(from: before)
+    }
+
+    /// The version the next fetch starts after: the private image's while catching up.
+    var fetchedVersion: UInt64 { catchingUp?.version ?? version }
+
+    private static func apply(_ response: FetchMetadataResponse, to state: inout MetadataState, version: inout UInt64) throws {
         if let snapshot = response.snapshot {
             state = try MetadataState(snapshot: snapshot)
             version = UInt64(clamping: response.snapshotVersion)
@@ -138,6 +171,10 @@ public actor MetadataFollower {
             version = index
         }
         version = max(version, UInt64(clamping: response.version))
+    }
+
+    /// Tells subscribers and waiters about a version past `before`.
+    private func publish(from before: UInt64) {
         guard version != before else { return }
         for continuation in subscribers.values { continuation.yield(version) }
         for (id, waiter) in appliedWaiters where waiter.after < state.lastAppliedIndex {

@@ -100,6 +100,37 @@ final class InProcessCluster: @unchecked Sendable {
         #expect(await image.state.topicNames.contains("second"))
     }
 
+    /// A node that starts after much has been written catches up over several answers (each holds at
+    /// most `maxEntries` commands). A prefix of the log is the cluster long ago, so nothing of it may
+    /// be published: the first image anyone sees already holds every command written before the start.
+    @Test func aStartingFollowerPublishesOnlyTheCaughtUpImage() async throws {
+        let cluster = try InProcessCluster(count: 1)
+        defer { cluster.cleanup() }
+        try await cluster.startAll()
+        _ = try #require(await cluster.leader())
+        let client = ControllerClient(endpoints: cluster.endpoints, logger: testLogger)
+        var last: UInt64 = 0
+        for k in 0..<12 { last = try await client.writeWithIndex(.createTopics([topic("early\(k)")])).1 }
+        let image = MetadataFollower(client: client, logger: testLogger, maxEntries: 3)
+        let versions = await image.versions()
+        let following = Task { await image.run() }
+        defer { following.cancel() }
+        var published: [UInt64] = []
+        var namesAtFirstImage: [String] = []
+        for await version in versions where version > 0 {
+            published.append(version)
+            namesAtFirstImage = await image.state.topicNames
+            break
+        }
+        #expect(published.first.map { $0 >= last } == true, "first image at \(published), the log was at \(last) before the start")
+        for k in 0..<12 { #expect(namesAtFirstImage.contains("early\(k)"), "early\(k) missing from the first image") }
+        // Once caught up, later changes are applied and published as before.
+        let (_, next) = try await client.writeWithIndex(.createTopics([topic("later")]))
+        #expect(await image.waitForVersion(next, timeout: .seconds(5)))
+        #expect(await image.state.topicNames.contains("later"))
+        await cluster.stopAll()
+    }
+
     @Test func threeControllersElectReplicateFailOverAndRecover() async throws {
         let cluster = try InProcessCluster()
         defer { cluster.cleanup() }

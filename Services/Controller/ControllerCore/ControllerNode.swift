@@ -618,6 +618,7 @@ public actor ControllerNode {
         }
         var response = FetchMetadataResponse()
         response.leaderId = status.leaderID.map { Int32(truncatingIfNeeded: $0) } ?? -1
+        response.appliedVersion = Int64(clamping: appliedIndex)
         guard appliedIndex > fromVersion else {
             response.version = Int64(clamping: fromVersion)
             return response

@@ -20,6 +20,8 @@ public struct FetchMetadataResponse: KafkaResponse {
     public var entries: [MetadataEntry] = []
     /// The version the caller has after applying this answer (no-op entries count).
     public var version: Int64 = 0
+    /// The version this controller had applied when it answered: a caller whose Version is below it has more to fetch at once (an answer holds at most MaxEntries). -1 when not sent.
+    public var appliedVersion: Int64 = -1
     /// Tagged fields this version of the schema does not know, kept for re-encoding.
     public var unknownTaggedFields: [UnknownTaggedField] = []
 
@@ -47,7 +49,22 @@ public struct FetchMetadataResponse: KafkaResponse {
         }
         self.version = try buffer.readKafkaInteger(as: Int64.self)
         do {
-            self.unknownTaggedFields = try buffer.readUnknownTaggedFields()
+            let tagCount: Int = try buffer.readTaggedFieldCount()
+            var previousTag: Int64 = -1
+            for _ in 0..<tagCount {
+                var field: UnknownTaggedField = try buffer.readTaggedField(after: &previousTag)
+                switch field.tag {
+                case 0:
+                do {
+                    self.appliedVersion = try field.data.readKafkaInteger(as: Int64.self)
+                    guard field.data.readableBytes == 0 else {
+                        throw .invalidTaggedField(tag: 0)
+                    }
+                }
+                default:
+                    self.unknownTaggedFields.append(field)
+                }
+            }
         }
     }
 
@@ -69,7 +86,13 @@ public struct FetchMetadataResponse: KafkaResponse {
         }
         buffer.writeKafkaInteger(self.version)
         do {
-            try buffer.writeTaggedFields([], unknown: self.unknownTaggedFields)
+            var tagged: [UnknownTaggedField] = []
+            if !(self.appliedVersion == -1) {
+                var payload: ByteBuffer = ByteBuffer()
+                payload.writeKafkaInteger(self.appliedVersion)
+                tagged.append(UnknownTaggedField(tag: 0, data: payload))
+            }
+            try buffer.writeTaggedFields(tagged, unknown: self.unknownTaggedFields)
         }
     }
 

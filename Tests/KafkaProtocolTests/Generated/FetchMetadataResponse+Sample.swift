@@ -22,8 +22,9 @@ extension FetchMetadataResponse: SampleableMessage {
             value.entries = items
         }
         value.version = sampler.int64(avoiding: 0)
+        value.appliedVersion = sampler.int64(avoiding: -1)
         do {
-            value.unknownTaggedFields = sampler.unknownTaggedFields(above: -1)
+            value.unknownTaggedFields = sampler.unknownTaggedFields(above: 0)
         }
         return value
     }
