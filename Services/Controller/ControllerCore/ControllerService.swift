@@ -203,9 +203,11 @@ public final class ControllerService: Sendable {
         serverTask = Mutex(nil)
     }
 
-    /// Opens the database, binds the listener and starts Raft; returns once the port is bound.
-    public static func start(configuration: ControllerConfiguration, logger: Logger) async throws -> ControllerService {
-        let node = try await ControllerNode(configuration: configuration, logger: logger)
+    /// Opens the database, binds the listener and starts Raft, timed by `clock`; returns once the port is bound.
+    public static func start(
+        configuration: ControllerConfiguration, logger: Logger, clock: any ControllerClock = ContinuousControllerClock()
+    ) async throws -> ControllerService {
+        let node = try await ControllerNode(configuration: configuration, logger: logger, clock: clock)
         let handler = ControllerRequestHandler(node: node, logger: logger)
         let server = KafkaServer(
             configuration: KafkaServerConfiguration(
@@ -228,7 +230,7 @@ public final class ControllerService: Sendable {
             // single one, or a follower) wakes a few times a second instead of hundreds.
             while !Task.isCancelled {
                 let delay = await node.nextTickDelay(minimum: interval, maximum: .milliseconds(100))
-                do { try await LoopTimers.sleep(for: delay) } catch { return }
+                do { try await clock.sleep(for: delay) } catch { return }
                 await node.tick()
             }
         }
