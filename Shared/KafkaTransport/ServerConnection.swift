@@ -1,6 +1,9 @@
 import Logging
 import NIOCore
 
+// Somewhat over 400 lines on purpose: the request queue, the accepting task and the ordered response
+// writer share loop-confined state whose ordering rules (described below) are easiest to check in one place.
+
 /// One accepted connection of a `KafkaServer`, as the last handler of its channel pipeline.
 ///
 /// Request headers are parsed on the event loop as frames arrive. A request the handler can take on the loop

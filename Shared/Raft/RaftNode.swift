@@ -1,5 +1,9 @@
 import DequeModule
 
+// Longer than the usual 400 lines on purpose: RaftNode is one state machine whose handlers share
+// private state (terms, votes, progress, durability barriers) and the invariants the comment below
+// states; kept in one file, `private` lets the compiler hold every mutation to this file.
+
 /// One Raft voter as a deterministic state machine: `step(input, now) -> [RaftAction]`.
 ///
 /// No I/O, clocks or system randomness: the driver supplies time, carries out the returned actions

@@ -9,86 +9,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A durable, untrimmed append found by recovery or written since.
-public struct StoredBatch: Sendable, Equatable {
-    public var lsn: LSN
-    public var epoch: Int32
-    public var baseOffset: Int64
-    public var lastOffset: Int64
-    public var batches: ByteBuffer
-}
-
-/// What recovery rebuilt from a volume.
-public struct RecoveredState: Sendable {
-    /// Durable stream states (epoch, end offset).
-    public var streams: [UInt64: WALBatcher.StreamState] = [:]
-    /// Durable, untrimmed appends per stream in offset order.
-    public var batches: [UInt64: [StoredBatch]] = [:]
-    /// Sizes of untrimmed records in LSN order (for buffer accounting).
-    public var records: [(lsn: LSN, size: Int)] = []
-    /// LSN of the next record.
-    public var nextLSN: LSN = 0
-    /// First LSN still needed.
-    public var trimLSN: LSN = 0
-    /// Where the log was cut (segment, byte position) when recovery met a bad record.
-    public var truncatedAt: (segment: UInt64, position: Int)?
-
-    /// An empty state (nothing recovered yet).
-    public init() {}
-
-    /// Applies one valid record (records below the trim point only move state forward).
-    mutating func apply(_ record: WALFormat.Record, lsn: LSN, size: Int) {
-        switch record {
-        case .append(let stream, let epoch, let base, let last, let bytes):
-            var state = streams[stream] ?? WALBatcher.StreamState(epoch: epoch, end: nil)
-            state.epoch = max(state.epoch, epoch)
-            state.durableEpoch = state.epoch
-            state.acceptedEnd = max(state.acceptedEnd ?? (last + 1), last + 1)
-            state.durableEnd = state.acceptedEnd
-            streams[stream] = state
-            if lsn >= trimLSN {
-                batches[stream, default: []].append(StoredBatch(lsn: lsn, epoch: epoch, baseOffset: base, lastOffset: last, batches: bytes))
-            }
-        case .fence(let stream, let epoch):
-            var state = streams[stream] ?? WALBatcher.StreamState(epoch: epoch, end: nil)
-            state.epoch = max(state.epoch, epoch)
-            state.durableEpoch = state.epoch
-            streams[stream] = state
-        }
-        if lsn >= trimLSN { records.append((lsn, size)) }
-    }
-}
-
-/// Scans consecutive segment images, stopping at the first record that is not intact.
-public enum WALScanner {
-    /// Result of scanning one segment image.
-    public struct SegmentResult: Sendable {
-        /// Position after the last valid record.
-        public var end: Int
-        /// LSN expected next.
-        public var nextLSN: LSN
-    }
-
-    /// Replays the records of one segment image from its header, applying those at or after `startLSN`'s predecessor chain.
-    /// Returns nil if the header is invalid or does not match `sequence`/`expectedFirstLSN`.
-    public static func scan(
-        segment bytes: UnsafeRawBufferPointer, sequence: UInt64, expectedFirstLSN: LSN?,
-        into state: inout RecoveredState
-    ) -> SegmentResult? {
-        guard let header = WALFormat.readSegmentHeader(bytes), header.sequence == sequence else { return nil }
-        if let expected = expectedFirstLSN, header.firstLSN != expected { return nil }
-        var position = WALFormat.segmentHeaderSize
-        var lsn = header.firstLSN
-        while case .record(let record, let size) = WALFormat.decodeRecord(bytes, at: position, expectedLSN: lsn, segment: sequence) {
-            state.apply(record, lsn: lsn, size: size)
-            position += size
-            lsn += 1
-        }
-        return SegmentResult(end: position, nextLSN: lsn)
-    }
-}
-
-/// Files of one WAL volume: segments `NNNNNNNNNNNNNNNNNNNN.wal` and a `checkpoint`.
 ///
 /// Used only from the engine's I/O thread; every call blocks.
 final class WALVolume: @unchecked Sendable {
@@ -104,35 +24,35 @@ final class WALVolume: @unchecked Sendable {
 
     let directory: String
     let segmentSize: Int
-    private(set) var segments: [Segment] = []
-    private var fd: Int32 = -1
-    private var writePosition = 0
-    private var trimLSN: LSN = 0
+    var segments: [Segment] = []
+    var fd: Int32 = -1
+    var writePosition = 0
+    var trimLSN: LSN = 0
     /// Zero-filling a segment takes long enough to stall appends, so the next one is prepared
     /// on its own thread. fdatasync into written-zero blocks is cheaper than into fallocated
     /// (unwritten) extents, whose conversion costs a journal commit on every sync.
-    private let spareThread: NIOThreadPool
-    private let spare = NIOLockedValueBox(Spare.none)
-    private let stopped = NIOLockedValueBox(false)
+    let spareThread: NIOThreadPool
+    let spare = NIOLockedValueBox(Spare.none)
+    let stopped = NIOLockedValueBox(false)
     /// Whether new segments are zero-filled in the background (otherwise only fallocated).
     let zeroFill: Bool
     /// Trimmed segments waiting to be reused, oldest first (only touched on the I/O thread).
-    private var recycled: [String] = []
+    var recycled: [String] = []
     /// Enough for the segments trimmed between two rolls at full speed.
     static let maxRecycled = 4
     /// O_DIRECT when appends are to be written with it (where the file system allows), else nil.
-    private let directFlag: Int32?
+    let directFlag: Int32?
     /// The current segment opened with O_DIRECT (-1: appends go through the page cache).
-    private var directFD: Int32 = -1
+    var directFD: Int32 = -1
     /// Block-aligned staging for direct writes; starts with the bytes of the partly written block at
     /// the write position, which every direct write rewrites (with the same bytes) ahead of the new ones.
-    private let staging = AlignedBytes(alignment: WALVolume.directBlock)
+    let staging = AlignedBytes(alignment: WALVolume.directBlock)
     /// Alignment of offsets, lengths and memory for direct writes; 4 KiB suits every common device.
     static let directBlock = 4096
 
-    private let logger: Logger
+    let logger: Logger
     /// Whether the fall-back to buffered appends has been logged.
-    private var refusalLogged = false
+    var refusalLogged = false
 
     init(directory: String, segmentSize: Int, zeroFill: Bool = true, directWrites: Bool = true, logger: Logger = Logger(label: "floe.wal")) {
         self.logger = logger
@@ -170,7 +90,7 @@ final class WALVolume: @unchecked Sendable {
         if first { spareThread.shutdownGracefully { _ in } }
     }
 
-    private var sparePath: String { directory + "/spare.tmp" }
+    var sparePath: String { directory + "/spare.tmp" }
 
     /// Starts zero-filling the spare segment in the background unless one is ready or under way.
     func prepareSpare() {
@@ -191,7 +111,7 @@ final class WALVolume: @unchecked Sendable {
         }
     }
 
-    private static func zeroFilledFile(path: String, size: Int) -> Bool {
+    static func zeroFilledFile(path: String, size: Int) -> Bool {
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -206,136 +126,14 @@ final class WALVolume: @unchecked Sendable {
         return fsync(fd) == 0
     }
 
-    private func path(_ sequence: UInt64) -> String {
+    func path(_ sequence: UInt64) -> String {
         let digits = String(sequence)
         return directory + "/" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".wal"
     }
 
-    private var checkpointPath: String { directory + "/checkpoint" }
+    var checkpointPath: String { directory + "/checkpoint" }
 
-    // MARK: Recovery
-
-    /// Reads the volume, cuts it at the first bad record and prepares to append after it.
-    func recover() throws(WALError) -> RecoveredState {
-        if mkdir(directory, 0o755) != 0, errno != EEXIST { throw .volume(operation: "mkdir \(directory)", errno: errno) }
-        var state = RecoveredState()
-        var checkpointStreams: [UInt64: WALBatcher.StreamState] = [:]
-        if let checkpoint = try readCheckpoint() {
-            state.trimLSN = checkpoint.trimLSN
-            checkpointStreams = checkpoint.streams
-        }
-        trimLSN = state.trimLSN
-        state.streams = checkpointStreams
-        state.nextLSN = state.trimLSN
-        let sequences = try listSegments()
-        // The scan starts in the last segment that begins at or before the trim point.
-        var headers: [(UInt64, LSN?)] = []
-        for sequence in sequences { headers.append((sequence, try readHeader(sequence)?.firstLSN)) }
-        var startIndex = 0
-        for (index, header) in headers.enumerated() {
-            if let first = header.1, first <= state.trimLSN { startIndex = index }
-        }
-        // Segments wholly before the start are below the trim point.
-        for (sequence, _) in headers.prefix(startIndex) { unlink(path(sequence)) }
-        var kept: [Segment] = []
-        var expected: LSN? = nil
-        var cut: (UInt64, Int)? = nil
-        var index = startIndex
-        while index < headers.count {
-            let sequence = headers[index].0
-            // Segments appear only by rename after their header is synced: a bad header is damage,
-            // and deleting what follows it would be silent data loss. An operator has to look.
-            guard headers[index].1 != nil else { throw .corruptVolume("segment \(sequence) has an invalid header") }
-            let image = try readFile(path(sequence))
-            let result = image.withUnsafeBytes { bytes in
-                WALScanner.scan(segment: bytes, sequence: sequence, expectedFirstLSN: expected, into: &state)
-            }
-            guard let result else { break }
-            if kept.isEmpty, let first = headers[index].1, first > state.trimLSN {
-                throw .corruptVolume("first segment \(sequence) starts at LSN \(first) after trim point \(state.trimLSN)")
-            }
-            kept.append(Segment(sequence: sequence, firstLSN: headers[index].1 ?? 0))
-            cut = (sequence, result.end)
-            expected = result.nextLSN
-            state.nextLSN = result.nextLSN
-            index += 1
-        }
-        // Nothing after the first bad record is ever replayed: later segments go.
-        for (sequence, _) in headers[index...] { unlink(path(sequence)) }
-        segments = kept
-        if let (sequence, position) = cut {
-            try openForAppend(sequence: sequence, position: position)
-            state.truncatedAt = (sequence, position)
-        }
-        if state.nextLSN < state.trimLSN {
-            // The log ended below the trim point (damage in trimmed data): continue in a fresh
-            // segment starting at the trim point, so LSNs stay consecutive within each segment.
-            state.nextLSN = state.trimLSN
-            closeSegment()
-        }
-        if cut == nil, zeroFill {
-            // An empty volume: the first segment is needed at once, so prepare it now (startup
-            // may wait; the first appends should not land in a slower fallocated segment).
-            spare.withLockedValue { $0 = Self.zeroFilledFile(path: sparePath, size: segmentSize) ? .ready : .none }
-        }
-        try syncDirectory()
-        prepareSpare()
-        return state
-    }
-
-    private func listSegments() throws(WALError) -> [UInt64] {
-        guard let dir = opendir(directory) else { throw .volume(operation: "opendir", errno: errno) }
-        defer { closedir(dir) }
-        var result: [UInt64] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name.hasSuffix(".wal"), name.count == 24, let sequence = UInt64(name.prefix(20)) {
-                result.append(sequence)
-            } else if name.hasSuffix(".tmp") {
-                unlink(directory + "/" + name)
-            }
-        }
-        return result.sorted()
-    }
-
-    private func readHeader(_ sequence: UInt64) throws(WALError) -> (sequence: UInt64, firstLSN: LSN)? {
-        let fd = open(path(sequence), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .volume(operation: "open segment", errno: errno) }
-        defer { close(fd) }
-        var header = [UInt8](repeating: 0, count: WALFormat.segmentHeaderSize)
-        let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard n == WALFormat.segmentHeaderSize else { return nil }
-        guard let parsed = header.withUnsafeBytes({ WALFormat.readSegmentHeader($0) }), parsed.sequence == sequence else { return nil }
-        return parsed
-    }
-
-    private func readFile(_ path: String) throws(WALError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .volume(operation: "open \(path)", errno: errno) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .volume(operation: "fstat", errno: errno) }
-        // Files on the volume are written by this engine (segments of an earlier, possibly larger
-        // configuration included); the cap only guards against absurd sizes.
-        guard st.st_size <= 1 << 32 else { throw .corruptVolume("\(path) is \(st.st_size) bytes") }
-        let size = Int(st.st_size)
-        var bytes = [UInt8](repeating: 0, count: size)
-        var done = 0
-        while done < size {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, size - done, off_t(done)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .volume(operation: "pread", errno: errno)
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return Array(bytes.prefix(done))
-    }
-
-    private func openForAppend(sequence: UInt64, position: Int) throws(WALError) {
+    func openForAppend(sequence: UInt64, position: Int) throws(WALError) {
         let fd = open(path(sequence), O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw .volume(operation: "open segment", errno: errno) }
         closeSegment()
@@ -350,14 +148,14 @@ final class WALVolume: @unchecked Sendable {
         try openDirect(path(sequence))
     }
 
-    private func logRefusal(_ what: String, errno code: Int32) {
+    func logRefusal(_ what: String, errno code: Int32) {
         guard !refusalLogged else { return }
         refusalLogged = true
         let reason = code == 0 ? "short write" : String(cString: strerror(code))
         logger.warning("WAL volume \(directory): \(what) failed (\(reason)); appends go through the page cache")
     }
 
-    private func closeSegment() {
+    func closeSegment() {
         if fd >= 0 { close(fd) }
         if directFD >= 0 { close(directFD) }
         fd = -1
@@ -366,7 +164,7 @@ final class WALVolume: @unchecked Sendable {
 
     /// Opens the current segment for direct writes too, if asked for and the file system allows it,
     /// and stages the partly written block at the write position (read back through the page cache).
-    private func openDirect(_ path: String) throws(WALError) {
+    func openDirect(_ path: String) throws(WALError) {
         guard let flag = directFlag else { return }
         let dfd = open(path, O_WRONLY | flag | O_CLOEXEC)
         // EINVAL: this file system does not do direct I/O; appends stay buffered.
@@ -386,7 +184,7 @@ final class WALVolume: @unchecked Sendable {
         }
     }
 
-    private func zero(from start: Int, to end: Int) throws(WALError) {
+    func zero(from start: Int, to end: Int) throws(WALError) {
         guard end > start else { return }
         let chunk = [UInt8](repeating: 0, count: 1 << 20)
         var position = start
@@ -401,7 +199,7 @@ final class WALVolume: @unchecked Sendable {
         }
     }
 
-    private func preallocate() throws(WALError) {
+    func preallocate() throws(WALError) {
         #if canImport(Glibc)
         let rc = posix_fallocate(fd, 0, off_t(segmentSize))
         if rc != 0, rc != EOPNOTSUPP { throw .volume(operation: "posix_fallocate", errno: rc) }
@@ -410,7 +208,7 @@ final class WALVolume: @unchecked Sendable {
         #endif
     }
 
-    private func syncDirectory() throws(WALError) {
+    func syncDirectory() throws(WALError) {
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dfd >= 0 else { throw .volume(operation: "open directory", errno: errno) }
         defer { close(dfd) }
@@ -440,7 +238,7 @@ final class WALVolume: @unchecked Sendable {
         guard fdatasync(fd) == 0 else { throw .volume(operation: "fdatasync", errno: errno) }
     }
 
-    private func flush(_ buffer: inout ByteBuffer) throws(WALError) {
+    func flush(_ buffer: inout ByteBuffer) throws(WALError) {
         guard buffer.readableBytes > 0 else { return }
         if directFD >= 0 {
             try writeDirect(buffer)
@@ -456,7 +254,7 @@ final class WALVolume: @unchecked Sendable {
     /// zeros to the end of the last block. After an idle period this syncs faster than page-cache
     /// writeback (35–80 µs of a 300–450 µs sync on the development machine), and never fills the cache.
     /// A file system that refuses an aligned direct write gets this and later writes buffered.
-    private func writeDirect(_ buffer: ByteBuffer) throws(WALError) {
+    func writeDirect(_ buffer: ByteBuffer) throws(WALError) {
         let block = Self.directBlock
         let start = writePosition & ~(block - 1)
         let carried = writePosition - start
@@ -489,7 +287,7 @@ final class WALVolume: @unchecked Sendable {
         if kept > 0 { staging.base.copyMemory(from: staging.base + kept, byteCount: end - kept) }
     }
 
-    private func writeAll(_ buffer: ByteBuffer, at offset: Int) throws(WALError) {
+    func writeAll(_ buffer: ByteBuffer, at offset: Int) throws(WALError) {
         var done = 0
         let total = buffer.readableBytes
         while done < total {
@@ -503,7 +301,7 @@ final class WALVolume: @unchecked Sendable {
     }
 
     /// Closes the current segment durably and starts a new preallocated one.
-    private func roll(firstLSN: LSN) throws(WALError) {
+    func roll(firstLSN: LSN) throws(WALError) {
         if fd >= 0 {
             guard fdatasync(fd) == 0 else { throw .volume(operation: "fdatasync", errno: errno) }
             closeSegment()
@@ -583,7 +381,7 @@ final class WALVolume: @unchecked Sendable {
     /// them as cheaply as into a zero-filled segment, without writing a segment of zeros per segment
     /// of data. Stale records in them cannot be mistaken for new ones: record CRCs are seeded with the
     /// segment sequence, and recovery also requires consecutive LSNs.
-    private func recycleOrDelete(_ sequence: UInt64) {
+    func recycleOrDelete(_ sequence: UInt64) {
         let segmentPath = path(sequence)
         guard zeroFill, recycled.count < Self.maxRecycled else {
             unlink(segmentPath)
@@ -596,63 +394,5 @@ final class WALVolume: @unchecked Sendable {
         } else {
             unlink(segmentPath)
         }
-    }
-
-    private func readCheckpoint() throws(WALError) -> (trimLSN: LSN, streams: [UInt64: WALBatcher.StreamState])? {
-        let fd = open(checkpointPath, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw .volume(operation: "open checkpoint", errno: errno)
-        }
-        close(fd)
-        var buffer = ByteBuffer(bytes: try readFile(checkpointPath))
-        // The checkpoint is replaced by rename, so a bad one means damage, not a torn write.
-        guard buffer.readableBytes >= 20,
-              let crc = buffer.getInteger(at: buffer.writerIndex - 4, endianness: .big, as: UInt32.self),
-              CRC32C.checksum(buffer.getSlice(at: 0, length: buffer.readableBytes - 4)!) == crc,
-              buffer.readInteger(endianness: .big, as: UInt32.self) == 0x464C_434B,
-              let lsn = buffer.readInteger(endianness: .big, as: UInt64.self),
-              let count = buffer.readInteger(endianness: .big, as: UInt32.self),
-              Int(count) * 20 == buffer.readableBytes - 4
-        else { throw .corruptVolume("checkpoint unreadable") }
-        var streams: [UInt64: WALBatcher.StreamState] = [:]
-        for _ in 0..<count {
-            guard let stream = buffer.readInteger(endianness: .big, as: UInt64.self),
-                  let epoch = buffer.readInteger(endianness: .big, as: Int32.self),
-                  let end = buffer.readInteger(endianness: .big, as: Int64.self)
-            else { throw .corruptVolume("checkpoint truncated") }
-            streams[stream] = WALBatcher.StreamState(epoch: epoch, end: end < 0 ? nil : end)
-        }
-        return (lsn, streams)
-    }
-
-    /// Current segment count (for tests and metrics).
-    var segmentCount: Int { segments.count }
-}
-
-/// Heap bytes aligned for O_DIRECT, grown on demand (used only from the volume's I/O calls).
-final class AlignedBytes {
-    let alignment: Int
-    private(set) var base: UnsafeMutableRawPointer
-    private(set) var capacity: Int
-
-    init(alignment: Int) {
-        self.alignment = alignment
-        capacity = alignment
-        base = UnsafeMutableRawPointer.allocate(byteCount: alignment, alignment: alignment)
-    }
-
-    deinit { base.deallocate() }
-
-    /// Makes room for `count` bytes, keeping the first `keeping`.
-    func reserve(_ count: Int, keeping: Int) {
-        guard count > capacity else { return }
-        var grown = capacity
-        while grown < count { grown *= 2 }
-        let fresh = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: alignment)
-        fresh.copyMemory(from: base, byteCount: keeping)
-        base.deallocate()
-        base = fresh
-        capacity = grown
     }
 }
