@@ -2,7 +2,6 @@ import ClusterMetadata
 import KafkaProtocol
 import KafkaTransport
 import Logging
-import NIOCore
 
 /// Kafka's NOT_CONTROLLER: the request went to a controller that is not the Raft leader.
 public let notControllerErrorCode: Int16 = 41
@@ -134,7 +133,7 @@ public actor ControllerClient {
         // controller answers with that attempt's result instead of applying the command again.
         request.writeId = WriteID.random()
         request.timeoutMs = Int32(clamping: requestTimeout.milliseconds)
-        let response = try await leaderCall(request) { ($0.errorCode, $0.leaderEndpoint, $0.errorMessage) }
+        let response = try await leaderCall(request)
         do {
             return (try MetadataResult(decoding: response.result), UInt64(clamping: response.index))
         } catch {
@@ -150,7 +149,7 @@ public actor ControllerClient {
         request.zone = registration.zone
         request.listener = registration.listener
         request.admin = registration.admin
-        let response = try await leaderCall(request) { ($0.errorCode, $0.leaderEndpoint, $0.errorMessage) }
+        let response = try await leaderCall(request)
         return ControllerRegistration(
             nodeId: response.nodeId, incarnation: response.incarnation,
             sessionTimeout: .milliseconds(Int64(response.sessionTimeoutMs)), metadataVersion: UInt64(clamping: response.metadataVersion))
@@ -162,7 +161,7 @@ public actor ControllerClient {
         request.nodeId = nodeId
         request.incarnation = incarnation
         request.metadataVersion = Int64(clamping: metadataVersion)
-        let response = try await leaderCall(request, via: heartbeatTransport) { ($0.errorCode, $0.leaderEndpoint, nil) }
+        let response = try await leaderCall(request, via: heartbeatTransport)
         return response.isFenced
     }
 
@@ -215,9 +214,8 @@ public actor ControllerClient {
 
     // MARK: Leader discovery
 
-    private func leaderCall<R: KafkaRequest>(
-        _ request: R, via client: KafkaClient? = nil, status: (R.Response) -> (code: Int16, leader: String?, message: String?)
-    ) async throws -> R.Response {
+    private func leaderCall<R: KafkaRequest>(_ request: R, via client: KafkaClient? = nil) async throws -> R.Response
+    where R.Response: ControllerLeaderAnswer {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: retryDeadline)
         var backoff = Duration.milliseconds(5)
@@ -230,14 +228,15 @@ public actor ControllerClient {
             let endpoint = pickEndpoint()
             do {
                 let response = try await send(request, to: endpoint, timeout: requestTimeout, via: client)
-                let (code, leader, message) = status(response)
-                if code == 0 {
+                if response.errorCode == 0 {
                     leaderHint = endpoint
                     return response
                 }
-                guard code == notControllerErrorCode else { throw ControllerClientError.server(code: code, message: message) }
+                guard response.errorCode == notControllerErrorCode else {
+                    throw ControllerClientError.server(code: response.errorCode, message: response.errorMessage)
+                }
                 lastFailure = "\(endpoint) is not the controller leader"
-                if let leader, let hinted = try? parseEndpoint(leader), hinted != endpoint, hintsFollowed < 3 {
+                if let leader = response.leaderEndpoint, let hinted = try? parseEndpoint(leader), hinted != endpoint, hintsFollowed < 3 {
                     // A hint to a different node is worth following right away, but not forever: two nodes with
                     // stale views could point at each other.
                     hintsFollowed += 1
@@ -270,15 +269,10 @@ public actor ControllerClient {
     private func send<R: KafkaRequest>(
         _ request: R, to endpoint: KafkaEndpoint, timeout: Duration, via client: KafkaClient? = nil
     ) async throws -> R.Response {
-        var body = ByteBuffer()
-        try request.encode(to: &body, version: 0)
-        var response = try await (client ?? transport).send(
-            to: endpoint, apiKey: R.apiKey.rawValue, apiVersion: 0, headerVersion: R.apiKey.requestHeaderVersion(0),
-            responseHeaderVersion: R.apiKey.responseHeaderVersion(0), clientId: "floe-controller-client", body: body, timeout: timeout)
         do {
-            return try R.Response(from: &response, version: 0)
-        } catch {
-            throw ControllerClientError.malformedResponse("\(R.Response.self): \(error)")
+            return try await (client ?? transport).send(request, version: 0, to: endpoint, clientId: "floe-controller-client", timeout: timeout)
+        } catch let error as KafkaResponseDecodingError {
+            throw ControllerClientError.malformedResponse(error.description)
         }
     }
 }

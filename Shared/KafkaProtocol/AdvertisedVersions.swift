@@ -94,4 +94,16 @@ public struct AdvertisedVersions: Sendable, Hashable {
         guard let implemented = entry(for: key)?.implemented else { return false }
         return implemented.contains(version)
     }
+
+    /// The request header version of `apiKey` at `version` for a server serving this table; nil for a pair it
+    /// does not implement. ApiVersions resolves at every version, as Kafka requires: a request newer than any
+    /// schema has the newest schema's header, so the server can still answer it.
+    public func requestHeaderVersion(apiKey: Int16, version: Int16) -> Int16? {
+        guard let key = ApiKey(rawValue: apiKey) else { return nil }
+        if key == .apiVersions {
+            return key.requestHeaderVersion(Swift.min(Swift.max(version, key.validVersions.lowerBound), key.validVersions.upperBound))
+        }
+        guard isSupported(key, version) else { return nil }
+        return key.requestHeaderVersion(version)
+    }
 }

@@ -43,6 +43,13 @@ public struct KafkaRequestFrame: Sendable {
 /// Decides the request header version (0, 1 or 2) of an (api key, api version) pair; nil means unsupported.
 public typealias KafkaHeaderVersionResolver = @Sendable (_ apiKey: Int16, _ apiVersion: Int16) -> Int16?
 
+extension AdvertisedVersions {
+    /// The resolver of a server that serves exactly this table (see `requestHeaderVersion(apiKey:version:)`).
+    public var headerVersionResolver: KafkaHeaderVersionResolver {
+        { [self] apiKey, version in requestHeaderVersion(apiKey: apiKey, version: version) }
+    }
+}
+
 /// Encoding and decoding of Kafka request and response headers.
 public enum KafkaHeaders {
     /// Parses the request header at the front of `frame` (the bytes after the size field).

@@ -235,23 +235,9 @@ final class CurlTransport: Sendable {
 
     /// Percent-encodes everything but unreserved characters (and `/` in paths), as SigV4 canonicalises.
     static func encode(_ text: String, keepSlash: Bool) -> String {
-        let digits = Array("0123456789ABCDEF".utf8)
-        var out: [UInt8] = []
-        for byte in text.utf8 {
-            let unreserved = (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
-                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
-                || byte == UInt8(ascii: "~") || (keepSlash && byte == UInt8(ascii: "/"))
-            if unreserved {
-                out.append(byte)
-            } else {
-                out.append(UInt8(ascii: "%"))
-                out.append(digits[Int(byte >> 4)])
-                out.append(digits[Int(byte & 0xF)])
-            }
+        percentEncode(text) { byte, _ in
+            isPlainASCII(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "~") || (keepSlash && byte == UInt8(ascii: "/"))
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func encodePath(_ path: String) -> String {

@@ -181,23 +181,8 @@ public final class FileObjectStore: ObjectStore {
     }
 
     static func encodeFileName(_ key: String) -> String {
-        let digits = Array("0123456789ABCDEF".utf8)
-        var out: [UInt8] = []
-        for (index, byte) in key.utf8.enumerated() {
-            let plain = (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
-                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
-                || (byte == UInt8(ascii: ".") && index > 0)
-            if plain {
-                out.append(byte)
-            } else {
-                out.append(UInt8(ascii: "%"))
-                out.append(digits[Int(byte >> 4)])
-                out.append(digits[Int(byte & 0xF)])
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
+        // A leading `.` is encoded: dot-named files are the temporaries, never objects.
+        percentEncode(key) { byte, index in isPlainASCII(byte) || (byte == UInt8(ascii: ".") && index > 0) }
     }
 
     static func decodeFileName(_ name: String) -> String? {

@@ -130,6 +130,30 @@ public func makeObjectStore(url: String, logger: Logger) throws -> any ObjectSto
     throw ObjectStoreError.invalidURL("unsupported scheme (want file:// or s3://): \(url)")
 }
 
+/// `%XX` (upper-case hex) for every byte of `text` that `keep(byte, index)` does not let through as it is.
+func percentEncode(_ text: String, keeping keep: (_ byte: UInt8, _ index: Int) -> Bool) -> String {
+    let digits = Array("0123456789ABCDEF".utf8)
+    var out: [UInt8] = []
+    for (index, byte) in text.utf8.enumerated() {
+        if keep(byte, index) {
+            out.append(byte)
+        } else {
+            out.append(UInt8(ascii: "%"))
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0xF)])
+        }
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// ASCII letters, digits, `-` and `_`: kept as they are by every percent-encoding here.
+func isPlainASCII(_ byte: UInt8) -> Bool {
+    (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+        || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+        || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+        || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+}
+
 func percentDecode(_ string: some StringProtocol) -> String? {
     var bytes: [UInt8] = []
     let utf8 = Array(string.utf8)

@@ -124,7 +124,7 @@ struct BenchWAL: AsyncParsableCommand {
         var flush = WALFlushRequest()
         flush.streamId = -1
         flush.timeoutMs = 60_000
-        _ = try await send(flush, transport: transport, endpoint: walEndpoint, timeout: .seconds(70))
+        _ = try await transport.send(flush, version: 0, to: walEndpoint, clientId: "floe-bench-wal", timeout: .seconds(70))
         let after = try await walCounters(adminAddress)
         await transport.closeAll()
 
@@ -177,8 +177,7 @@ struct BenchWAL: AsyncParsableCommand {
                         request.lastOffset = next[index] + perAppend - 1
                         request.batches = batch
                         let sent = clock.now
-                        var response = try await send(request, transport: transport, endpoint: endpoint, timeout: .seconds(30))
-                        let answer = try WALAppendResponse(from: &response.buffer, version: 0)
+                        let answer = try await transport.send(request, version: 0, to: endpoint, clientId: "floe-bench-wal", timeout: .seconds(30))
                         if answer.errorCode == 0 {
                             latencies.append(sent.duration(to: clock.now))
                             next[index] += perAppend
@@ -200,21 +199,6 @@ struct BenchWAL: AsyncParsableCommand {
         return LoadResult(
             appends: latencies.count, errors: outcomes.reduce(0) { $0 + $1.1 }, elapsed: elapsed,
             p50: percentile(latencies, 0.50), p99: percentile(latencies, 0.99), p999: percentile(latencies, 0.999))
-    }
-
-    private struct Body { var buffer: ByteBuffer }
-
-    private func send<Request: KafkaRequest>(
-        _ request: Request, transport: KafkaClient, endpoint: KafkaEndpoint, timeout: Duration
-    ) async throws -> Body {
-        var body = ByteBuffer()
-        try request.encode(to: &body, version: 0)
-        let response = try await transport.send(
-            to: endpoint, apiKey: Request.apiKey.rawValue, apiVersion: 0,
-            headerVersion: Request.apiKey.requestHeaderVersion(0),
-            responseHeaderVersion: Request.apiKey.responseHeaderVersion(0), clientId: "floe-bench-wal", body: body,
-            timeout: timeout)
-        return Body(buffer: response)
     }
 
     /// One batch of `recordsPerAppend` records; each append stamps its own base offset into a copy.

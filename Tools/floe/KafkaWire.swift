@@ -22,16 +22,10 @@ struct KafkaWire: Sendable {
     }
 
     /// Sends `request` at `version` to `endpoint` and decodes the response.
-    func call<Request: KafkaRequest, Response: KafkaResponse>(
-        _ request: Request, version: Int16, to endpoint: KafkaEndpoint, as: Response.Type = Response.self
-    ) async throws -> Response {
-        var body = ByteBuffer()
-        try request.encode(to: &body, version: version)
-        var reply = try await transport.send(
-            to: endpoint, apiKey: Request.apiKey.rawValue, apiVersion: version,
-            headerVersion: Request.apiKey.requestHeaderVersion(version),
-            responseHeaderVersion: Request.apiKey.responseHeaderVersion(version), clientId: clientId, body: body, timeout: timeout)
-        return try Response(from: &reply, version: version)
+    func call<Request: KafkaRequest>(
+        _ request: Request, version: Int16, to endpoint: KafkaEndpoint, as: Request.Response.Type = Request.Response.self
+    ) async throws -> Request.Response {
+        try await transport.send(request, version: version, to: endpoint, clientId: clientId, timeout: timeout)
     }
 
     /// The broker to bootstrap from: the first of a comma-separated `HOST:PORT,…` list.

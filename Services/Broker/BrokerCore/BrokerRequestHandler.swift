@@ -37,13 +37,21 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
 
     /// Request header versions of the implemented APIs; anything else closes the connection
     /// (ApiVersions answers at every version, as Kafka requires).
-    public static let resolver: KafkaHeaderVersionResolver = { apiKey, version in
-        guard let key = ApiKey(rawValue: apiKey) else { return nil }
-        if key == .apiVersions { return key.requestHeaderVersion(min(max(version, 0), 4)) }
-        guard brokerAdvertisedVersions.isSupported(key, version) else { return nil }
-        return key.requestHeaderVersion(version)
-    }
+    public static let resolver: KafkaHeaderVersionResolver = brokerAdvertisedVersions.headerVersionResolver
 
+    /// Every API follows one convention, so a new one is a line here and a file under Handlers/ (or Groups/):
+    ///
+    /// - The request is decoded here, in arrival order, as the generated type its api key names; a body that
+    ///   does not decode closes the connection (logged).
+    /// - The handler is `(Request, version, what it needs) async -> Request.Response`: a static func of the API's
+    ///   enum taking `BrokerContext` (or the one part it needs: the group coordinator, the producer id
+    ///   allocator), or a method of `AdminHandlers` for the APIs that write metadata. It never throws and never
+    ///   closes: every failure is an error code in the response, per item where the API has items.
+    /// - The response is encoded here at the request's version (`encode`); one the version cannot carry closes
+    ///   the connection (a handler bug, logged).
+    /// - Handlers run concurrently with later requests of the connection (`serve`). Only Produce has an
+    ///   order-sensitive part (offsets are assigned and appends queued in arrival order), so it returns its own
+    ///   `KafkaPendingResponse` from `Produce.accept` and encodes through the same `encode`.
     public func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
         guard let key = ApiKey(rawValue: request.apiKey) else { return .immediate(.close(reason: "unknown api key \(request.apiKey)")) }
         BrokerMetrics.requests[key]?.increment()
@@ -60,46 +68,46 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             guard let parsed: ProduceRequest = decode(request) else { return malformed(key, version) }
             return await Produce.accept(parsed, version: version, context: context)
         case .metadata:
-            return later(request, key) { (parsed: MetadataRequest) in await MetadataHandler.handle(parsed, version: version, context: context) }
+            return serve(request, MetadataRequest.self) { parsed in await MetadataHandler.handle(parsed, version: version, context: context) }
         case .fetch:
-            return later(request, key) { (parsed: FetchRequest) in await Fetch.handle(parsed, version: version, context: context) }
+            return serve(request, FetchRequest.self) { parsed in await Fetch.handle(parsed, version: version, context: context) }
         case .listOffsets:
-            return later(request, key) { (parsed: ListOffsetsRequest) in await ListOffsets.handle(parsed, version: version, context: context) }
+            return serve(request, ListOffsetsRequest.self) { parsed in await ListOffsets.handle(parsed, version: version, context: context) }
         case .offsetForLeaderEpoch:
-            return later(request, key) { (parsed: OffsetForLeaderEpochRequest) in
+            return serve(request, OffsetForLeaderEpochRequest.self) { parsed in
                 await OffsetForLeaderEpoch.handle(parsed, version: version, context: context)
             }
         case .deleteRecords:
-            return later(request, key) { (parsed: DeleteRecordsRequest) in await DeleteRecords.handle(parsed, version: version, context: context) }
+            return serve(request, DeleteRecordsRequest.self) { parsed in await DeleteRecords.handle(parsed, version: version, context: context) }
         case .initProducerId:
             let producerIds = producerIds
-            return later(request, key) { (parsed: InitProducerIdRequest) in
+            return serve(request, InitProducerIdRequest.self) { parsed in
                 await InitProducerId.handle(parsed, version: version, allocator: producerIds)
             }
         case .createTopics:
-            return later(request, key) { (parsed: CreateTopicsRequest) in await admin.createTopics(parsed, version: version) }
+            return serve(request, CreateTopicsRequest.self) { parsed in await admin.createTopics(parsed, version: version) }
         case .deleteTopics:
-            return later(request, key) { (parsed: DeleteTopicsRequest) in await admin.deleteTopics(parsed, version: version) }
+            return serve(request, DeleteTopicsRequest.self) { parsed in await admin.deleteTopics(parsed, version: version) }
         case .createPartitions:
-            return later(request, key) { (parsed: CreatePartitionsRequest) in await admin.createPartitions(parsed, version: version) }
+            return serve(request, CreatePartitionsRequest.self) { parsed in await admin.createPartitions(parsed, version: version) }
         case .describeConfigs:
-            return later(request, key) { (parsed: DescribeConfigsRequest) in await admin.describeConfigs(parsed, version: version) }
+            return serve(request, DescribeConfigsRequest.self) { parsed in await admin.describeConfigs(parsed, version: version) }
         case .alterConfigs:
-            return later(request, key) { (parsed: AlterConfigsRequest) in await admin.alterConfigs(parsed, version: version) }
+            return serve(request, AlterConfigsRequest.self) { parsed in await admin.alterConfigs(parsed, version: version) }
         case .incrementalAlterConfigs:
-            return later(request, key) { (parsed: IncrementalAlterConfigsRequest) in await admin.incrementalAlterConfigs(parsed, version: version) }
+            return serve(request, IncrementalAlterConfigsRequest.self) { parsed in await admin.incrementalAlterConfigs(parsed, version: version) }
         case .describeCluster:
-            return later(request, key) { (parsed: DescribeClusterRequest) in await admin.describeCluster(parsed, version: version) }
+            return serve(request, DescribeClusterRequest.self) { parsed in await admin.describeCluster(parsed, version: version) }
         case .alterPartitionReassignments:
-            return later(request, key) { (parsed: AlterPartitionReassignmentsRequest) in
+            return serve(request, AlterPartitionReassignmentsRequest.self) { parsed in
                 await admin.alterPartitionReassignments(parsed, version: version)
             }
         case .listPartitionReassignments:
-            return later(request, key) { (parsed: ListPartitionReassignmentsRequest) in
+            return serve(request, ListPartitionReassignmentsRequest.self) { parsed in
                 await admin.listPartitionReassignments(parsed, version: version)
             }
         case .findCoordinator:
-            return later(request, key) { (parsed: FindCoordinatorRequest) in
+            return serve(request, FindCoordinatorRequest.self) { parsed in
                 await GroupHandlers.findCoordinator(parsed, version: version, context: context)
             }
         case .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit, .offsetFetch, .offsetDelete, .listGroups, .describeGroups,
@@ -119,31 +127,31 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             let clientId = request.clientId
             // Kafka shows member hosts as "/address".
             let clientHost = connection.remoteAddress?.ipAddress.map { "/\($0)" } ?? ""
-            return later(request, key) { (parsed: JoinGroupRequest) in
+            return serve(request, JoinGroupRequest.self) { parsed in
                 await GroupHandlers.joinGroup(parsed, version: version, coordinator: groups, clientId: clientId, clientHost: clientHost)
             }
         case .syncGroup:
-            return later(request, key) { (parsed: SyncGroupRequest) in await GroupHandlers.syncGroup(parsed, version: version, coordinator: groups) }
+            return serve(request, SyncGroupRequest.self) { parsed in await GroupHandlers.syncGroup(parsed, version: version, coordinator: groups) }
         case .heartbeat:
-            return later(request, key) { (parsed: HeartbeatRequest) in await GroupHandlers.heartbeat(parsed, version: version, coordinator: groups) }
+            return serve(request, HeartbeatRequest.self) { parsed in await GroupHandlers.heartbeat(parsed, version: version, coordinator: groups) }
         case .leaveGroup:
-            return later(request, key) { (parsed: LeaveGroupRequest) in await GroupHandlers.leaveGroup(parsed, version: version, coordinator: groups) }
+            return serve(request, LeaveGroupRequest.self) { parsed in await GroupHandlers.leaveGroup(parsed, version: version, coordinator: groups) }
         case .offsetCommit:
-            return later(request, key) { (parsed: OffsetCommitRequest) in
+            return serve(request, OffsetCommitRequest.self) { parsed in
                 await GroupHandlers.offsetCommit(parsed, version: version, coordinator: groups, context: context)
             }
         case .offsetFetch:
-            return later(request, key) { (parsed: OffsetFetchRequest) in await GroupHandlers.offsetFetch(parsed, version: version, coordinator: groups) }
+            return serve(request, OffsetFetchRequest.self) { parsed in await GroupHandlers.offsetFetch(parsed, version: version, coordinator: groups) }
         case .offsetDelete:
-            return later(request, key) { (parsed: OffsetDeleteRequest) in await GroupHandlers.offsetDelete(parsed, version: version, coordinator: groups) }
+            return serve(request, OffsetDeleteRequest.self) { parsed in await GroupHandlers.offsetDelete(parsed, version: version, coordinator: groups) }
         case .listGroups:
-            return later(request, key) { (parsed: ListGroupsRequest) in await GroupHandlers.listGroups(parsed, version: version, coordinator: groups) }
+            return serve(request, ListGroupsRequest.self) { parsed in await GroupHandlers.listGroups(parsed, version: version, coordinator: groups) }
         case .describeGroups:
-            return later(request, key) { (parsed: DescribeGroupsRequest) in
+            return serve(request, DescribeGroupsRequest.self) { parsed in
                 await GroupHandlers.describeGroups(parsed, version: version, coordinator: groups)
             }
         case .deleteGroups:
-            return later(request, key) { (parsed: DeleteGroupsRequest) in await GroupHandlers.deleteGroups(parsed, version: version, coordinator: groups) }
+            return serve(request, DeleteGroupsRequest.self) { parsed in await GroupHandlers.deleteGroups(parsed, version: version, coordinator: groups) }
         default:
             return .immediate(.close(reason: "api \(key) is not a group api"))
         }
@@ -158,9 +166,8 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
         return Produce.acceptOnLoop(parsed, version: request.apiVersion, context: context)
     }
 
-    private func decode<Request: KafkaStruct>(_ request: KafkaRequestFrame) -> Request? {
-        var body = request.body
-        return try? Request(from: &body, version: request.apiVersion)
+    private func decode<Request: KafkaRequest>(_ request: KafkaRequestFrame) -> Request? {
+        try? request.decode(Request.self)
     }
 
     private func malformed(_ key: ApiKey, _ version: Int16) -> KafkaPendingResponse {
@@ -169,28 +176,21 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
     }
 
     /// Decodes now (in arrival order) and computes the answer concurrently with later requests.
-    private func later<Request: KafkaStruct, Response: KafkaStruct>(
-        _ request: KafkaRequestFrame, _ key: ApiKey, _ handle: @escaping @Sendable (Request) async -> Response
+    private func serve<Request: KafkaRequest>(
+        _ request: KafkaRequestFrame, _: Request.Type, _ handle: @escaping @Sendable (Request) async -> Request.Response
     ) -> KafkaPendingResponse {
-        guard let parsed: Request = decode(request) else { return malformed(key, request.apiVersion) }
+        guard let parsed: Request = decode(request) else { return malformed(Request.apiKey, request.apiVersion) }
         let version = request.apiVersion
         let logger = context.logger
-        return KafkaPendingResponse {
-            let response = await handle(parsed)
-            return encode(response, key: key, version: version, logger: logger)
-        }
+        return KafkaPendingResponse { encode(await handle(parsed), version: version, logger: logger) }
     }
 }
 
-/// Encodes a response at `version`; a response the version cannot carry closes the connection
-/// (a handler bug, logged) rather than sending bytes the client would misread.
-func encode<Response: KafkaStruct>(_ response: Response, key: ApiKey, version: Int16, logger: Logger) -> KafkaResponseAction {
-    var body = ByteBuffer()
-    do {
-        try response.encode(to: &body, version: version)
-    } catch {
-        logger.error("cannot encode response", metadata: ["kafka.api_key": "\(key)", "kafka.api_version": "\(version)", "error": "\(error)"])
-        return .close(reason: "cannot encode \(key) v\(version) response: \(error)")
+/// Encodes a response at `version` (see `KafkaResponse.responseAction`), logging one the version cannot carry.
+func encode<Response: KafkaResponse>(_ response: Response, version: Int16, logger: Logger) -> KafkaResponseAction {
+    let action = response.responseAction(version: version)
+    if case .close(let reason) = action {
+        logger.error("cannot encode response", metadata: ["kafka.api_key": "\(Response.apiKey)", "kafka.api_version": "\(version)", "error": "\(reason)"])
     }
-    return .respond(body: body, headerVersion: key.responseHeaderVersion(version))
+    return action
 }

@@ -286,7 +286,7 @@ public actor ReplicaManager {
             do {
                 future = try wal.enqueueAppend(
                     on: connection, stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records
-                ).map { WALClient.appendError($0) }
+                )
             } catch {
                 future = eventLoop.makeSucceededFuture(WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "\(error)"))
             }

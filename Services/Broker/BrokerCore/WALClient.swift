@@ -26,6 +26,7 @@ public final class WALClient: Sendable {
     private let reads: KafkaClient
     /// Bound on any one call (a Flush waits at most its own timeout plus this).
     public let requestTimeout: Duration
+    private let clientId = "floe-broker"
 
     public init(logger: Logger, requestTimeout: Duration = .seconds(10)) {
         appends = KafkaClient(logger: logger)
@@ -40,35 +41,28 @@ public final class WALClient: Sendable {
     }
 
     /// Queues one append on `connection` before returning; the future completes once the writer
-    /// answered (successfully or not) or the connection failed.
+    /// answered (with the writer's refusal, nil on success) or fails once the connection failed.
     public func enqueueAppend(
         on connection: KafkaConnection, stream: StreamID, epoch: LeaderEpoch, baseOffset: Int64, lastOffset: Int64, batches: ByteBuffer
-    ) throws -> EventLoopFuture<ByteBuffer> {
+    ) throws -> EventLoopFuture<WALCallError?> {
         var request = WALAppendRequest()
         request.streamId = stream
         request.epoch = epoch
         request.baseOffset = baseOffset
         request.lastOffset = lastOffset
         request.batches = batches
-        var body = ByteBuffer()
-        body.reserveCapacity(batches.readableBytes + 64)
-        try request.encode(to: &body, version: 0)
-        return connection.enqueue(
-            apiKey: ApiKey.wALAppend.rawValue, apiVersion: 0, headerVersion: ApiKey.wALAppend.requestHeaderVersion(0),
-            responseHeaderVersion: ApiKey.wALAppend.responseHeaderVersion(0), clientId: "floe-broker", body: body,
-            timeout: requestTimeout)
-    }
-
-    /// Decodes an append answer; nil on success.
-    public static func appendError(_ body: ByteBuffer) -> WALCallError? {
-        var body = body
-        guard let response = try? WALAppendResponse(from: &body, version: 0) else {
+        return try connection.enqueue(
+            request, version: 0, clientId: clientId, timeout: requestTimeout, bodyCapacity: batches.readableBytes + 64
+        ).map { response in
+            guard response.errorCode != 0 else { return nil }
+            return WALCallError(
+                code: response.errorCode, message: response.errorMessage ?? "append refused",
+                currentEpoch: response.currentEpoch, expectedBaseOffset: response.expectedBaseOffset)
+        }.flatMapErrorThrowing { error in
+            // An answer that does not decode is the writer's failure, not the connection's.
+            guard error is KafkaResponseDecodingError else { throw error }
             return WALCallError(code: KafkaErrorCode.unknownServerError.rawValue, message: "malformed WALAppend response")
         }
-        guard response.errorCode != 0 else { return nil }
-        return WALCallError(
-            code: response.errorCode, message: response.errorMessage ?? "append refused",
-            currentEpoch: response.currentEpoch, expectedBaseOffset: response.expectedBaseOffset)
     }
 
     /// Raises the stream's epoch at the writer; returns its durable end there (-1 if it never held the stream).
@@ -76,7 +70,7 @@ public final class WALClient: Sendable {
         var request = WALFenceRequest()
         request.streamId = stream
         request.epoch = epoch
-        let response: WALFenceResponse = try await call(control, endpoint, .wALFence, request, timeout: requestTimeout)
+        let response = try await control.send(request, version: 0, to: endpoint, clientId: clientId, timeout: requestTimeout)
         guard response.errorCode == 0 else {
             throw WALCallError(code: response.errorCode, message: response.errorMessage ?? "fence refused", currentEpoch: response.currentEpoch)
         }
@@ -88,7 +82,7 @@ public final class WALClient: Sendable {
         var request = WALFlushRequest()
         request.streamId = stream
         request.timeoutMs = Int32(clamping: timeout.milliseconds)
-        let response: WALFlushResponse = try await call(control, endpoint, .wALFlush, request, timeout: timeout + requestTimeout)
+        let response = try await control.send(request, version: 0, to: endpoint, clientId: clientId, timeout: timeout + requestTimeout)
         guard response.errorCode == 0 else {
             throw WALCallError(code: response.errorCode, message: response.errorMessage ?? "flush failed")
         }
@@ -101,7 +95,7 @@ public final class WALClient: Sendable {
         request.streamId = stream
         request.fromOffset = offset
         request.maxBytes = maxBytes
-        let response: WALReadResponse = try await call(reads, endpoint, .wALRead, request, timeout: requestTimeout)
+        let response = try await reads.send(request, version: 0, to: endpoint, clientId: clientId, timeout: requestTimeout)
         guard response.errorCode == 0 else {
             throw WALCallError(code: response.errorCode, message: response.errorMessage ?? "read refused")
         }
@@ -112,17 +106,6 @@ public final class WALClient: Sendable {
         await appends.closeAll()
         await control.closeAll()
         await reads.closeAll()
-    }
-
-    private func call<Request: KafkaStruct, Response: KafkaStruct>(
-        _ client: KafkaClient, _ endpoint: KafkaEndpoint, _ key: ApiKey, _ request: Request, timeout: Duration
-    ) async throws -> Response {
-        var body = ByteBuffer()
-        try request.encode(to: &body, version: 0)
-        var reply = try await client.send(
-            to: endpoint, apiKey: key.rawValue, apiVersion: 0, headerVersion: key.requestHeaderVersion(0),
-            responseHeaderVersion: key.responseHeaderVersion(0), clientId: "floe-broker", body: body, timeout: timeout)
-        return try Response(from: &reply, version: 0)
     }
 }
 

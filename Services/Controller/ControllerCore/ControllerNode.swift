@@ -115,7 +115,7 @@ public actor ControllerNode {
 
     /// Shared with the peer senders, which run off the actor so network writes never wait behind Raft work.
     private let voterEndpoints: EndpointTable
-    private var peerQueues: [RaftNodeID: AsyncStream<ByteBuffer>.Continuation] = [:]
+    private var peerQueues: [RaftNodeID: AsyncStream<RaftMessageRequest>.Continuation] = [:]
     private var peerTasks: [Task<Void, Never>] = []
     private let transport: KafkaClient
 
@@ -180,17 +180,16 @@ public actor ControllerNode {
     public func start() {
         startFlusher()
         for voter in configuration.voters where voter.id != configuration.nodeId {
-            let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(4096))
+            let (stream, continuation) = AsyncStream<RaftMessageRequest>.makeStream(bufferingPolicy: .bufferingNewest(4096))
             peerQueues[UInt64(voter.id)] = continuation
             let peer = voter.id
             let endpoints = voterEndpoints
             peerTasks.append(Task.detached { [transport, logger] in
-                for await body in stream {
+                for await message in stream {
                     guard let endpoint = endpoints.table.withLock({ $0[peer] }) else { continue }
                     do {
-                        try await transport.sendOneway(
-                            to: endpoint, apiKey: ApiKey.raftMessage.rawValue, apiVersion: 0,
-                            headerVersion: ApiKey.raftMessage.requestHeaderVersion(0), clientId: "floe-controller", body: body)
+                        // Every field of the message is representable at version 0, so encoding cannot fail.
+                        try await transport.sendOneway(message, version: 0, to: endpoint, clientId: "floe-controller")
                     } catch {
                         logger.trace("raft send failed", metadata: ["peer": "\(peer)", "error": "\(error)"])
                     }
@@ -201,10 +200,7 @@ public actor ControllerNode {
 
     /// Queues `envelope` for its peer's sender.
     func send(_ envelope: RaftEnvelope) {
-        var body = ByteBuffer()
-        // Every field of the message is representable at version 0, so encoding cannot fail.
-        try? RaftWire.encode(envelope).encode(to: &body, version: 0)
-        peerQueues[envelope.to]?.yield(body)
+        peerQueues[envelope.to]?.yield(RaftWire.encode(envelope))
     }
 
     /// The endpoint of voter `id`, as HOST:PORT.

@@ -22,27 +22,19 @@ struct ControllerRequestHandler: KafkaRequestHandler {
     let node: ControllerNode
     let logger: Logger
 
-    static let resolver: KafkaHeaderVersionResolver = { apiKey, version in
-        guard let key = ApiKey(rawValue: apiKey),
-              let range = controllerAdvertisedVersions.entries.first(where: { $0.apiKey == key })?.implemented,
-              range.contains(version)
-        else { return nil }
-        return key.requestHeaderVersion(version)
-    }
+    static let resolver: KafkaHeaderVersionResolver = controllerAdvertisedVersions.headerVersionResolver
 
     func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
         guard let key = ApiKey(rawValue: request.apiKey) else { return .immediate(.close(reason: "unknown api key \(request.apiKey)")) }
         let node = node
-        let responseHeader = key.responseHeaderVersion(request.apiVersion)
-        var body = request.body
+        let version = request.apiVersion
         switch key {
         case .apiVersions:
             let reply = ApiVersionsResponder.respond(version: request.apiVersion, body: request.body, advertised: controllerAdvertisedVersions)
             return .immediate(.respond(body: reply.body, headerVersion: 0))
         case .raftMessage:
             do {
-                let wire = try RaftMessageRequest(from: &body, version: request.apiVersion)
-                let envelope = try RaftWire.decode(wire)
+                let envelope = try RaftWire.decode(try request.decode(RaftMessageRequest.self))
                 // Handled inside accept so one peer's messages reach Raft in the order they were sent.
                 await node.receive(envelope)
                 return .immediate(.noResponse)
@@ -50,21 +42,21 @@ struct ControllerRequestHandler: KafkaRequestHandler {
                 return .immediate(.close(reason: "bad raft message: \(error)"))
             }
         case .controllerWrite:
-            guard let parsed = try? ControllerWriteRequest(from: &body, version: request.apiVersion) else {
+            guard let parsed = try? request.decode(ControllerWriteRequest.self) else {
                 return .immediate(.close(reason: "malformed ControllerWrite"))
             }
             return KafkaPendingResponse {
-                Self.respond(await Self.write(parsed, node: node), version: request.apiVersion, header: responseHeader)
+                await Self.write(parsed, node: node).responseAction(version: version)
             }
         case .controllerRegister:
-            guard let parsed = try? ControllerRegisterRequest(from: &body, version: request.apiVersion) else {
+            guard let parsed = try? request.decode(ControllerRegisterRequest.self) else {
                 return .immediate(.close(reason: "malformed ControllerRegister"))
             }
             return KafkaPendingResponse {
-                Self.respond(await Self.register(parsed, node: node, connection: connection.id), version: request.apiVersion, header: responseHeader)
+                await Self.register(parsed, node: node, connection: connection.id).responseAction(version: version)
             }
         case .controllerHeartbeat:
-            guard let parsed = try? ControllerHeartbeatRequest(from: &body, version: request.apiVersion) else {
+            guard let parsed = try? request.decode(ControllerHeartbeatRequest.self) else {
                 return .immediate(.close(reason: "malformed ControllerHeartbeat"))
             }
             return KafkaPendingResponse {
@@ -72,20 +64,18 @@ struct ControllerRequestHandler: KafkaRequestHandler {
                 var response = ControllerHeartbeatResponse()
                 response.errorCode = code
                 response.isFenced = fenced
-                let status = await node.currentStatus
-                response.leaderId = status.leaderId ?? -1
-                response.leaderEndpoint = await node.endpointString(of: status.leaderId)
-                return Self.respond(response, version: request.apiVersion, header: responseHeader)
+                await Self.name(leader: await node.currentStatus.leaderId, in: &response, node: node)
+                return response.responseAction(version: version)
             }
         case .fetchMetadata:
-            guard let parsed = try? FetchMetadataRequest(from: &body, version: request.apiVersion) else {
+            guard let parsed = try? request.decode(FetchMetadataRequest.self) else {
                 return .immediate(.close(reason: "malformed FetchMetadata"))
             }
             return KafkaPendingResponse {
                 let wait = Duration.milliseconds(Int64(min(max(parsed.maxWaitMs, 0), 30_000)))
                 let response = await node.fetchMetadata(
                     fromVersion: UInt64(clamping: parsed.fromVersion), maxWait: wait, maxEntries: Int(parsed.maxEntries))
-                return Self.respond(response, version: request.apiVersion, header: responseHeader)
+                return response.responseAction(version: version)
             }
         case .describeController:
             return KafkaPendingResponse {
@@ -99,7 +89,7 @@ struct ControllerRequestHandler: KafkaRequestHandler {
                 response.commitIndex = Int64(clamping: status.commitIndex)
                 response.appliedIndex = Int64(clamping: status.appliedIndex)
                 response.lastLogIndex = Int64(clamping: status.lastLogIndex)
-                return Self.respond(response, version: request.apiVersion, header: responseHeader)
+                return response.responseAction(version: version)
             }
         default:
             return .immediate(.close(reason: "api \(key.name) not served by the controller"))
@@ -110,14 +100,16 @@ struct ControllerRequestHandler: KafkaRequestHandler {
         await node.connectionClosed(connection.id)
     }
 
-    private static func respond<M: KafkaMessage>(_ message: M, version: Int16, header: Int16) -> KafkaResponseAction {
-        var buffer = ByteBuffer()
-        do {
-            try message.encode(to: &buffer, version: version)
-        } catch {
-            return .close(reason: "cannot encode \(M.self): \(error)")
-        }
-        return .respond(body: buffer, headerVersion: header)
+    /// NOT_CONTROLLER, naming the leader this node knows of.
+    private static func redirect<A: ControllerLeaderAnswer>(_ response: inout A, to leaderId: Int32?, node: ControllerNode) async {
+        response.errorCode = notControllerErrorCode
+        await name(leader: leaderId, in: &response, node: node)
+    }
+
+    /// Names the leader (id and endpoint, or -1 and nil) in an answer.
+    private static func name<A: ControllerLeaderAnswer>(leader leaderId: Int32?, in response: inout A, node: ControllerNode) async {
+        response.leaderId = leaderId ?? -1
+        response.leaderEndpoint = await node.endpointString(of: leaderId)
     }
 
     private static func timeout(ms: Int32) -> Duration {
@@ -140,9 +132,7 @@ struct ControllerRequestHandler: KafkaRequestHandler {
             response.index = Int64(clamping: index)
             response.result = result.encode()
         case let .notLeader(leaderId):
-            response.errorCode = notControllerErrorCode
-            response.leaderId = leaderId ?? -1
-            response.leaderEndpoint = await node.endpointString(of: leaderId)
+            await redirect(&response, to: leaderId, node: node)
         case .timedOut:
             response.errorCode = KafkaErrorCode.requestTimedOut.rawValue
             response.errorMessage = "not committed within \(request.timeoutMs) ms; it may still commit"
@@ -175,9 +165,7 @@ struct ControllerRequestHandler: KafkaRequestHandler {
                 response.errorCode = KafkaErrorCode.unknownServerError.rawValue
             }
         case let .notLeader(leaderId):
-            response.errorCode = notControllerErrorCode
-            response.leaderId = leaderId ?? -1
-            response.leaderEndpoint = await node.endpointString(of: leaderId)
+            await redirect(&response, to: leaderId, node: node)
         case .timedOut:
             response.errorCode = KafkaErrorCode.requestTimedOut.rawValue
             response.errorMessage = "registration not committed in time"

@@ -28,13 +28,7 @@ public struct WALRequestHandler: KafkaRequestHandler {
     }
 
     /// Resolves request header versions for the APIs above; others close the connection.
-    public static let resolver: KafkaHeaderVersionResolver = { apiKey, version in
-        guard let key = ApiKey(rawValue: apiKey),
-              let range = walWriterAdvertisedVersions.entries.first(where: { $0.apiKey == key })?.implemented,
-              range.contains(version)
-        else { return nil }
-        return key.requestHeaderVersion(version)
-    }
+    public static let resolver: KafkaHeaderVersionResolver = walWriterAdvertisedVersions.headerVersionResolver
 
     /// Read responses never exceed this many bytes beyond the first append, whatever the client asks.
     static let maxReadBytes = 16 << 20
@@ -42,15 +36,13 @@ public struct WALRequestHandler: KafkaRequestHandler {
     public func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
         guard let key = ApiKey(rawValue: request.apiKey) else { return .immediate(.close(reason: "unknown api key \(request.apiKey)")) }
         let engine = engine
-        let header = key.responseHeaderVersion(request.apiVersion)
         let version = request.apiVersion
-        var body = request.body
         switch key {
         case .apiVersions:
             let reply = ApiVersionsResponder.respond(version: request.apiVersion, body: request.body, advertised: walWriterAdvertisedVersions)
             return .immediate(.respond(body: reply.body, headerVersion: 0))
         case .wALAppend:
-            guard let parsed = try? WALAppendRequest(from: &body, version: version) else {
+            guard let parsed = try? request.decode(WALAppendRequest.self) else {
                 return .immediate(.close(reason: "malformed WALAppend"))
             }
             // Enqueued here, in arrival order, so one connection's appends of a stream reach the WAL in order.
@@ -65,7 +57,7 @@ public struct WALRequestHandler: KafkaRequestHandler {
                 }
             }
         case .wALRead:
-            guard let parsed = try? WALReadRequest(from: &body, version: version) else {
+            guard let parsed = try? request.decode(WALReadRequest.self) else {
                 return .immediate(.close(reason: "malformed WALRead"))
             }
             return KafkaPendingResponse {
@@ -84,10 +76,10 @@ public struct WALRequestHandler: KafkaRequestHandler {
                     response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
                     response.errorMessage = "\(error)"
                 }
-                return Self.respond(response, version: version, header: header)
+                return response.responseAction(version: version)
             }
         case .wALFence:
-            guard let parsed = try? WALFenceRequest(from: &body, version: version) else {
+            guard let parsed = try? request.decode(WALFenceRequest.self) else {
                 return .immediate(.close(reason: "malformed WALFence"))
             }
             return KafkaPendingResponse {
@@ -103,10 +95,10 @@ public struct WALRequestHandler: KafkaRequestHandler {
                     response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
                     response.errorMessage = "\(error)"
                 }
-                return Self.respond(response, version: version, header: header)
+                return response.responseAction(version: version)
             }
         case .wALFlush:
-            guard let parsed = try? WALFlushRequest(from: &body, version: version) else {
+            guard let parsed = try? request.decode(WALFlushRequest.self) else {
                 return .immediate(.close(reason: "malformed WALFlush"))
             }
             let uploader = uploader
@@ -115,14 +107,14 @@ public struct WALRequestHandler: KafkaRequestHandler {
                 guard let uploader else {
                     response.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
                     response.errorMessage = "no uploader configured"
-                    return Self.respond(response, version: version, header: header)
+                    return response.responseAction(version: version)
                 }
                 let timeout = Duration.milliseconds(Int64(min(max(parsed.timeoutMs, 1), 300_000)))
                 if let failure = await uploader.flush(timeout: timeout) {
                     response.errorCode = KafkaErrorCode.requestTimedOut.rawValue
                     response.errorMessage = failure
                 }
-                return Self.respond(response, version: version, header: header)
+                return response.responseAction(version: version)
             }
         default:
             return .immediate(.close(reason: "api \(key.name) not served by the WAL writer"))
@@ -133,8 +125,7 @@ public struct WALRequestHandler: KafkaRequestHandler {
     /// completion without one either. Anything else goes through `accept`.
     public func acceptOnLoop(_ request: KafkaRequestFrame, connection: ConnectionInfo) -> KafkaPendingResponse? {
         guard request.apiKey == ApiKey.wALAppend.rawValue, engine.eventLoop.inEventLoop else { return nil }
-        var body = request.body
-        guard let parsed = try? WALAppendRequest(from: &body, version: request.apiVersion) else {
+        guard let parsed = try? request.decode(WALAppendRequest.self) else {
             return .immediate(.close(reason: "malformed WALAppend"))
         }
         let start = ContinuousClock.now
@@ -164,7 +155,7 @@ public struct WALRequestHandler: KafkaRequestHandler {
             fill(&response, error)
             WALMetrics.appendErrors.increment()
         }
-        return respond(response, version: version, header: ApiKey.wALAppend.responseHeaderVersion(version))
+        return response.responseAction(version: version)
     }
 
     static func fill(_ response: inout WALAppendResponse, _ error: WALError) {
@@ -187,16 +178,6 @@ public struct WALRequestHandler: KafkaRequestHandler {
         case .offsetNotInWAL: KafkaErrorCode.offsetNotAvailable.rawValue
         case .trimUncommitted, .trimBeyondDurable, .volume, .corruptVolume, .unavailable: KafkaErrorCode.kafkaStorageError.rawValue
         }
-    }
-
-    private static func respond<M: KafkaMessage>(_ message: M, version: Int16, header: Int16) -> KafkaResponseAction {
-        var buffer = ByteBuffer()
-        do {
-            try message.encode(to: &buffer, version: version)
-        } catch {
-            return .close(reason: "cannot encode \(M.self): \(error)")
-        }
-        return .respond(body: buffer, headerVersion: header)
     }
 }
 

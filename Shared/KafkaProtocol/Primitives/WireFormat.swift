@@ -118,30 +118,28 @@ extension ByteBuffer {
     /// Reads an unsigned LEB128 varint of at most 32 bits (5 bytes).
     @inlinable
     public mutating func readUnsignedVarint() throws(ProtocolError) -> UInt32 {
-        var result: UInt32 = 0
-        var shift: UInt32 = 0
-        while true {
-            guard let byte = readInteger(as: UInt8.self) else {
-                throw .truncated(needed: 1, available: 0)
-            }
-            if shift == 28 && byte & 0xF0 != 0 { throw .malformedVarint }
-            result |= UInt32(byte & 0x7F) << shift
-            if byte & 0x80 == 0 { return result }
-            shift += 7
-        }
+        try readLEB128(as: UInt32.self)
     }
 
     /// Reads an unsigned LEB128 varint of at most 64 bits (10 bytes).
     @inlinable
     public mutating func readUnsignedVarlong() throws(ProtocolError) -> UInt64 {
-        var result: UInt64 = 0
-        var shift: UInt64 = 0
+        try readLEB128(as: UInt64.self)
+    }
+
+    /// Reads an unsigned LEB128 value of `T`'s width; a last byte with bits beyond that width (or another
+    /// continuation) is malformed rather than silently truncated.
+    @inlinable
+    mutating func readLEB128<T: FixedWidthInteger & UnsignedInteger>(as: T.Type) throws(ProtocolError) -> T {
+        let lastShift = (T.bitWidth - 1) / 7 * 7
+        var result: T = 0
+        var shift = 0
         while true {
             guard let byte = readInteger(as: UInt8.self) else {
                 throw .truncated(needed: 1, available: 0)
             }
-            if shift == 63 && byte & 0xFE != 0 { throw .malformedVarint }
-            result |= UInt64(byte & 0x7F) << shift
+            if shift == lastShift && byte >> (T.bitWidth - lastShift) != 0 { throw .malformedVarint }
+            result |= T(byte & 0x7F) << shift
             if byte & 0x80 == 0 { return result }
             shift += 7
         }
@@ -276,16 +274,16 @@ extension ByteBuffer {
 
     @inlinable
     public mutating func writeUnsignedVarint(_ value: UInt32) {
-        var value = value
-        while value >= 0x80 {
-            writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        writeInteger(UInt8(value))
+        writeLEB128(value)
     }
 
     @inlinable
     public mutating func writeUnsignedVarlong(_ value: UInt64) {
+        writeLEB128(value)
+    }
+
+    @inlinable
+    mutating func writeLEB128<T: FixedWidthInteger & UnsignedInteger>(_ value: T) {
         var value = value
         while value >= 0x80 {
             writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)

@@ -117,7 +117,7 @@ enum Produce {
                 topic.partitionResponses = byTopic[name] ?? []
                 return topic
             }
-            return encode(response, key: .produce, version: version, logger: logger)
+            return encode(response, version: version, logger: logger)
         }
         return KafkaPendingResponse(future: answered)
     }
