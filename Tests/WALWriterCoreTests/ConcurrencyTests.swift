@@ -112,7 +112,7 @@ import WALWriterCore
         let loop = group.next()
         let wal = try await WALEngine.open(configuration: .init(directory: dir.path, segmentSize: 1 << 20), logger: quietLogger, eventLoop: loop)
         #expect(wal.eventLoop === loop)
-        let outcomes = Mutex<[Int: [Result<AppendResult, WALError>]]>([:])
+        let outcomes = Mutex<[Int: [Result<DurableAppend, WALError>]]>([:])
         let offLoop = Mutex(0)
         let allDone = loop.makePromise(of: Void.self)
         let remaining = Mutex(40)

@@ -21,7 +21,7 @@ public final class BrokerContext: Sendable {
     public let wal: WALClient
     public let committed: any CommittedDataReader
     public let logger: Logger
-    /// Creates missing topics (Metadata and Produce auto-creation); per-topic error codes.
+    /// Creates missing topics (Metadata auto-creation; Produce never creates topics); per-topic error codes.
     public let autoCreate: @Sendable ([String]) async -> [String: Int16]
     /// Wall-clock milliseconds.
     public let now: @Sendable () -> Int64

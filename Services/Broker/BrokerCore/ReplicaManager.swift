@@ -49,7 +49,7 @@ public actor ReplicaManager {
     let wal: WALClient
     let committed: any CommittedDataReader
     /// Set in WAL-bypass mode: appends go straight into committed objects.
-    let direct: DirectObjectAppender?
+    let bypass: WALBypassAppender?
     let metadata: any MetadataSource
     let writer: any MetadataWriter
     let logger: Logger
@@ -78,14 +78,14 @@ public actor ReplicaManager {
 
     public init(
         nodeId: NodeID, zone: String, wal: WALClient, committed: any CommittedDataReader, metadata: any MetadataSource,
-        writer: any MetadataWriter, logCacheBytes: Int, direct: DirectObjectAppender? = nil,
+        writer: any MetadataWriter, logCacheBytes: Int, bypass: WALBypassAppender? = nil,
         producerIdExpirationMs: Int64 = 86_400_000, now: @escaping @Sendable () -> Int64,
         logger: Logger
     ) {
         self.producerIdExpirationMs = producerIdExpirationMs
         self.now = now
         self.committed = committed
-        self.direct = direct
+        self.bypass = bypass
         self.nodeId = nodeId
         self.zone = zone
         self.wal = wal
@@ -210,7 +210,7 @@ public actor ReplicaManager {
         } catch {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
-        guard let partition = partitions[append.key], partition.lease == slot.lease, direct != nil || partition.connection != nil else {
+        guard let partition = partitions[append.key], partition.lease == slot.lease, bypass != nil || partition.connection != nil else {
             return eventLoop.makeSucceededFuture(.failure(.notLeaderOrFollower, "partition is being taken over"))
         }
         let logStartOffset = leaderState.partition(append.key)?.logStartOffset ?? -1
@@ -280,8 +280,8 @@ public actor ReplicaManager {
         let promise = eventLoop.makePromise(of: AppendResult.self)
         partition.appends[number] = Partition.Waiting(promise: promise, bytes: records, logAppendTime: append.logAppendTime ?? -1)
         let future: EventLoopFuture<WALCallError?>
-        if let direct {
-            future = direct.enqueue(stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
+        if let bypass {
+            future = bypass.enqueue(stream: partition.streamId, epoch: partition.epoch, baseOffset: base, lastOffset: next - 1, batches: records)
         } else if let connection = partition.connection {
             do {
                 future = try wal.enqueueAppend(

@@ -87,7 +87,7 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         let replicas = ReplicaManager(
             nodeId: common.nodeID, zone: common.zone, wal: wal, committed: committed, metadata: follower, writer: controller,
             logCacheBytes: logCacheBytes,
-            direct: walBypass ? DirectObjectAppender(store: store, writer: controller, metadata: follower, logger: logger) : nil,
+            bypass: walBypass ? WALBypassAppender(store: store, writer: controller, metadata: follower, logger: logger) : nil,
             producerIdExpirationMs: producerIdExpirationMs, now: now, logger: logger)
         let membership = NodeMembership(
             controller: controller,

@@ -152,14 +152,14 @@ public actor WALEngine {
     }
 
     /// Appends batches of one stream; returns once they are durable.
-    public func append(stream: UInt64, epoch: Int32, baseOffset: Int64, lastOffset: Int64, batches: ByteBuffer) async throws -> AppendResult {
+    public func append(stream: UInt64, epoch: Int32, baseOffset: Int64, lastOffset: Int64, batches: ByteBuffer) async throws -> DurableAppend {
         let size = WALFormat.encodedSize(batchBytes: batches.readableBytes)
         let id = nextRequest
         nextRequest += 1
         payloads[id] = batches
         let outcome = await submit(id, .append(stream: stream, epoch: epoch, baseOffset: baseOffset, lastOffset: lastOffset, size: size))
         switch outcome {
-        case .appended(let lsn): return AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)
+        case .appended(let lsn): return DurableAppend(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)
         case .failed(let error): throw error
         case .fenced: throw WALError.unavailable("unexpected outcome")
         }

@@ -33,12 +33,12 @@ public final class AppendTicket: Sendable {
 
     /// Calls `body` with the outcome once the append is durable (or refused): at once if it already is,
     /// else on the thread that completes it (the engine's event loop).
-    public func whenComplete(_ body: @escaping @Sendable (Result<AppendResult, WALError>) -> Void) {
+    public func whenComplete(_ body: @escaping @Sendable (Result<DurableAppend, WALError>) -> Void) {
         let baseOffset = baseOffset
         let lastOffset = lastOffset
         let callback: @Sendable (WALBatcher.Outcome) -> Void = { outcome in
             switch outcome {
-            case .appended(let lsn): body(.success(AppendResult(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)))
+            case .appended(let lsn): body(.success(DurableAppend(lsn: lsn, baseOffset: baseOffset, lastOffset: lastOffset)))
             case .failed(let error): body(.failure(error))
             case .fenced: body(.failure(WALError.unavailable("unexpected outcome")))
             }
@@ -57,15 +57,15 @@ public final class AppendTicket: Sendable {
     }
 
     /// Waits until the append is durable (or refused).
-    public func result() async throws(WALError) -> AppendResult {
-        try await withCheckedContinuation { (continuation: CheckedContinuation<Result<AppendResult, WALError>, Never>) in
+    public func result() async throws(WALError) -> DurableAppend {
+        try await withCheckedContinuation { (continuation: CheckedContinuation<Result<DurableAppend, WALError>, Never>) in
             whenComplete { continuation.resume(returning: $0) }
         }.get()
     }
 }
 
 /// Result of a durable append.
-public struct AppendResult: Sendable, Equatable {
+public struct DurableAppend: Sendable, Equatable {
     /// LSN of the WAL record holding the batches.
     public var lsn: LSN
     public var baseOffset: Int64

@@ -144,7 +144,7 @@ public struct WALRequestHandler: KafkaRequestHandler {
     }
 
     /// The answer to an append, with its metrics.
-    private static func answer(_ result: Result<AppendResult, WALError>, bytes: Int, start: ContinuousClock.Instant, version: Int16) -> KafkaResponseAction {
+    private static func answer(_ result: Result<DurableAppend, WALError>, bytes: Int, start: ContinuousClock.Instant, version: Int16) -> KafkaResponseAction {
         var response = WALAppendResponse()
         switch result {
         case .success(let appended):

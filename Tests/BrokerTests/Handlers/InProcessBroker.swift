@@ -99,7 +99,7 @@ final class InProcessBroker: Sendable {
         let now: @Sendable () -> Int64 = { Self.now }
         let replicas = ReplicaManager(
             nodeId: Self.nodeId, zone: "a", wal: wal, committed: committed, metadata: metadata, writer: metadata,
-            logCacheBytes: logCacheBytes, direct: DirectObjectAppender(store: store, writer: metadata, metadata: metadata, logger: logger),
+            logCacheBytes: logCacheBytes, bypass: WALBypassAppender(store: store, writer: metadata, metadata: metadata, logger: logger),
             now: now, logger: logger)
         let admin = AdminHandlers(settings: settings, writer: metadata, metadata: metadata, now: now, logger: logger)
         context = BrokerContext(

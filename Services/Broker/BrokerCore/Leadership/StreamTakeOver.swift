@@ -54,7 +54,7 @@ extension ReplicaManager {
         guard stream.epoch == partition.epoch else {
             throw TakeOverError(description: "metadata has stream epoch \(stream.epoch), leading with \(partition.epoch)")
         }
-        if direct != nil {
+        if bypass != nil {
             // Everything acknowledged is committed: the stream continues at its committed end, and a
             // stale leader's late commit is refused by epoch at the controller.
             let fresh = try await barrier(partition, writer: -1)
@@ -144,7 +144,7 @@ extension ReplicaManager {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled, isCurrent(partition) {
             let state = knownState
-            if direct != nil {
+            if bypass != nil {
                 // Whatever was committed is the stream now.
                 do {
                     let stream = try await barrier(partition, writer: -1)

@@ -11,7 +11,7 @@ import ObjectStorage
 /// appends are acknowledged only once they are in a committed object. Appends arriving while an
 /// upload is in flight are grouped into the next one (one object, one PUT, one commit), so this is
 /// the best a direct-to-object-storage design can do, not a strawman.
-public actor DirectObjectAppender {
+public actor WALBypassAppender {
     struct Pending {
         var stream: StreamID
         var epoch: LeaderEpoch
@@ -102,8 +102,8 @@ public actor DirectObjectAppender {
             uploads += 1
             return nil
         } catch {
-            logger.warning("direct upload failed", metadata: ["error": "\(error)"])
-            return WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "direct upload failed: \(error)")
+            logger.warning("WAL-bypass upload failed", metadata: ["error": "\(error)"])
+            return WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "WAL-bypass upload failed: \(error)")
         }
     }
 
