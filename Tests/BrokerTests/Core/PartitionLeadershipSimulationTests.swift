@@ -3,6 +3,7 @@ import KafkaProtocol
 import Testing
 
 @testable import BrokerCore
+import TestKit
 
 /// The WAL writer as partition leaders see it: per stream, the highest epoch fenced and the appends
 /// made durable in offset order. An append is taken only at or above the fenced epoch and only
