@@ -195,6 +195,9 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // What tests share: seeded random, a manual clock, free ports, bounded waits, child processes.
+        .target(name: "TestKit", dependencies: [.product(name: "Logging", package: "swift-log")], path: "Tests/TestKit"),
+        .testTarget(name: "TestKitTests", dependencies: ["TestKit"], path: "Tests/TestKitTests"),
         .executableTarget(
             name: "CaptureListener",
             dependencies: ["KafkaProtocol", "KafkaTransport", .product(name: "Logging", package: "swift-log")] + nio,
@@ -202,13 +205,13 @@ let package = Package(
         ),
         .testTarget(
             name: "KafkaProtocolTests",
-            dependencies: ["KafkaProtocol", "KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TestKit", "KafkaProtocol", "KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/KafkaProtocolTests",
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "KafkaRecordsTests",
-            dependencies: ["KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TestKit", "KafkaRecords", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/KafkaRecordsTests",
             exclude: ["make_fixtures.py"],
             resources: [.copy("Fixtures")]
@@ -216,7 +219,7 @@ let package = Package(
         .testTarget(
             name: "KafkaTransportTests",
             dependencies: [
-                "KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log"),
+                "TestKit", "KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ] + nio,
@@ -224,7 +227,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ObjectStorageTests",
-            dependencies: ["ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
+            dependencies: ["TestKit", "ObjectStorage", "CCRC32C", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/ObjectStorageTests"
         ),
         .executableTarget(
@@ -239,7 +242,7 @@ let package = Package(
         .testTarget(
             name: "WALWriterCoreTests",
             dependencies: [
-                "WALWriterCore", "wal-crash-helper",
+                "TestKit", "WALWriterCore", "wal-crash-helper",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -247,13 +250,13 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterMetadataTests",
-            dependencies: ["ClusterMetadata", "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TestKit", "ClusterMetadata", "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/ClusterMetadataTests"
         ),
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport", "FloeService",
+                "TestKit", "ControllerCore", "ControllerClient", "ClusterMetadata", "Raft", "KafkaProtocol", "KafkaTransport", "FloeService",
                 "DevCluster",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
@@ -282,13 +285,13 @@ let package = Package(
         ),
         .testTarget(
             name: "DevClusterTests",
-            dependencies: ["DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")] + nio,
+            dependencies: ["TestKit", "DevCluster", "FloeService", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Tests/DevClusterTests"
         ),
         .testTarget(
             name: "BrokerTests",
             dependencies: [
-                "BrokerCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
+                "TestKit", "BrokerCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
                 "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
@@ -297,7 +300,7 @@ let package = Package(
         .testTarget(
             name: "WALWriterServiceTests",
             dependencies: [
-                "WALWriterService", "WALWriterCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage",
+                "TestKit", "WALWriterService", "WALWriterCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage",
                 "KafkaProtocol", "KafkaTransport", "FloeService", "floe-wal-writer",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
@@ -313,7 +316,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftTests",
-            dependencies: ["Raft"],
+            dependencies: ["TestKit", "Raft"],
             path: "Tests/RaftTests"
         ),
     ]

@@ -1,5 +1,6 @@
 import DevCluster
 import Foundation
+import TestKit
 import Testing
 
 /// A real producer (confluent-kafka, acks=all, retries) keeps writing while a process under its
@@ -61,13 +62,10 @@ import Testing
     }
 
     static func waitForAcknowledged(_ path: String, atLeast count: Int, within limit: Duration, producer: ClientScripts.RunningScript) async throws {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline {
-            if acknowledgedCount(path) >= count { return }
-            // A producer that died early cannot catch up; report it instead of waiting out the limit.
-            if kill(producer.pid, 0) != 0 { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        // The producer is another process appending to a file: poll it. A producer that died early cannot
+        // catch up; report it instead of waiting out the limit.
+        _ = await waitUntil(timeout: limit, every: .milliseconds(50)) { acknowledgedCount(path) >= count || !producer.process.isRunning }
+        if acknowledgedCount(path) >= count { return }
         throw ClusterTestFailure(description: "\(acknowledgedCount(path)) records acknowledged, waited for \(count) within \(limit)")
     }
 

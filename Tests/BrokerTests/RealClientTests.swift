@@ -1,4 +1,5 @@
 import Foundation
+import TestKit
 import Testing
 
 /// One `floe dev` for every test of a suite: two zones with a broker and a WAL writer each, so a
@@ -111,7 +112,7 @@ struct SharedDevCluster: SuiteTrait, TestScoping {
 /// The harness itself: a script that finds a mismatch, or hangs, must come back as a failure.
 @Suite struct ClientScriptHarnessTests {
     static func closedPort() throws -> Int {
-        try #require((47_000..<48_000).first { DevClusterProcess.portIsFree($0) }, "a loopback port nothing listens on")
+        try #require((47_000..<48_000).first(where: portIsFree), "a loopback port nothing listens on")
     }
 
     @Test(.timeLimit(.minutes(1))) func scriptAgainstNothingFailsWithAMessage() async throws {

@@ -1,14 +1,15 @@
 import ClusterMetadata
 import KafkaProtocol
+import TestKit
 
 /// Produces a seeded stream of commands, mostly valid for the current state (so the state grows
 /// and objects flow through every lifecycle step) with a share of stale or malformed ones.
 struct CommandGenerator {
-    var rng: SeededGenerator
+    var rng: SeededRandom
     var now: Millis = 1_000
     var topicSerial: UInt64 = 0
 
-    init(seed: UInt64) { rng = SeededGenerator(seed: seed) }
+    init(seed: UInt64) { rng = SeededRandom(seed: seed) }
 
     mutating func int(_ range: Range<Int>) -> Int { Int.random(in: range, using: &rng) }
     mutating func chance(_ percent: Int) -> Bool { int(0..<100) < percent }

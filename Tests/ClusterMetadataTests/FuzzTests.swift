@@ -3,6 +3,7 @@ import Foundation
 import KafkaProtocol
 import NIOCore
 import Testing
+import TestKit
 
 /// Mutation fuzzing of the command and snapshot decoders: no input may crash them, and anything
 /// that does decode must apply (or be rejected) without crashing too.
@@ -11,7 +12,7 @@ import Testing
         ProcessInfo.processInfo.environment["FLOE_FUZZ_SEED"].flatMap { UInt64($0) } ?? 20_261_121
     }
 
-    static func mutate(_ input: [UInt8], corpus: [[UInt8]], rng: inout SeededGenerator) -> [UInt8] {
+    static func mutate(_ input: [UInt8], corpus: [[UInt8]], rng: inout SeededRandom) -> [UInt8] {
         var bytes = input
         for _ in 0..<Int.random(in: 1...4, using: &rng) {
             let position = bytes.isEmpty ? 0 : Int.random(in: 0..<bytes.count, using: &rng)
@@ -44,7 +45,7 @@ import Testing
         let corpus = (EncodingTests.examples + DeterminismTests.run(seed: seed, steps: 300).commands).map {
             Array($0.encode().readableBytesView)
         }
-        var rng = SeededGenerator(seed: seed)
+        var rng = SeededRandom(seed: seed)
         var decoded = 0
         let iterations = 100_000
         for _ in 0..<iterations {
@@ -69,7 +70,7 @@ import Testing
             _ = state.apply(generator.next(for: state), index: UInt64(step))
             if step % 16 == 0 { corpus.append(Array(state.encodeSnapshot().readableBytesView)) }
         }
-        var rng = SeededGenerator(seed: seed ^ 0x5A5A)
+        var rng = SeededRandom(seed: seed ^ 0x5A5A)
         var decoded = 0
         let iterations = 100_000
         for _ in 0..<iterations {

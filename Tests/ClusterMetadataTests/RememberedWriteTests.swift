@@ -2,6 +2,7 @@ import ClusterMetadata
 import KafkaProtocol
 import NIOCore
 import Testing
+import TestKit
 
 @Suite struct RememberedWriteTests {
     private func createTopic(_ name: String, id: UInt64) -> MetadataCommand {
@@ -178,7 +179,7 @@ import Testing
     @Test(arguments: [4, 5] as [UInt64])
     func retriesInAGeneratedLogChangeNothingAndReplicasAgree(seed: UInt64) throws {
         var generator = CommandGenerator(seed: seed)
-        var random = SeededGenerator(seed: seed &+ 1000)
+        var random = SeededRandom(seed: seed &+ 1000)
         var state = MetadataState()
         var restored = MetadataState()
         var once = MetadataState()

@@ -2,21 +2,6 @@ import ClusterMetadata
 import KafkaProtocol
 import NIOCore
 
-/// A deterministic generator for seeded tests (SplitMix64).
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func uuid(_ n: UInt64) -> KafkaUUID { KafkaUUID(high: 0x4000 | n << 16, low: 0x8000_0000_0000_0000 | n) }
 
 /// A state plus the Raft index counter, so tests read like a command log.

@@ -1,17 +1,8 @@
 import ClusterMetadata
 import ControllerClient
 @testable import ControllerCore
-@testable import Raft
 import Testing
-
-/// The simulation's only source of choices is Raft's seeded SplitMix64, so a seed replays exactly.
-private extension RaftRandom {
-    mutating func below(_ bound: Int) -> Int { bound <= 0 ? 0 : Int(next() % UInt64(bound)) }
-    mutating func between(_ low: Int, _ high: Int) -> Int { low + below(high - low + 1) }
-    /// True with probability `permille / 1000`.
-    mutating func chance(_ permille: Int) -> Bool { below(1000) < permille }
-    mutating func pick<T>(_ items: [T]) -> T? { items.isEmpty ? nil : items[below(items.count)] }
-}
+import TestKit
 
 private struct SimulationFailure: Error, CustomStringConvertible {
     var description: String
@@ -31,7 +22,7 @@ private struct SessionSimulation {
         var current: Bool
     }
 
-    var random: RaftRandom
+    var random: SeededRandom
     let seed: UInt64
     var sessions: BrokerSessions
     var metadata = MetadataState()
@@ -65,7 +56,7 @@ private struct SessionSimulation {
 
     init(seed: UInt64) {
         self.seed = seed
-        random = RaftRandom(seed: seed)
+        random = SeededRandom(seed: seed)
         let timeout = Duration.milliseconds(random.between(300, 2000))
         let grace = Duration.milliseconds(random.between(50, 600))
         sessions = BrokerSessions(sessionTimeout: timeout, closeGrace: grace, checkInterval: .milliseconds(100))

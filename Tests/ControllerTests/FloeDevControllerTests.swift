@@ -3,6 +3,7 @@ import ControllerClient
 import DevCluster
 import Foundation
 import KafkaTransport
+import TestKit
 import Testing
 
 /// `floe dev --controllers 3` end to end: metadata writes keep being acknowledged while the leader
@@ -10,11 +11,11 @@ import Testing
 /// the same data directory every acknowledged write is still there.
 @Suite(.serialized) struct FloeDevControllerTests {
     /// `floe dev` as a child process on its own data directory and port range.
-    final class FloeDev: @unchecked Sendable {
+    final class FloeDev: Sendable {
         let binary: String
         let dataDirectory: String
         let basePort: Int
-        private var process: Process?
+        private let process = ProcessSlot()
 
         init(binary: String, dataDirectory: String, basePort: Int) {
             self.binary = binary
@@ -23,91 +24,47 @@ import Testing
         }
 
         func start() throws {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = [
-                "dev", "up", "--controllers", "3", "--data-dir", dataDirectory, "--base-port", "\(basePort)",
-                "--log-level", "warning",
-            ]
-            let logPath = "\(dataDirectory)/floe-dev.out"
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-            if let handle = FileHandle(forWritingAtPath: logPath) {
-                handle.seekToEndOfFile()
-                process.standardOutput = handle
-                process.standardError = handle
-            }
-            try process.run()
-            self.process = process
+            try process.start(
+                binary,
+                [
+                    "dev", "up", "--controllers", "3", "--data-dir", dataDirectory, "--base-port", "\(basePort)",
+                    "--log-level", "warning",
+                ],
+                logPath: "\(dataDirectory)/floe-dev.out")
         }
 
         /// Ctrl-C: floe dev stops its children and exits.
-        func interrupt() -> Int32? {
-            guard let process else { return nil }
-            process.interrupt()
-            process.waitUntilExit()
-            self.process = nil
-            return process.terminationStatus
-        }
+        func interrupt() -> Int32? { process.stop(SIGINT) }
 
-        func kill() {
-            guard let process else { return }
-            Foundation.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            self.process = nil
-        }
+        func kill() { process.stop(SIGKILL) }
 
         var clusterFile: ClusterFile? { try? ClusterFile.read(from: "\(dataDirectory)/cluster.json") }
 
-        /// Waits until cluster.json lists three running controllers that satisfy `condition`.
+        /// Waits (bounded: 30 s) until cluster.json, which floe dev rewrites as its children change, lists three
+        /// running controllers that satisfy `condition`.
         func waitForControllers(_ what: String, _ condition: @escaping @Sendable ([ClusterFile.Service]) -> Bool) async throws
             -> [ClusterFile.Service]
         {
-            try await withTimeout(.seconds(30), what) {
-                for _ in 0..<3000 {
-                    if let file = self.clusterFile {
-                        let controllers = file.services.filter { $0.kind == "controller" }.sorted { $0.nodeID < $1.nodeID }
-                        if controllers.count == 3, controllers.allSatisfy({ $0.state == "running" && $0.pid != nil }),
-                           condition(controllers)
-                        {
-                            return controllers
-                        }
-                    }
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-                throw TestTimeout(what: what)
+            var found: [ClusterFile.Service] = []
+            try await waitUntil(what, timeout: .seconds(30)) {
+                guard let file = self.clusterFile else { return false }
+                let controllers = file.services.filter { $0.kind == "controller" }.sorted { $0.nodeID < $1.nodeID }
+                guard controllers.count == 3, controllers.allSatisfy({ $0.state == "running" && $0.pid != nil }), condition(controllers)
+                else { return false }
+                found = controllers
+                return true
             }
+            return found
         }
     }
 
     /// A base port whose controller ports (base+98…+100) and admin ports (base+198…+200) are free.
     static func freeBasePort() throws -> Int {
-        for base in stride(from: 31_000, to: 60_000, by: 350) {
-            let ports = (98...100).map { base + $0 } + (198...200).map { base + $0 }
-            if ports.allSatisfy(portIsFree) { return base }
-        }
-        throw TestTimeout(what: "a free port range for floe dev")
-    }
-
-    static func portIsFree(_ port: Int) -> Bool {
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(s) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
-
-    static func floeBinary() -> String? {
-        guard let controller = controllerBinary() else { return nil }
-        let floe = URL(fileURLWithPath: controller).deletingLastPathComponent().appendingPathComponent("floe").path
-        return FileManager.default.isExecutableFile(atPath: floe) ? floe : nil
+        try TestKit.freeBasePort(offsets: Array(98...100) + Array(198...200), slots: stride(from: 31_000, to: 60_000, by: 350))
     }
 
     @Test(.timeLimit(.minutes(3))) func leaderKilledUnderFloeDevLosesNoAcknowledgedWrite() async throws {
-        let binary = try #require(Self.floeBinary(), "floe not built next to the tests")
+        let binary = try #require(builtProduct("floe"), "floe not built next to the tests")
         let directory = try temporaryDirectory("floe-dev")
         defer { removeDirectory(directory) }
         let dev = FloeDev(binary: binary, dataDirectory: directory, basePort: try Self.freeBasePort())

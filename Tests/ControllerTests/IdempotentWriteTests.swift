@@ -5,6 +5,7 @@ import Foundation
 import KafkaProtocol
 import KafkaTransport
 import NIOCore
+import TestKit
 import Testing
 
 /// A ControllerWrite sent as a client's retry would be: the same command with the same write id.
@@ -143,7 +144,7 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
     /// The case the ids exist for: the leader process commits a CreateTopics and is SIGKILLed before anyone
     /// reads the answer; the retry goes to whichever controller leads next.
     @Test(.timeLimit(.minutes(1))) func aRetryAfterTheCommittingLeaderIsKilledGetsTheFirstAnswer() async throws {
-        let binary = try #require(controllerBinary(), "floe-controller not built next to the tests")
+        let binary = try #require(builtProduct("floe-controller"), "floe-controller not built next to the tests")
         let cluster = try ControllerProcesses(binary: binary)
         defer { cluster.cleanup() }
         for k in 0..<3 { try cluster.start(k) }
@@ -152,18 +153,19 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
         let id = WriteID.random()
 
         func writeAtLeader(excluding: Int?) async throws -> (ControllerWriteResponse, Int) {
-            try await withTimeout(.seconds(20), "a controller leader answering") {
-                for _ in 0..<2000 {
-                    for (k, endpoint) in cluster.endpoints.enumerated() where k != excluding {
-                        guard let response = try? await sendWrite(create, writeId: id, to: endpoint, via: transport),
-                              response.errorCode == 0
-                        else { continue }
-                        return (response, k)
-                    }
-                    try await Task.sleep(for: .milliseconds(20))
+            // Which process leads, and when it is elected, only shows by asking: poll every endpoint.
+            var answer: (ControllerWriteResponse, Int)?
+            try await waitUntil("a controller leader answering", timeout: .seconds(20), every: .milliseconds(20)) {
+                for (k, endpoint) in cluster.endpoints.enumerated() where k != excluding {
+                    guard let response = try? await sendWrite(create, writeId: id, to: endpoint, via: transport),
+                          response.errorCode == 0
+                    else { continue }
+                    answer = (response, k)
+                    return true
                 }
-                throw TestTimeout(what: "a controller leader answering")
+                return false
             }
+            return try #require(answer)
         }
 
         let (first, leader) = try await writeAtLeader(excluding: nil)

@@ -4,67 +4,38 @@ import FloeService
 import Foundation
 import KafkaTransport
 import Synchronization
+import TestKit
 import Testing
 
-/// Finds `floe-controller` in the build directory that holds this test bundle.
-func controllerBinary() -> String? {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<4 {
-        let candidate = directory.appendingPathComponent("floe-controller").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        directory = directory.deletingLastPathComponent()
-    }
-    let fallback = FileManager.default.currentDirectoryPath + "/.build/debug/floe-controller"
-    return FileManager.default.isExecutableFile(atPath: fallback) ? fallback : nil
-}
-
 /// Three `floe-controller` processes on loopback.
-final class ControllerProcesses: @unchecked Sendable {
+final class ControllerProcesses: Sendable {
     let binary: String
     let ports: [Int]
     let directory: String
-    private var processes: [Process?] = [nil, nil, nil]
+    private let processes = [ProcessSlot(), ProcessSlot(), ProcessSlot()]
 
     init(binary: String) throws {
         self.binary = binary
         ports = try freePorts(3)
-        directory = try temporaryDirectory("processes")
+        directory = try temporaryDirectory("controller-processes")
     }
 
     var endpoints: [KafkaEndpoint] { ports.map { KafkaEndpoint(host: "127.0.0.1", port: $0) } }
 
     func start(_ k: Int) throws {
         let voters = ports.enumerated().map { "\($0.offset + 1)@127.0.0.1:\($0.element)" }.joined(separator: ",")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
-            "--node-id", "\(k + 1)", "--listen", "127.0.0.1:\(ports[k])", "--admin", "127.0.0.1:0", "--voters", voters,
-            "--data-dir", "\(directory)/c\(k + 1)", "--log-level", "warning", "--election-timeout-ms", "300",
-        ]
-        let log = FileManager.default.createFile(atPath: "\(directory)/log\(k + 1)", contents: nil)
-        if log, let handle = FileHandle(forWritingAtPath: "\(directory)/log\(k + 1)") {
-            handle.seekToEndOfFile()
-            process.standardError = handle
-            process.standardOutput = handle
-        }
-        try process.run()
-        processes[k] = process
+        try processes[k].start(
+            binary,
+            [
+                "--node-id", "\(k + 1)", "--listen", "127.0.0.1:\(ports[k])", "--admin", "127.0.0.1:0", "--voters", voters,
+                "--data-dir", "\(directory)/c\(k + 1)", "--log-level", "warning", "--election-timeout-ms", "300",
+            ],
+            logPath: "\(directory)/log\(k + 1)")
     }
 
-    func kill(_ k: Int) {
-        guard let process = processes[k] else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        processes[k] = nil
-    }
+    func kill(_ k: Int) { processes[k].stop(SIGKILL) }
 
-    func terminate(_ k: Int) -> Int32? {
-        guard let process = processes[k] else { return nil }
-        process.terminate()
-        process.waitUntilExit()
-        processes[k] = nil
-        return process.terminationStatus
-    }
+    func terminate(_ k: Int) -> Int32? { processes[k].stop(SIGTERM) }
 
     func killAll() {
         for k in 0..<3 { kill(k) }
@@ -79,15 +50,25 @@ final class ControllerProcesses: @unchecked Sendable {
 /// Names whose writes were acknowledged, shared between the writer task and the test.
 final class AckList: Sendable {
     private let names = Mutex<[String]>([])
+    /// The count after each acknowledgement; only the newest matters to a waiter.
+    private let counts = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
     func withLock<T>(_ body: (inout [String]) -> T) -> T { names.withLock { body(&$0) } }
 
-    /// Waits until at least `count` writes were acknowledged (bounded: 20 s).
+    func append(_ name: String) {
+        let count = names.withLock { names in
+            names.append(name)
+            return names.count
+        }
+        counts.continuation.yield(count)
+    }
+
+    /// Waits until at least `count` writes were acknowledged (bounded: 20 s; one waiter at a time).
     func waitFor(_ count: Int) async throws {
+        if withLock({ $0.count }) >= count { return }
+        let counts = self.counts.stream
         try await withTimeout(.seconds(20), "\(count) acknowledged writes") {
-            for _ in 0..<4000 {
-                if self.withLock({ $0.count }) >= count { return }
-                try await Task.sleep(for: .milliseconds(5))
-            }
+            for await seen in counts where seen >= count { return }
             throw TestTimeout(what: "\(count) acknowledged writes")
         }
     }
@@ -103,7 +84,7 @@ func startTopicWriter(_ client: ControllerClient, into acknowledged: AckList) ->
             do {
                 let result = try await client.write(.createTopics([topic(name)]))
                 if case .items(let items) = result, items.first?.errorCode == 0 {
-                    acknowledged.withLock { $0.append(name) }
+                    acknowledged.append(name)
                 }
             } catch is CancellationError {
                 return
@@ -136,7 +117,7 @@ func expectEveryAcknowledgedWrite(_ acknowledged: AckList, endpoints: [KafkaEndp
 
 @Suite(.serialized) struct MultiProcessTests {
     @Test(.timeLimit(.minutes(2))) func leaderKilledMidStreamLosesNoAcknowledgedWrite() async throws {
-        let binary = try #require(controllerBinary(), "floe-controller not built next to the tests")
+        let binary = try #require(builtProduct("floe-controller"), "floe-controller not built next to the tests")
         let cluster = try ControllerProcesses(binary: binary)
         defer { cluster.cleanup() }
         for k in 0..<3 { try cluster.start(k) }
@@ -168,13 +149,10 @@ func expectEveryAcknowledgedWrite(_ acknowledged: AckList, endpoints: [KafkaEndp
     }
 
     @Test(.timeLimit(.minutes(1))) func configuredFromEnvironmentWithAdminStatusAndReadiness() async throws {
-        let binary = try #require(controllerBinary(), "floe-controller not built next to the tests")
+        let binary = try #require(builtProduct("floe-controller"), "floe-controller not built next to the tests")
         let ports = try freePorts(2)
         let directory = try temporaryDirectory("env")
         defer { removeDirectory(directory) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = []
         var environment = ProcessInfo.processInfo.environment
         environment["FLOE_NODE_ID"] = "4"
         environment["FLOE_ZONE"] = "z1"
@@ -183,18 +161,13 @@ func expectEveryAcknowledgedWrite(_ acknowledged: AckList, endpoints: [KafkaEndp
         environment["FLOE_VOTERS"] = "4@127.0.0.1:\(ports[0])"
         environment["FLOE_DATA_DIR"] = directory
         environment["FLOE_LOG_LEVEL"] = "warning"
-        process.environment = environment
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let process = try TestProcess(binary, environment: environment)
+        defer { process.stop(SIGKILL) }
 
         let admin = HostPort(host: "127.0.0.1", port: ports[1])
-        let ready = try await withTimeout(.seconds(20), "readyz") {
-            for _ in 0..<400 {
-                if let response = try? await AdminClient.get(admin, path: "/readyz"), response.status == 200 { return true }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            return false
+        // Another process: readiness shows only by asking.
+        let ready = await waitUntil(timeout: .seconds(20), every: .milliseconds(50)) {
+            (try? await AdminClient.get(admin, path: "/readyz"))?.status == 200
         }
         #expect(ready)
         let status = try await AdminClient.get(admin, path: "/status")
@@ -208,8 +181,6 @@ func expectEveryAcknowledgedWrite(_ acknowledged: AckList, endpoints: [KafkaEndp
         #expect(json["term"] as? Int ?? 0 >= 1)
         #expect(json["commit_index"] as? Int ?? 0 >= 1)
 
-        process.terminate()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(process.stop(SIGTERM) == 0)
     }
 }

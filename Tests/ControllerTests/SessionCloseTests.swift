@@ -2,6 +2,7 @@ import ClusterMetadata
 import ControllerClient
 @testable import ControllerCore
 import KafkaTransport
+import TestKit
 import Testing
 
 /// The leader cuts a session short when the connection of the node's latest heartbeat closes, unless the
@@ -68,21 +69,17 @@ import Testing
         #expect(await image.state.nodes[7]?.state == .active)
         #expect(await image.state.nodes[8]?.state == .active)
         // Heartbeats have a connection of their own, so they never queue behind the client's other calls.
-        var eightFirstConnection = eightRegisteredOn
-        for _ in 0..<500 where eightFirstConnection == eightRegisteredOn {
-            try await Task.sleep(for: .milliseconds(10))
-            eightFirstConnection = await node.sessionConnectionForTesting(8) ?? eightRegisteredOn
+        // The session's connection changes inside the controller with nothing announcing it: poll.
+        let movedToHeartbeatConnection = await waitUntil(timeout: .seconds(5)) {
+            (await node.sessionConnectionForTesting(8) ?? eightRegisteredOn) != eightRegisteredOn
         }
-        #expect(eightFirstConnection != eightRegisteredOn, "heartbeats came over the registration's connection")
+        #expect(movedToHeartbeatConnection, "heartbeats came over the registration's connection")
+        let eightFirstConnection = await node.sessionConnectionForTesting(8) ?? eightRegisteredOn
         // The close must not wait out the long poll on node 7's connection.
         let waitingBefore = await node.fetchWaitersForTesting
         let poll = Task { try? await dying.fetchMetadata(from: cluster.endpoints[leader], fromVersion: 1 << 40, maxWait: .seconds(25)) }
         defer { poll.cancel() }
-        var polling = false
-        for _ in 0..<500 where !polling {
-            polling = await node.fetchWaitersForTesting > waitingBefore
-            if !polling { try await Task.sleep(for: .milliseconds(10)) }
-        }
+        let polling = await waitUntil(timeout: .seconds(5)) { await node.fetchWaitersForTesting > waitingBefore }
         #expect(polling, "the long poll did not reach the controller")
 
         let clock = ContinuousClock()

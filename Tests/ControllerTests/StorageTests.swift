@@ -2,6 +2,7 @@ import ClusterMetadata
 @testable import ControllerCore
 import NIOCore
 import Raft
+import TestKit
 import Testing
 
 @Suite struct StorageTests {

@@ -5,6 +5,7 @@ import KafkaProtocol
 import KafkaTransport
 import NIOCore
 import Raft
+import TestKit
 import Testing
 
 @Suite struct WireTests {

@@ -3,17 +3,14 @@ import FloeService
 import Foundation
 import NIOCore
 import NIOPosix
+import TestKit
 import Testing
 
 /// `floe dev` end to end: the real `floe` binary supervising stand-in controllers (ServiceExample under the name floe-controller).
 @Suite struct FloeDevTests {
-    /// Polls `condition` every 50 ms for at most `attempts` tries (30 s); the services are other processes, so there is no event to await.
-    func eventually(_ attempts: Int = 600, _ condition: () async -> Bool) async -> Bool {
-        for _ in 0..<attempts {
-            if await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return false
+    /// Polls `condition` every 50 ms for at most 30 s; the services are other processes, so there is no event to await.
+    func eventually(_ condition: () async -> Bool) async -> Bool {
+        await waitUntil(timeout: .seconds(30), every: .milliseconds(50), condition)
     }
 
     @Test func devClusterStartsRestartsReportsAndStops() async throws {

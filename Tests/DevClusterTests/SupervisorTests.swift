@@ -2,6 +2,7 @@ import DevCluster
 import FloeService
 import Foundation
 import Logging
+import TestKit
 import Testing
 
 /// Collects supervisor events and lets a test await a condition on them, bounded in time.
@@ -30,6 +31,7 @@ actor EventRecorder {
         let id = nextID
         nextID += 1
         let timer = Task { [weak self] in
+            // The waiter's deadline: this sleep bounds the wait, the event is the continuation.
             try? await Task.sleep(for: timeout)
             await self?.expire(id)
         }
@@ -49,17 +51,7 @@ func startedPids(_ events: [SupervisorEvent], _ name: String) -> [Int32] {
 
 /// Polls a child's log (another process writes it, so there is no event) every 10 ms for at most 20 s.
 func logContains(_ path: String, _ condition: (String) -> Bool) async -> Bool {
-    for _ in 0..<2_000 {
-        if let text = try? String(contentsOfFile: path, encoding: .utf8), condition(text) { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return false
-}
-
-func temporaryDirectory() throws -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("floe-dev-test-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
+    await waitUntil(timeout: .seconds(20)) { (try? String(contentsOfFile: path, encoding: .utf8)).map(condition) ?? false }
 }
 
 func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
@@ -82,7 +74,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func killedChildIsRestartedWithANewPidAndClusterFileFollows() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spec = shell("controller", 1, "echo started; exec sleep 600")
         let supervisor = Supervisor(
@@ -119,7 +111,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test(.timeLimit(.minutes(1))) func aHeldChildStaysDownUntilItsHoldFileIsRemoved() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spec = shell("broker", 101, "exec sleep 600")
         let supervisor = Supervisor(specs: [spec], dataDirectory: directory, policy: RestartPolicy(initial: .milliseconds(10)), logger: logger)
@@ -145,7 +137,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test(.timeLimit(.minutes(1))) func stopEndsAHold() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spec = shell("broker", 102, "exec sleep 600")
         let supervisor = Supervisor(specs: [spec], dataDirectory: directory, policy: RestartPolicy(initial: .milliseconds(10)), logger: logger)
@@ -161,7 +153,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func backoffGrowsForAChildThatExitsImmediately() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spec = shell("wal-writer", 11, "echo failing >&2; exit 3")
         let supervisor = Supervisor(
@@ -184,7 +176,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func stopTerminatesEveryChildEvenOneIgnoringSIGTERM() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let stubborn = shell("broker", 102, "trap '' TERM; echo ready; while true; do sleep 0.05; done")
         let supervisor = Supervisor(
@@ -215,7 +207,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func missingExecutableIsReportedAndRetriedWithoutCrashing() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var spec = shell("broker", 101, "")
         spec.executable = directory + "/does-not-exist"
@@ -230,7 +222,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func backoffIsForgivenAfterAChildRanLongEnough() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // Each run outlives resetAfter, so every restart counts as the first failure again.
         let spec = shell("broker", 103, "sleep 0.15; exit 1")
@@ -250,7 +242,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func killAllCutsAGracefulStopShort() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let stubborn = shell("controller", 5, "trap '' TERM; echo ready; while true; do sleep 0.05; done")
         let supervisor = Supervisor(specs: [stubborn], dataDirectory: directory, logger: logger)
@@ -271,7 +263,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     }
 
     @Test func survivorsAreFoundOnlyForLiveMatchingExecutables() async throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryDirectory("dev-test")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let sleeper = ServiceSpec(
             kind: "controller", nodeID: 1, zone: "z", executable: "/bin/sleep", arguments: ["600"],

@@ -3,6 +3,7 @@ import NIOCore
 import Testing
 
 @testable import KafkaRecords
+import TestKit
 
 /// Seeded robustness loop: mutated record sets and compressed payloads must produce values or
 /// errors, never a crash, and never output beyond the cap.
@@ -90,7 +91,7 @@ import Testing
     @Test func mutatedInputsNeverCrashOrExceedTheCap() throws {
         let seed = Self.seed
         print("KafkaRecords fuzz seed: \(seed) (FLOE_FUZZ_SEED overrides)")
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededRandom(seed: seed)
         let batches = try Self.batchCorpus(using: &rng)
         let payloads = try Self.payloadCorpus(using: &rng)
         var inputs = 0

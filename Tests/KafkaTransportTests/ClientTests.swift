@@ -1,6 +1,7 @@
 import KafkaProtocol
 import Logging
 import NIOCore
+import TestKit
 import Testing
 
 @testable import KafkaTransport

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Synchronization
+import TestKit
 import Testing
 
 @testable import KafkaTransport
@@ -31,6 +32,7 @@ private final class ClosingHandler: KafkaRequestHandler {
     func accept(_ request: KafkaRequestFrame, connection: ConnectionInfo) async -> KafkaPendingResponse {
         note("accepted \(connection.id)")
         return KafkaPendingResponse {
+            // Parked until the connection's close cancels it: the sleep is the request's work, not a wait for an event.
             try? await Task.sleep(for: .seconds(60))
             self.note("completed \(connection.id)")
             return .noResponse

@@ -5,19 +5,7 @@ import NIOEmbedded
 import Testing
 
 @testable import KafkaTransport
-
-/// SplitMix64: small, seedable, good enough to drive input generation reproducibly.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TestKit
 
 @Suite struct FuzzTests {
     static let inputCount = 100_000
@@ -28,7 +16,7 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 
     /// A plausible request stream: one to three frames with random header versions, client ids, tags and bodies.
-    static func validStream(_ rng: inout SeededGenerator) -> ByteBuffer {
+    static func validStream(_ rng: inout SeededRandom) -> ByteBuffer {
         var stream = ByteBuffer()
         for _ in 0..<Int.random(in: 1...3, using: &rng) {
             let apiKey: Int16 = [1, 18, 99, Int16.random(in: .min ... .max, using: &rng)].randomElement(using: &rng)!
@@ -48,7 +36,7 @@ struct SeededGenerator: RandomNumberGenerator {
         return stream
     }
 
-    static func mutate(_ input: ByteBuffer, _ rng: inout SeededGenerator) -> ByteBuffer {
+    static func mutate(_ input: ByteBuffer, _ rng: inout SeededRandom) -> ByteBuffer {
         var bytes = Array(input.readableBytesView)
         switch Int.random(in: 0..<6, using: &rng) {
         case 0: // truncation
@@ -122,7 +110,7 @@ struct SeededGenerator: RandomNumberGenerator {
     @Test func frameDecoderAndHeaderParserSurviveMutatedInput() throws {
         let seed = Self.seed()
         print("FuzzTests seed: \(seed) (set FLOE_FUZZ_SEED=\(seed) to replay)")
-        var rng = SeededGenerator(state: seed)
+        var rng = SeededRandom(seed: seed)
         var decodedFrames = 0
         var rejected = 0
         var viaChannel = 0

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import TestKit
 import Testing
 
 @testable import KafkaTransport

@@ -2,6 +2,7 @@ import KafkaProtocol
 import Logging
 import NIOCore
 import NIOPosix
+import TestKit
 import Testing
 
 @testable import KafkaTransport
@@ -275,16 +276,11 @@ private func echo(
         let large = Task { try await echo(connection, "big 8388608").count }
         _ = try await withTimeout(.seconds(10)) { await handler.nextAccepted(1) }
         running.cancel()
-        // New connections are refused once the listener is closed; bounded retry while the close propagates.
-        var refused = false
-        for _ in 0..<200 where !refused {
-            do {
-                let late = try await connect(port)
-                await late.close()
-                try await Task.sleep(for: .milliseconds(10))
-            } catch {
-                refused = true
-            }
+        // New connections are refused once the listener is closed; the close shows only as a refused connect, so poll.
+        let refused = await waitUntil(timeout: .seconds(5)) {
+            guard let late = try? await connect(port) else { return true }
+            await late.close()
+            return false
         }
         #expect(refused)
         handler.release(accepted[0])

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import TestKit
 import Testing
 
 @testable import KafkaTransport
@@ -47,27 +48,6 @@ struct CapturingLogHandler: LogHandler {
             level: event.level, message: "\(event.message)",
             metadata: merged.mapValues { "\($0)" }
         ))
-    }
-}
-
-struct TestTimeout: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out: \(what)" }
-}
-
-/// Runs `operation`, failing with `TestTimeout` if it takes longer than `limit`.
-func withTimeout<T: Sendable>(
-    _ limit: Duration, _ what: String = "operation", _ operation: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw TestTimeout(what: what) }
-        return value
     }
 }
 

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ObjectStorage
+import TestKit
 import Testing
 
 /// Conditional create raced by several processes on one directory. The test binary starts copies
@@ -35,7 +36,7 @@ struct FileCrossProcessTests {
 
         let binary = CommandLine.arguments[0]
         try #require(FileManager.default.isExecutableFile(atPath: binary), "cannot re-run the test binary at \(binary)")
-        let directory = try makeTemporaryDirectory()
+        let directory = try temporaryDirectory("objectstore")
         let children = 3
         var processes: [Process] = []
         var starts: [Pipe] = []
@@ -57,6 +58,7 @@ struct FileCrossProcessTests {
         }
         // A watchdog ends the children if they hang, which also unblocks the reads below.
         let watchdog = Task {
+            // The watchdog's deadline: this sleep bounds a hang, it waits for nothing.
             try await Task.sleep(for: .seconds(90))
             for process in processes where process.isRunning { process.terminate() }
         }

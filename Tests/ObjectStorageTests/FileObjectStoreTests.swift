@@ -2,13 +2,8 @@ import Foundation
 import Logging
 import NIOCore
 import ObjectStorage
+import TestKit
 import Testing
-
-func makeTemporaryDirectory() throws -> String {
-    let path = NSTemporaryDirectory() + "floe-objectstore-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
 
 @Suite("file:// object store")
 struct FileObjectStoreTests {
@@ -16,7 +11,7 @@ struct FileObjectStoreTests {
     let store: any ObjectStore
 
     init() throws {
-        directory = try makeTemporaryDirectory()
+        directory = try temporaryDirectory("objectstore")
         store = try makeObjectStore(url: "file://" + directory, logger: Logger(label: "test"))
     }
 

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import ObjectStorage
+import TestKit
 import Testing
 
 @Suite("Object format")
@@ -118,7 +119,7 @@ struct ObjectFormatTests {
     }
 
     @Test func readerUsesOneRangedGetForFooterAndIndex() async throws {
-        let store = try FileObjectStore(directory: try makeTemporaryDirectory(), logger: Logger(label: "t"))
+        let store = try FileObjectStore(directory: try temporaryDirectory("objectstore"), logger: Logger(label: "t"))
         let (object, appended) = try Self.build()
         let key = ObjectKey.make(id: 42, kind: .streamSet)
         try await store.put(key, object)

@@ -1,21 +1,5 @@
 @testable import Raft
-
-/// SplitMix64 for the simulator's own choices (independent of the nodes' generators).
-struct SimRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ bound: UInt64) -> UInt64 { bound == 0 ? 0 : next() % bound }
-    mutating func between(_ low: UInt64, _ high: UInt64) -> UInt64 { low + below(high - low + 1) }
-    /// True with probability `permille / 1000`.
-    mutating func chance(_ permille: UInt64) -> Bool { below(1000) < permille }
-}
+import TestKit
 
 /// A broken invariant (or lost liveness) found by the simulator.
 struct SimFailure: Error, CustomStringConvertible {
@@ -82,7 +66,7 @@ struct SimParameters {
     static let tickNanos: UInt64 = 10_000_000
 
     static func forSeed(_ seed: UInt64) -> SimParameters {
-        var random = SimRandom(seed: seed ^ 0x5EED)
+        var random = SeededRandom(seed: seed ^ 0x5EED)
         let nodeCount = seed % 8 == 0 ? 1 : (seed % 2 == 1 ? 3 : 5)
         var p = SimParameters(nodeCount: nodeCount)
         p.dropPermille = random.between(0, 150)
@@ -220,7 +204,7 @@ final class RaftSimulation {
     let seed: UInt64
     let parameters: SimParameters
     private(set) var nodes: [SimNode]
-    private var random: SimRandom
+    private var random: SeededRandom
     private var queue = EventQueue<Event>()
     private(set) var now: UInt64 = 0
     private var blocked: Set<Int> = []
@@ -240,7 +224,7 @@ final class RaftSimulation {
     init(seed: UInt64, parameters: SimParameters) throws(SimFailure) {
         self.seed = seed
         self.parameters = parameters
-        random = SimRandom(seed: seed)
+        random = SeededRandom(seed: seed)
         nodes = Array(repeating: SimNode(), count: parameters.nodeCount)
         for n in nodes.indices { try start(n) }
         for n in nodes.indices {

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 import WALWriterCore
+import TestKit
 
 /// Whether the helper was reaped, so the watchdog never signals a recycled pid.
 final class ExitFlag: @unchecked Sendable {

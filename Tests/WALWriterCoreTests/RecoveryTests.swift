@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 import WALWriterCore
+import TestKit
 
 @Suite struct RecoveryTests {
     static let segmentSize = 64 << 10

@@ -5,33 +5,23 @@ import KafkaProtocol
 import KafkaTransport
 import NIOCore
 import Synchronization
+import TestKit
 import Testing
 
-/// Finds `floe-wal-writer` in the build directory that holds this test bundle.
-func walWriterBinary() -> String? {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<4 {
-        let candidate = directory.appendingPathComponent("floe-wal-writer").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        directory = directory.deletingLastPathComponent()
-    }
-    let fallback = FileManager.default.currentDirectoryPath + "/.build/debug/floe-wal-writer"
-    return FileManager.default.isExecutableFile(atPath: fallback) ? fallback : nil
-}
-
 /// One `floe-wal-writer` process, restartable on the same volume.
-final class WALWriterProcess: @unchecked Sendable {
+final class WALWriterProcess: Sendable {
     let binary: String
     let listen: Int
     let admin: Int
     let arguments: [String]
     let logPath: String
-    private var process: Process?
+    private let process = ProcessSlot()
 
     init(binary: String, harness: Harness) throws {
         self.binary = binary
-        listen = try freePort()
-        admin = try freePort()
+        let ports = try freePorts(2)
+        listen = ports[0]
+        admin = ports[1]
         logPath = harness.directory + "/wal-writer.log"
         arguments = [
             "--node-id", "201", "--zone", "a", "--listen", "127.0.0.1:\(listen)", "--admin", "127.0.0.1:\(admin)",
@@ -43,44 +33,20 @@ final class WALWriterProcess: @unchecked Sendable {
     var endpoint: KafkaEndpoint { KafkaEndpoint(host: "127.0.0.1", port: listen) }
 
     func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
-        if let handle = FileHandle(forWritingAtPath: logPath) {
-            handle.seekToEndOfFile()
-            process.standardError = handle
-            process.standardOutput = handle
-        }
-        try process.run()
-        self.process = process
+        try process.start(binary, arguments, logPath: logPath)
     }
 
-    func kill() {
-        guard let process else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
-    }
+    func kill() { process.stop(SIGKILL) }
 
-    func terminate() -> Int32? {
-        guard let process else { return nil }
-        process.terminate()
-        process.waitUntilExit()
-        self.process = nil
-        return process.terminationStatus
-    }
+    func terminate() -> Int32? { process.stop(SIGTERM) }
 
-    /// Polls `/readyz` (bounded) until the writer has recovered its WAL and registered.
+    /// Polls `/readyz` (the writer is another process: there is no event) until it has recovered its WAL and registered.
     func waitReady() async throws {
-        for _ in 0..<400 {
-            if let response = try? await AdminClient.get(HostPort(host: "127.0.0.1", port: admin), path: "/readyz", timeout: .milliseconds(500)),
-               response.status == 200 {
-                return
-            }
-            try await Task.sleep(for: .milliseconds(25))
+        let admin = HostPort(host: "127.0.0.1", port: admin)
+        let ready = await waitUntil(timeout: .seconds(20), every: .milliseconds(25)) {
+            (try? await AdminClient.get(admin, path: "/readyz", timeout: .milliseconds(500)))?.status == 200
         }
-        throw TestFailure("floe-wal-writer not ready; log: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
+        guard ready else { throw TestFailure("floe-wal-writer not ready; log: \(fileTail(logPath, lines: 200))") }
     }
 }
 
@@ -106,7 +72,7 @@ struct WALWriterProcessTests {
 
     @Test("SIGKILL under appends, then restart: every acknowledged append ends up committed", .timeLimit(.minutes(2)))
     func killUnderAppendsLosesNothingAcknowledged() async throws {
-        let binary = try #require(walWriterBinary(), "floe-wal-writer not built next to the tests")
+        let binary = try #require(builtProduct("floe-wal-writer"), "floe-wal-writer not built next to the tests")
         let harness = try await Harness(name: "process")
         let writer = try WALWriterProcess(binary: binary, harness: harness)
         defer { writer.kill() }
@@ -138,13 +104,7 @@ struct WALWriterProcessTests {
                     acknowledged.add(offset)
                 }
             }
-            try await withTimeout(.seconds(30), "acknowledged appends") {
-                for _ in 0..<3000 {
-                    if acknowledged.all.count >= 300 { return }
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-                throw TestFailure("too few acknowledged appends")
-            }
+            try await waitUntil("300 acknowledged appends", timeout: .seconds(30)) { acknowledged.all.count >= 300 }
             let metrics = try await AdminClient.get(HostPort(host: "127.0.0.1", port: writer.admin), path: "/metrics")
             #expect(metrics.text.contains("floe_wal_append_bytes_total"), "\(metrics.text)")
             #expect(metrics.text.contains("floe_wal_append_seconds"), "\(metrics.text)")

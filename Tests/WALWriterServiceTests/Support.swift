@@ -9,38 +9,13 @@ import Synchronization
 import NIOCore
 import NIOPosix
 import ObjectStorage
+import TestKit
 import WALWriterCore
 @testable import WALWriterService
 
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
-}
-
-/// Runs `operation`, failing after `limit`.
-func withTimeout<T: Sendable>(_ limit: Duration, _ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw TestFailure("timed out: \(what)") }
-        return value
-    }
-}
-
-func temporaryDirectory(_ name: String) throws -> String {
-    let path = NSTemporaryDirectory() + "floe-walservice-\(name)-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
-
-var testLogger: Logger {
-    var logger = Logger(label: "walservice-test")
-    logger.logLevel = ProcessInfo.processInfo.environment["FLOE_TEST_LOG"] != nil ? .debug : .critical
-    return logger
 }
 
 /// A Kafka record batch v2 header followed by `payload` (the WAL and the object format only read the header fields set here).
@@ -203,21 +178,6 @@ final class Writer: Sendable {
     }
 }
 
-/// A free loopback port, found by binding port 0.
-func freePort() throws -> Int {
-    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(s) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, length) } }
-    guard bound == 0 else { throw TestFailure("bind a free port") }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
 /// Every block of `stream` in the committed objects the metadata lists, concatenated in offset order.
 func committedBytes(of stream: StreamID, harness: Harness) async throws -> ByteBuffer {
     let state = await harness.follower.state
@@ -260,25 +220,34 @@ final class FlakyStore: ObjectStore {
     var stats: ObjectStoreStats { inner.stats }
 }
 
-/// Runs `body`, then `cleanup` whether or not it threw (async clean-up cannot go in a `defer`).
-func withCleanup<T>(_ body: () async throws -> T, cleanup: () async -> Void) async throws -> T {
-    do {
-        let value = try await body()
-        await cleanup()
-        return value
-    } catch {
-        await cleanup()
-        throw error
-    }
-}
-
 /// Polls the controller (bounded: 10 s) until `stream`'s committed end is `target`; returns the last value seen.
 func waitForCommittedEnd(_ stream: Int64, _ target: Int64, harness: Harness) async throws -> Int64 {
-    var committed: Int64 = -1
-    for _ in 0..<400 {
-        committed = (try? await harness.stream(stream).committedEnd) ?? -1
-        if committed == target { break }
-        try await Task.sleep(for: .milliseconds(25))
+    let committed = Mutex<Int64>(-1)
+    _ = await waitUntil(timeout: .seconds(10), every: .milliseconds(25)) {
+        let end = (try? await harness.stream(stream).committedEnd) ?? -1
+        committed.withLock { $0 = end }
+        return end == target
     }
-    return committed
+    return committed.withLock { $0 }
+}
+
+/// Runs `body` (bounded by `limit`) with a WAL engine on the harness's volume and an uploader to `store`
+/// (the harness's by default) looping with `interval` and `thresholdBytes`; then stops them and the harness.
+func withUploader(
+    _ harness: Harness, store: (any ObjectStore)? = nil, interval: Duration, thresholdBytes: Int, limit: Duration,
+    _ body: @escaping @Sendable (WALEngine, WALUploader) async throws -> Void
+) async throws {
+    let engine = try await WALEngine.open(
+        configuration: .init(directory: harness.directory + "/wal", segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
+    let uploader = WALUploader(
+        engine: engine, store: store ?? harness.store, controller: harness.client, metadata: harness.follower, logger: testLogger)
+    let loop = Task { await uploader.run(interval: interval, thresholdBytes: thresholdBytes) }
+    try await withCleanup {
+        try await withTimeout(limit, "uploads") { try await body(engine, uploader) }
+    } cleanup: {
+        loop.cancel()
+        await loop.value
+        await engine.close()
+        await harness.stop()
+    }
 }

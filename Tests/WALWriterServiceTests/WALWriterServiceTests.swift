@@ -4,6 +4,7 @@ import KafkaProtocol
 @testable import KafkaTransport
 import NIOCore
 import ObjectStorage
+import TestKit
 import Testing
 import WALWriterCore
 @testable import WALWriterService
@@ -242,74 +243,50 @@ struct WALWriterServiceTests {
     @Test("a store outage delays uploads without losing or reordering data; the size trigger uploads before the interval")
     func storeOutageThenRecovery() async throws {
         let harness = try await Harness(name: "outage")
-        let directory = harness.directory + "/wal"
-        let engine = try await WALEngine.open(configuration: .init(directory: directory, segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
         let store = FlakyStore(harness.store)
-        let uploader = WALUploader(engine: engine, store: store, controller: harness.client, metadata: harness.follower, logger: testLogger)
         // An interval far beyond the test's limits: only the size trigger can start these uploads.
-        let loop = Task { await uploader.run(interval: .seconds(3600), thresholdBytes: 1) }
-        try await withCleanup {
-            try await withTimeout(.seconds(60), "outage") {
-                let (stream, epoch) = try await harness.createStream("outage")
-                var expected = ByteBuffer()
-                for offset in Int64(0)..<20 {
-                    var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
-                    _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
-                    expected.writeBuffer(&batch)
-                }
-                for _ in 0..<2000 where store.failedPuts.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
-                #expect(store.failedPuts.withLock { $0 } >= 2)
-                #expect(try await harness.stream(stream).committedEnd == 0)
-                // Appends keep working during the outage.
-                for offset in Int64(20)..<30 {
-                    var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
-                    _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
-                    expected.writeBuffer(&batch)
-                }
-                store.failing.withLock { $0 = false }
-                #expect(try await waitForCommittedEnd(stream, 30, harness: harness) == 30)
-                #expect(try await committedBytes(of: stream, harness: harness) == expected)
+        try await withUploader(harness, store: store, interval: .seconds(3600), thresholdBytes: 1, limit: .seconds(60)) { engine, _ in
+            let (stream, epoch) = try await harness.createStream("outage")
+            var expected = ByteBuffer()
+            for offset in Int64(0)..<20 {
+                var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
+                _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
+                expected.writeBuffer(&batch)
             }
-        } cleanup: {
-            loop.cancel()
-            await loop.value
-            await engine.close()
-            await harness.stop()
+            #expect(await waitUntil(timeout: .seconds(10)) { store.failedPuts.withLock { $0 } >= 2 })
+            #expect(try await harness.stream(stream).committedEnd == 0)
+            // Appends keep working during the outage.
+            for offset in Int64(20)..<30 {
+                var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
+                _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
+                expected.writeBuffer(&batch)
+            }
+            store.failing.withLock { $0 = false }
+            #expect(try await waitForCommittedEnd(stream, 30, harness: harness) == 30)
+            #expect(try await committedBytes(of: stream, harness: harness) == expected)
         }
     }
 
     @Test("a controller outage delays uploads; appends keep working and everything commits once it is back")
     func controllerOutageThenRecovery() async throws {
         let harness = try await Harness(name: "controller-outage")
-        let engine = try await WALEngine.open(
-            configuration: .init(directory: harness.directory + "/wal", segmentSize: 1 << 20, zeroFillSegments: false), logger: testLogger)
-        let uploader = WALUploader(engine: engine, store: harness.store, controller: harness.client, metadata: harness.follower, logger: testLogger)
-        let loop = Task { await uploader.run(interval: .milliseconds(20), thresholdBytes: 1 << 20) }
-        try await withCleanup {
-            try await withTimeout(.seconds(90), "controller outage") {
-                let (stream, epoch) = try await harness.createStream("outage")
-                var expected = ByteBuffer()
-                func append(_ offset: Int64) async throws {
-                    var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
-                    _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
-                    expected.writeBuffer(&batch)
-                }
-                await harness.stopController()
-                let failuresBefore = await uploader.failedAttempts
-                for offset in Int64(0)..<10 { try await append(offset) }
-                for _ in 0..<2000 where await uploader.failedAttempts == failuresBefore { try await Task.sleep(for: .milliseconds(10)) }
-                #expect(await uploader.failedAttempts > failuresBefore)
-                for offset in Int64(10)..<20 { try await append(offset) }
-                #expect(await engine.stats().durableUntrimmedBytes > 0)
-                try await harness.restartController()
-                #expect(try await waitForCommittedEnd(stream, 20, harness: harness) == 20)
-                #expect(try await committedBytes(of: stream, harness: harness) == expected)
+        try await withUploader(harness, interval: .milliseconds(20), thresholdBytes: 1 << 20, limit: .seconds(90)) { engine, uploader in
+            let (stream, epoch) = try await harness.createStream("outage")
+            var expected = ByteBuffer()
+            func append(_ offset: Int64) async throws {
+                var batch = recordBatch(baseOffset: offset, count: 1, timestamp: offset)
+                _ = try await engine.append(stream: UInt64(stream), epoch: epoch, baseOffset: offset, lastOffset: offset, batches: batch)
+                expected.writeBuffer(&batch)
             }
-        } cleanup: {
-            loop.cancel()
-            await loop.value
-            await engine.close()
-            await harness.stop()
+            await harness.stopController()
+            let failuresBefore = await uploader.failedAttempts
+            for offset in Int64(0)..<10 { try await append(offset) }
+            #expect(await waitUntil(timeout: .seconds(20)) { await uploader.failedAttempts > failuresBefore })
+            for offset in Int64(10)..<20 { try await append(offset) }
+            #expect(await engine.stats().durableUntrimmedBytes > 0)
+            try await harness.restartController()
+            #expect(try await waitForCommittedEnd(stream, 20, harness: harness) == 20)
+            #expect(try await committedBytes(of: stream, harness: harness) == expected)
         }
     }
 

@@ -2,6 +2,7 @@ import ClusterMetadata
 import KafkaProtocol
 
 @testable import BrokerCore
+import TestKit
 
 // Over 400 lines on purpose: one simulation, whose model (controller, brokers, WAL writer, network)
 // and the invariants checked against it belong together.

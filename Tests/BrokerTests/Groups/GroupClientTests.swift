@@ -1,16 +1,13 @@
 import DevCluster
 import Foundation
 import KafkaTransport
+import TestKit
 import Testing
 
 /// Real Kafka clients' consumer groups against `floe dev` (one controller, two brokers): the Python
 /// scripts in Tests/Compatibility/groups do what applications do and print one JSON line per check;
 /// a missing client package fails them.
 @Suite(.serialized) struct GroupClientTests {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
-
     /// The outcome of a finished child process.
     struct Run {
         var status: Int32
@@ -23,33 +20,14 @@ import Testing
 
     /// Runs `arguments` (through /usr/bin/env) to completion, killing it after `timeout`; stdin from `input`.
     static func run(_ arguments: [String], input: String? = nil, timeout: Duration = .seconds(180), log: String) async throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        defer { try? handle.close() }
-        process.standardOutput = handle
-        process.standardError = handle
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        var inputPath: String?
         if let input {
-            let inputPath = log + ".in"
-            FileManager.default.createFile(atPath: inputPath, contents: Data(input.utf8))
-            process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: inputPath))
-        } else {
-            process.standardInput = FileHandle.nullDevice
+            inputPath = log + ".in"
+            _ = FileManager.default.createFile(atPath: log + ".in", contents: Data(input.utf8))
         }
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do { try process.run() } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
-            }
-            let pid = process.processIdentifier
-            Task {
-                try? await Task.sleep(for: timeout)
-                if process.isRunning { kill(pid, SIGKILL) }
-            }
-        }
+        let process = try TestProcess("/usr/bin/env", arguments, logPath: log, inputPath: inputPath)
+        let status = await process.wait(timeout: timeout).status
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         return Run(status: status, output: output)
     }
@@ -62,30 +40,22 @@ import Testing
 
     @Test(.timeLimit(.minutes(12))) func realClientsFormGroupsAndKeepOffsets() async throws {
         let floe = try #require(DevClusterProcess.floeBinary(), "floe not built next to the tests")
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("floe-groups-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let directory = try temporaryDirectory("groups")
+        defer { removeDirectory(directory) }
         let base = try DevClusterProcess.freeBasePort(brokers: 2, zones: 1)
         let bootstrap = "127.0.0.1:\(base),127.0.0.1:\(base + 1)"
-        let dev = try ChildProcess.spawn(
-            executable: floe,
-            arguments: ["dev", "up", "--data-dir", directory + "/data", "--base-port", "\(base)", "--brokers-per-zone", "2", "--log-level", "warning", "--grace-period", "5"],
-            environment: ProcessInfo.processInfo.environment, logPath: directory + "/floe-dev.log")
-        defer {
-            ChildProcess.signal(dev, SIGINT)
-            for _ in 0..<200 where ChildProcess.isAlive(dev) { usleep(50_000) }
-            ChildProcess.signal(dev, SIGKILL)
-        }
+        let dev = try TestProcess(
+            floe,
+            ["dev", "up", "--data-dir", directory + "/data", "--base-port", "\(base)", "--brokers-per-zone", "2", "--log-level", "warning", "--grace-period", "5"],
+            logPath: directory + "/floe-dev.log")
+        defer { dev.stop(SIGINT, within: .seconds(10)) }
 
-        // Both brokers registered and answering Metadata.
-        var ready = false
-        for attempt in 0..<60 {
+        // Both brokers registered and answering Metadata; another process, so ask until it does.
+        var attempt = 0
+        let ready = try await waitUntil(timeout: .seconds(120), every: .milliseconds(500)) {
+            attempt += 1
             let probe = try await Self.run(["kcat", "-b", bootstrap, "-L", "-m", "3"], timeout: .seconds(10), log: directory + "/probe-\(attempt).log")
-            if probe.status == 0, probe.output.contains(" 2 brokers:") {
-                ready = true
-                break
-            }
-            try await Task.sleep(for: .milliseconds(500))
+            return probe.status == 0 && probe.output.contains(" 2 brokers:")
         }
         try #require(ready, "floe dev did not come up")
 
@@ -139,14 +109,10 @@ import Testing
         for node: Int32 in [101, 102] {
             let before = try #require(try ClusterFile.read(from: clusterPath).services.first { $0.nodeID == node }?.pid)
             #expect(ChildProcess.signal(before, SIGTERM))
-            var restarted = false
-            for _ in 0..<300 {
-                if let service = try? ClusterFile.read(from: clusterPath).services.first(where: { $0.nodeID == node }),
-                   let pid = service.pid, pid != before, service.state == "running" {
-                    restarted = true
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(100))
+            // floe dev records the restart in cluster.json, another process's file: poll it.
+            let restarted = await waitUntil(timeout: .seconds(30), every: .milliseconds(100)) {
+                guard let service = try? ClusterFile.read(from: clusterPath).services.first(where: { $0.nodeID == node }) else { return false }
+                return service.pid != nil && service.pid != before && service.state == "running"
             }
             #expect(restarted, "broker \(node) was not restarted")
         }

@@ -2,23 +2,12 @@
 import KafkaProtocol
 import NIOCore
 import Testing
+import TestKit
 
 /// Seeded random runs of one group: members join (static or dynamic, with changing protocols),
 /// sync, heartbeat, leave and go silent while time passes and metadata writes succeed or fail.
 /// After every step the group's invariants hold; at the end every request has been answered.
 @Suite struct GroupSimulationTests {
-    /// SplitMix64: a small seeded generator, so a failing seed reproduces.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static func checkInvariants(_ group: ClassicGroup, step: Int, seed: UInt64) {
         let context = "seed \(seed) step \(step) state \(group.state)"
         switch group.state {
@@ -45,7 +34,7 @@ import Testing
     }
 
     @Test(arguments: UInt64(1)...200) func randomRunsKeepInvariantsAndAnswerEverything(_ seed: UInt64) {
-        var random = SeededGenerator(state: seed)
+        var random = SeededRandom(seed: seed)
         var h = GroupHarness(initialDelayMs: seed % 2 == 0 ? 3_000 : 0)
         var issuedJoins: [UInt64] = []
         var issuedSyncs: [UInt64] = []

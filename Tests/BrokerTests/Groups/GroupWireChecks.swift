@@ -2,6 +2,7 @@ import KafkaProtocol
 import KafkaTransport
 import Logging
 import NIOCore
+import TestKit
 import Testing
 
 /// The newest (flexible) versions of the group APIs, which only the Java client sends, driven by
@@ -26,15 +27,16 @@ struct GroupWireChecks {
         var request = FindCoordinatorRequest()
         request.keyType = 0
         request.coordinatorKeys = [group, group + "-other"]
-        for _ in 0..<200 {
+        var coordinator: KafkaEndpoint?
+        // The coordinator's election inside the cluster shows only by asking.
+        try await waitUntil("a coordinator for \(group)", timeout: .seconds(20), every: .milliseconds(100)) {
             let response: FindCoordinatorResponse = try await call(request, version: 4, to: brokers[0])
             #expect(response.coordinators.map(\.key) == [group, group + "-other"])
-            if let found = response.coordinators.first, found.errorCode == 0 {
-                return KafkaEndpoint(host: found.host, port: Int(found.port))
-            }
-            try await Task.sleep(for: .milliseconds(100))
+            guard let found = response.coordinators.first, found.errorCode == 0 else { return false }
+            coordinator = KafkaEndpoint(host: found.host, port: Int(found.port))
+            return true
         }
-        throw GroupClientTests.Failure(description: "no coordinator for \(group)")
+        return try #require(coordinator)
     }
 
     func run(topic: String) async throws {

@@ -1,4 +1,5 @@
 import NIOCore
+import TestKit
 @testable import KafkaProtocol
 
 /// A struct the generated test code can fill with non-default values for a given version.
@@ -9,24 +10,18 @@ protocol SampleBuildable {
 /// A top-level message with a sample builder.
 protocol SampleableMessage: KafkaMessage, SampleBuildable {}
 
-/// Deterministic value source for generated samples (SplitMix64).
+/// Deterministic value source for generated samples.
 struct Sampler {
-    private var state: UInt64
+    private var random: SeededRandom
     /// When true, fields that may be null in the version are set to null.
     var nulls: Bool
 
     init(seed: UInt64, nulls: Bool) {
-        self.state = seed
+        self.random = SeededRandom(seed: seed)
         self.nulls = nulls
     }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { random.next() }
 
     mutating func below(_ bound: Int) -> Int {
         Int(next() % UInt64(bound))

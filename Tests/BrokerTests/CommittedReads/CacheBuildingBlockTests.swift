@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import Testing
 
 @testable import BrokerCore
+import TestKit
 
 @Suite struct CostBoundedLRUTests {
     @Test func matchesAReferenceModelAndNeverExceedsItsCapacity() {
@@ -73,7 +74,7 @@ import Testing
                     semaphore.release()
                 }
                 // Queue them one by one so arrival order is known.
-                #expect(await eventually { semaphore.waiting == id + 1 })
+                #expect(await waitUntil(timeout: .seconds(5)) { semaphore.waiting == id + 1 })
             }
             semaphore.release()
             try await group.waitForAll()
@@ -86,12 +87,12 @@ import Testing
         let semaphore = FIFOAsyncSemaphore(permits: 1)
         try await semaphore.acquire()
         let cancelled = Task { try await semaphore.acquire() }
-        #expect(await eventually { semaphore.waiting == 1 })
+        #expect(await waitUntil(timeout: .seconds(5)) { semaphore.waiting == 1 })
         let patient = Task {
             try await semaphore.acquire()
             semaphore.release()
         }
-        #expect(await eventually { semaphore.waiting == 2 })
+        #expect(await waitUntil(timeout: .seconds(5)) { semaphore.waiting == 2 })
         cancelled.cancel()
         await #expect(throws: CancellationError.self) { try await cancelled.value }
         #expect(semaphore.waiting == 1)

@@ -7,6 +7,7 @@ import ObjectStorage
 import Testing
 
 @testable import BrokerCore
+import TestKit
 
 @Suite(.timeLimit(.minutes(1))) struct CommittedReaderTests {
     let logger = Logger(label: "test.committed-reader")
@@ -161,7 +162,7 @@ import Testing
             }
             // The first reader's index GET waits at the gate; the others must join it.
             await store.waitForBlocked(1)
-            #expect(await eventually { reader.stats.indexJoins == readers - 1 })
+            #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.indexJoins == readers - 1 })
             store.open()
             var results: [ByteBuffer] = []
             for try await result in group { results.append(result) }
@@ -182,7 +183,7 @@ import Testing
                 group.addTask { try await reader.read(stream: other, from: 0, maxBytes: 1 << 20, segments: fixture.segments(other, from: 0)) }
             }
             await store.waitForBlocked(1)
-            #expect(await eventually { reader.stats.blockJoins - joinsBefore == readers - 1 })
+            #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.blockJoins - joinsBefore == readers - 1 })
             store.open()
             for try await result in group { #expect(result == fixture.expected(other, from: 0, maxBytes: 1 << 20)) }
         }
@@ -198,7 +199,7 @@ import Testing
         // One batch per read: a consumer walking the stream.
         _ = try await reader.read(stream: stream, from: 0, maxBytes: 1, segments: fixture.segments(stream, from: 0))
         #expect(reader.stats.readAheadStarted == 2)
-        #expect(await eventually { reader.stats.blocksCached == 3 && reader.stats.loading == 0 })
+        #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.blocksCached == 3 && reader.stats.loading == 0 })
         let getsBefore = store.gets
         let missesBefore = reader.stats.blockMisses
         var offset: Int64 = try #require(fixture.batches[stream]?.first?.lastOffset) + 1
@@ -211,7 +212,7 @@ import Testing
             offset = last + 1
             reads += 1
             // Let the background loads finish so each step is a deterministic hit.
-            #expect(await eventually { reader.stats.loading == 0 })
+            #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.loading == 0 })
         }
         #expect(offset == end)
         #expect(reader.stats.blockMisses == missesBefore)
@@ -234,7 +235,7 @@ import Testing
             #expect(got == fixture.expected(stream, from: offset, maxBytes: 1))
             offset = try #require(try RecordBatch.parseRecordSet(got).batches.last?.lastOffset) + 1
             reads += 1
-            #expect(await eventually { reader.stats.loading == 0 })
+            #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.loading == 0 })
         }
         #expect(offset == end)
         let stats = reader.stats
@@ -333,7 +334,7 @@ import Testing
         #expect(successes > 0)
         #expect(failures > 0)
         // Once the background loads settle, every permit is back and nothing is stuck.
-        #expect(await eventually { reader.stats.loading == 0 })
+        #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.loading == 0 })
         let stats = reader.stats
         #expect(stats.freePermits == bound)
         #expect(stats.inFlight == 0)
@@ -384,7 +385,7 @@ import Testing
                 }
             }
             await store.waitForBlocked(bound)
-            #expect(await eventually { reader.stats.waitingForPermit == segments.count - bound })
+            #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.waitingForPermit == segments.count - bound })
             // Every permit is taken and the rest queue inside the reader, not at the store.
             #expect(store.blockedCount == bound)
             #expect(reader.stats.inFlight == bound)
@@ -514,7 +515,7 @@ import Testing
                 }
             }
         }
-        #expect(await eventually { reader.stats.loading == 0 })
+        #expect(await waitUntil(timeout: .seconds(5)) { reader.stats.loading == 0 })
         #expect(store.stats.snapshot.rangedGets == reader.stats.gets)
     }
 }

@@ -6,21 +6,7 @@ import NIOCore
 import ObjectStorage
 
 @testable import BrokerCore
-
-/// A deterministic generator for seeded tests (SplitMix64).
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TestKit
 
 /// One batch as written: its offsets and exact bytes.
 struct StoredBatch {
@@ -132,9 +118,26 @@ func baseOffsets(_ recordSet: ByteBuffer) throws -> [Int64] {
     try RecordBatch.parseRecordSet(recordSet).batches.map(\.baseOffset)
 }
 
+/// A store that wraps `inner` and forwards every call it does not take over itself.
+protocol WrappingStore: ObjectStore {
+    var inner: any ObjectStore { get }
+}
+
+extension WrappingStore {
+    var stats: ObjectStoreStats { inner.stats }
+    func put(_ key: String, _ data: ByteBuffer) async throws { try await inner.put(key, data) }
+    func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws -> Bool { try await inner.putIfAbsent(key, data) }
+    func get(_ key: String) async throws -> ByteBuffer { try await inner.get(key) }
+    func head(_ key: String) async throws -> ObjectInfo? { try await inner.head(key) }
+    func delete(_ key: String) async throws { try await inner.delete(key) }
+    func delete(_ keys: [String]) async throws { try await inner.delete(keys) }
+    func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+    func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer { try await inner.get(key, range: range) }
+}
+
 /// Wraps a store: counts ranged GETs and tracks how many run at once; while closed, GETs wait
 /// until `open()` (or until `release(count:)` lets some through).
-final class GatedStore: ObjectStore {
+final class GatedStore: WrappingStore {
     private struct State {
         var closed = false
         var gets = 0
@@ -149,7 +152,6 @@ final class GatedStore: ObjectStore {
 
     init(_ inner: any ObjectStore = InMemoryObjectStore()) { self.inner = inner }
 
-    var stats: ObjectStoreStats { inner.stats }
     var gets: Int { state.withLockedValue { $0.gets } }
     var inFlight: Int { state.withLockedValue { $0.inFlight } }
     var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
@@ -180,14 +182,6 @@ final class GatedStore: ObjectStore {
         }
     }
 
-    func put(_ key: String, _ data: ByteBuffer) async throws { try await inner.put(key, data) }
-    func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws -> Bool { try await inner.putIfAbsent(key, data) }
-    func get(_ key: String) async throws -> ByteBuffer { try await inner.get(key) }
-    func head(_ key: String) async throws -> ObjectInfo? { try await inner.head(key) }
-    func delete(_ key: String) async throws { try await inner.delete(key) }
-    func delete(_ keys: [String]) async throws { try await inner.delete(keys) }
-    func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
-
     func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer {
         state.withLockedValue {
             $0.gets += 1
@@ -211,19 +205,8 @@ final class GatedStore: ObjectStore {
     }
 }
 
-/// Polls `condition` until it holds or `timeout` passes, for state that has no event to await
-/// (background read-ahead landing in the cache). Returns whether it held.
-func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(1))
-    }
-    return condition()
-}
-
 /// Wraps a store so that a seeded share of ranged GETs fail with a transport error.
-final class FlakyStore: ObjectStore {
+final class FlakyStore: WrappingStore {
     let inner: any ObjectStore
     private let random: NIOLockedValueBox<SeededRandom>
     private let failurePercent = NIOLockedValueBox(0)
@@ -233,18 +216,9 @@ final class FlakyStore: ObjectStore {
         self.random = NIOLockedValueBox(SeededRandom(seed: seed))
     }
 
-    var stats: ObjectStoreStats { inner.stats }
 
     /// Sets the share of GETs that fail, 0...100.
     func fail(percent: Int) { failurePercent.withLockedValue { $0 = percent } }
-
-    func put(_ key: String, _ data: ByteBuffer) async throws { try await inner.put(key, data) }
-    func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws -> Bool { try await inner.putIfAbsent(key, data) }
-    func get(_ key: String) async throws -> ByteBuffer { try await inner.get(key) }
-    func head(_ key: String) async throws -> ObjectInfo? { try await inner.head(key) }
-    func delete(_ key: String) async throws { try await inner.delete(key) }
-    func delete(_ keys: [String]) async throws { try await inner.delete(keys) }
-    func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
 
     func get(_ key: String, range: Range<Int>) async throws -> ByteBuffer {
         let percent = failurePercent.withLockedValue { $0 }
