@@ -55,8 +55,13 @@ let package = Package(
             path: "Shared/KafkaRecords"
         ),
         .target(
+            name: "EventLoopTimers",
+            dependencies: nio,
+            path: "Shared/EventLoopTimers"
+        ),
+        .target(
             name: "KafkaTransport",
-            dependencies: ["KafkaProtocol", .product(name: "Logging", package: "swift-log")] + nio,
+            dependencies: ["KafkaProtocol", "EventLoopTimers", .product(name: "Logging", package: "swift-log")] + nio,
             path: "Shared/KafkaTransport"
         ),
         .target(
@@ -83,7 +88,7 @@ let package = Package(
         .target(
             name: "ControllerClient",
             dependencies: [
-                "KafkaProtocol", "KafkaTransport", "ClusterMetadata",
+                "EventLoopTimers", "KafkaProtocol", "KafkaTransport", "ClusterMetadata",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,
             path: "Shared/ControllerClient"
@@ -91,6 +96,7 @@ let package = Package(
         .target(
             name: "FloeService",
             dependencies: [
+                "KafkaTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -104,7 +110,7 @@ let package = Package(
 
         .target(
             name: "DevCluster",
-            dependencies: ["FloeService", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FloeService", "KafkaTransport", .product(name: "Logging", package: "swift-log")],
             path: "Shared/DevCluster"
         ),
 
@@ -122,7 +128,7 @@ let package = Package(
         .target(
             name: "WALWriterService",
             dependencies: [
-                "WALWriterCore", "KafkaProtocol", "KafkaTransport", "ObjectStorage", "ClusterMetadata", "ControllerClient",
+                "EventLoopTimers", "WALWriterCore", "KafkaProtocol", "KafkaTransport", "ObjectStorage", "ClusterMetadata", "ControllerClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ] + nio,
@@ -131,7 +137,7 @@ let package = Package(
         .executableTarget(
             name: "floe-wal-writer",
             dependencies: [
-                "WALWriterService", "WALWriterCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
+                "EventLoopTimers", "WALWriterService", "WALWriterCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -141,7 +147,7 @@ let package = Package(
         .target(
             name: "BrokerCore",
             dependencies: [
-                "KafkaProtocol", "KafkaRecords", "KafkaTransport", "ObjectStorage", "ClusterMetadata", "ControllerClient",
+                "EventLoopTimers", "KafkaProtocol", "KafkaRecords", "KafkaTransport", "ObjectStorage", "ClusterMetadata", "ControllerClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -152,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "floe-broker",
             dependencies: [
-                "BrokerCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
+                "EventLoopTimers", "BrokerCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -163,7 +169,7 @@ let package = Package(
         .target(
             name: "ControllerCore",
             dependencies: [
-                "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
+                "EventLoopTimers", "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ] + nio,
@@ -219,7 +225,7 @@ let package = Package(
         .testTarget(
             name: "KafkaTransportTests",
             dependencies: [
-                "TestKit", "KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log"),
+                "EventLoopTimers", "TestKit", "KafkaTransport", "KafkaProtocol", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ] + nio,
@@ -291,7 +297,7 @@ let package = Package(
         .testTarget(
             name: "BrokerTests",
             dependencies: [
-                "TestKit", "BrokerCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
+                "EventLoopTimers", "TestKit", "BrokerCore", "ControllerCore", "ControllerClient", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
                 "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio,

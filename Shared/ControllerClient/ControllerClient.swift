@@ -1,4 +1,5 @@
 import ClusterMetadata
+import EventLoopTimers
 import KafkaProtocol
 import KafkaTransport
 import Logging
@@ -40,14 +41,7 @@ public func parseEndpoints(_ text: String) throws(ControllerClientError) -> [Kaf
 
 /// Parses one `HOST:PORT` (the host may be a bracketed IPv6 address).
 public func parseEndpoint(_ text: String) throws(ControllerClientError) -> KafkaEndpoint {
-    let trimmed = text.trimmingSpaces
-    guard let colon = trimmed.lastIndex(of: ":"), let port = Int(trimmed[trimmed.index(after: colon)...]),
-          (0...65535).contains(port)
-    else { throw .invalidEndpoint(text) }
-    var host = String(trimmed[..<colon])
-    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    guard !host.isEmpty else { throw .invalidEndpoint(text) }
-    return KafkaEndpoint(host: host, port: port)
+    do { return try KafkaEndpoint(parsing: text) } catch { throw .invalidEndpoint(text) }
 }
 
 extension String {

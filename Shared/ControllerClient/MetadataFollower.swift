@@ -1,4 +1,5 @@
 import ClusterMetadata
+import EventLoopTimers
 import KafkaProtocol
 import KafkaTransport
 import Logging

@@ -1,3 +1,4 @@
+import KafkaTransport
 import FloeService
 import Foundation
 
@@ -73,8 +74,8 @@ public struct DevClusterPlan: Sendable, Equatable {
         public var executable: String
         public var nodeID: Int32
         public var zone: String
-        public var listen: HostPort
-        public var admin: HostPort
+        public var listen: KafkaEndpoint
+        public var admin: KafkaEndpoint
         public var arguments: [String]
     }
 
@@ -134,20 +135,20 @@ public struct DevClusterPlan: Sendable, Equatable {
 
     /// Controller listen addresses, as other services' `--controllers`.
     public var controllerAddresses: String {
-        (0..<controllers).map { HostPort(host: host, port: basePort + 98 + $0).description }.joined(separator: ",")
+        (0..<controllers).map { KafkaEndpoint(host: host, port: basePort + 98 + $0).description }.joined(separator: ",")
     }
 
     /// `1@HOST:PORT,2@…` for the controllers' `--voters`.
     public var voters: String {
-        (0..<controllers).map { "\($0 + 1)@\(HostPort(host: host, port: basePort + 98 + $0))" }.joined(separator: ",")
+        (0..<controllers).map { "\($0 + 1)@\(KafkaEndpoint(host: host, port: basePort + 98 + $0))" }.joined(separator: ",")
     }
 
     func service(
         _ kind: String, _ executable: String, id: Int32, zone: String, listen: Int, admin: Int,
         extra: [String], controllers: Bool = true
     ) -> Planned {
-        let listenAddress = HostPort(host: host, port: basePort + listen)
-        let adminAddress = HostPort(host: host, port: basePort + admin)
+        let listenAddress = KafkaEndpoint(host: host, port: basePort + listen)
+        let adminAddress = KafkaEndpoint(host: host, port: basePort + admin)
         var arguments = [
             "--node-id", "\(id)", "--zone", zone, "--listen", listenAddress.description,
             "--advertise", listenAddress.description, "--admin", adminAddress.description,

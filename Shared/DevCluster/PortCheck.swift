@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import KafkaTransport
 import Glibc
 #endif
 import FloeService
@@ -10,7 +11,7 @@ public enum PortCheck {
     public struct Taken: Sendable, Equatable, CustomStringConvertible {
         public var service: String
         public var role: String
-        public var address: HostPort
+        public var address: KafkaEndpoint
 
         public var description: String { "\(service) \(role) \(address)" }
     }
@@ -28,7 +29,7 @@ public enum PortCheck {
         return result
     }
 
-    static func isFree(_ address: HostPort) -> Bool {
+    static func isFree(_ address: KafkaEndpoint) -> Bool {
         var socketAddress = sockaddr_in()
         socketAddress.sin_family = sa_family_t(AF_INET)
         socketAddress.sin_port = UInt16(truncatingIfNeeded: address.port).bigEndian

@@ -1,3 +1,4 @@
+import KafkaTransport
 import FloeService
 import Foundation
 import Logging
@@ -12,15 +13,15 @@ public struct ServiceSpec: Sendable, Hashable {
     public var executable: String
     public var arguments: [String]
     /// Its Kafka-framed listener.
-    public var listen: HostPort
+    public var listen: KafkaEndpoint
     /// Its admin HTTP server.
-    public var admin: HostPort
+    public var admin: KafkaEndpoint
     /// Variables added to the supervisor's own environment.
     public var environment: [String: String]
 
     public init(
         kind: String, nodeID: Int32, zone: String, executable: String, arguments: [String],
-        listen: HostPort, admin: HostPort, environment: [String: String] = [:]
+        listen: KafkaEndpoint, admin: KafkaEndpoint, environment: [String: String] = [:]
     ) {
         self.kind = kind
         self.nodeID = nodeID

@@ -1,3 +1,4 @@
+import KafkaTransport
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -25,7 +26,7 @@ public enum AdminClient {
 
     /// Sends GET for each path over one keep-alive connection, in order, and returns the responses; the whole exchange is bounded by `timeout`.
     public static func get(
-        _ address: HostPort,
+        _ address: KafkaEndpoint,
         paths: [String],
         method: HTTPMethod = .GET,
         timeout: Duration = .seconds(2),
@@ -47,14 +48,14 @@ public enum AdminClient {
     }
 
     /// GET one path on a fresh connection.
-    public static func get(_ address: HostPort, path: String, timeout: Duration = .seconds(2)) async throws -> Response {
+    public static func get(_ address: KafkaEndpoint, path: String, timeout: Duration = .seconds(2)) async throws -> Response {
         let responses = try await get(address, paths: [path], timeout: timeout)
         guard let response = responses.first else { throw Failure.connectionClosed }
         return response
     }
 
     private static func exchange(
-        _ address: HostPort, paths: [String], method: HTTPMethod, maxBodyBytes: Int, group: any EventLoopGroup
+        _ address: KafkaEndpoint, paths: [String], method: HTTPMethod, maxBodyBytes: Int, group: any EventLoopGroup
     ) async throws -> [Response] {
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(2))

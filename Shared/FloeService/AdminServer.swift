@@ -1,3 +1,4 @@
+import KafkaTransport
 import Foundation
 import Logging
 import NIOCore
@@ -86,11 +87,11 @@ public final class AdminServer: Service, Sendable {
     private let logger: Logger
 
     /// The address actually bound (with the real port when 0 was asked for).
-    public let boundAddress: HostPort
+    public let boundAddress: KafkaEndpoint
 
     /// Binds the listener now so its port is known before ``run()`` starts serving.
     public static func bind(
-        _ address: HostPort,
+        _ address: KafkaEndpoint,
         handlers: Handlers,
         logger: Logger,
         idleTimeout: TimeAmount = .seconds(60),
@@ -112,12 +113,12 @@ public final class AdminServer: Service, Sendable {
                 }
             }
         let port = channel.channel.localAddress?.port ?? address.port
-        return AdminServer(channel: channel, handlers: handlers, logger: logger, bound: HostPort(host: address.host, port: port))
+        return AdminServer(channel: channel, handlers: handlers, logger: logger, bound: KafkaEndpoint(host: address.host, port: port))
     }
 
     private init(
         channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
-        handlers: Handlers, logger: Logger, bound: HostPort
+        handlers: Handlers, logger: Logger, bound: KafkaEndpoint
     ) {
         self.channel = channel
         self.handlers = handlers

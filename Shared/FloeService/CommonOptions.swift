@@ -1,3 +1,4 @@
+import KafkaTransport
 import ArgumentParser
 import Foundation
 import Logging
@@ -18,14 +19,14 @@ public struct CommonOptions: ParsableArguments, Sendable {
     @Option(help: "Zone label, e.g. an availability zone (FLOE_ZONE).")
     public var zone: String = "local"
 
-    @Option(help: "HOST:PORT of the Kafka-framed listener (FLOE_LISTEN).", transform: HostPort.argument)
-    public var listen: HostPort
+    @Option(help: "HOST:PORT of the Kafka-framed listener (FLOE_LISTEN).", transform: KafkaEndpoint.argument)
+    public var listen: KafkaEndpoint
 
-    @Option(help: "HOST:PORT other processes use to reach --listen; defaults to --listen (FLOE_ADVERTISE).", transform: HostPort.argument)
-    public var advertise: HostPort?
+    @Option(help: "HOST:PORT other processes use to reach --listen; defaults to --listen (FLOE_ADVERTISE).", transform: KafkaEndpoint.argument)
+    public var advertise: KafkaEndpoint?
 
-    @Option(help: "HOST:PORT of the admin HTTP server: /healthz /readyz /metrics /status (FLOE_ADMIN).", transform: HostPort.argument)
-    public var admin: HostPort
+    @Option(help: "HOST:PORT of the admin HTTP server: /healthz /readyz /metrics /status (FLOE_ADMIN).", transform: KafkaEndpoint.argument)
+    public var admin: KafkaEndpoint
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (FLOE_LOG_LEVEL).", transform: CommonOptions.logLevel)
     public var logLevel: Logger.Level = .info
@@ -33,7 +34,7 @@ public struct CommonOptions: ParsableArguments, Sendable {
     public init() {}
 
     /// Where peers should connect: `--advertise`, else `--listen`.
-    public var advertised: HostPort { advertise ?? listen }
+    public var advertised: KafkaEndpoint { advertise ?? listen }
 
     /// This instance's node id, resolved from `--node-id` when the options were parsed.
     ///
@@ -64,8 +65,8 @@ public struct CommonOptions: ParsableArguments, Sendable {
 
 /// `--controllers HOST:PORT,…`: how non-controller services find the controller quorum.
 public struct ControllerOptions: ParsableArguments, Sendable {
-    @Option(help: "Comma-separated HOST:PORT of the controllers (FLOE_CONTROLLERS).", transform: HostPort.listArgument)
-    public var controllers: HostPortList
+    @Option(help: "Comma-separated HOST:PORT of the controllers (FLOE_CONTROLLERS).", transform: KafkaEndpoint.listArgument)
+    public var controllers: EndpointList
 
     public init() {}
 }
@@ -125,7 +126,7 @@ public enum NodeIDSpec: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The number this spec stands for, given the pod name (for `ordinal:`) and the advertised endpoint (for `auto`).
-    public func resolve(podName: String?, advertised: HostPort) throws(ValidationError) -> Int32 {
+    public func resolve(podName: String?, advertised: KafkaEndpoint) throws(ValidationError) -> Int32 {
         switch self {
         case .number(let value):
             return value

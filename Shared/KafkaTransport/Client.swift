@@ -1,20 +1,6 @@
 import Logging
 import NIOCore
 
-/// A host and port a `KafkaClient` connects to.
-public struct KafkaEndpoint: Hashable, Sendable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    /// An endpoint from its parts.
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    public var description: String { "\(host):\(port)" }
-}
-
 /// Sends Kafka-framed requests to any number of servers, sharing one pipelined connection per endpoint
 /// and reconnecting on the next request after a connection died or was closed by a timeout.
 public actor KafkaClient {

@@ -1,3 +1,4 @@
+import EventLoopTimers
 import Logging
 import NIOCore
 import NIOPosix
@@ -60,7 +61,7 @@ public final class KafkaConnection: Sendable {
         let broken = BrokenFlag()
         do {
             let channel = try await ClientBootstrap(group: configuration.eventLoopGroup)
-                .connectTimeout(.nanoseconds(configuration.connectTimeout.nanosecondsClamped))
+                .connectTimeout(.clamped(configuration.connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -227,7 +228,7 @@ final class KafkaClientChannelHandler: ChannelDuplexHandler {
                 promise: response, timeout: nil
             )
             let loop = context.eventLoop.assumeIsolated()
-            entry.timeout = loop.scheduleTask(in: .nanoseconds(request.timeout.nanosecondsClamped)) { [weak self] in
+            entry.timeout = loop.scheduleTask(in: .clamped(request.timeout)) { [weak self] in
                 self?.timedOut(correlationId: correlationId, context: context)
             }
             pending.append(entry)

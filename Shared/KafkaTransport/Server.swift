@@ -1,3 +1,4 @@
+import EventLoopTimers
 import Logging
 import NIOCore
 import NIOPosix
@@ -117,7 +118,7 @@ public final class KafkaServer<Handler: KafkaRequestHandler>: Sendable {
         let configuration = configuration
         let logger = logger
         let handler = handler
-        let idle = TimeAmount.nanoseconds(configuration.idleTimeout.nanosecondsClamped)
+        let idle = TimeAmount.clamped(configuration.idleTimeout)
         return try await ServerBootstrap(group: configuration.eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -240,14 +241,3 @@ private final class IdleCloseHandler: ChannelInboundHandler {
     }
 }
 
-extension Duration {
-    /// Whole nanoseconds, clamped to Int64.
-    var nanosecondsClamped: Int64 {
-        let (seconds, attoseconds) = components
-        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return seconds < 0 ? .min : .max }
-        let (total, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
-        if overflow2 { return seconds < 0 ? .min : .max }
-        return total
-    }
-}

@@ -1,3 +1,4 @@
+import KafkaTransport
 import DevCluster
 import FloeService
 import Foundation
@@ -109,7 +110,7 @@ final class DevClusterProcess: Sendable {
             }
             var notReady: [String] = []
             for service in services {
-                guard let admin = try? HostPort(parsing: service.admin) else { continue }
+                guard let admin = try? KafkaEndpoint(parsing: service.admin) else { continue }
                 let status = (try? await AdminClient.get(admin, path: "/readyz", timeout: .milliseconds(500)))?.status
                 if status != 200 { notReady.append("\(service.kind)-\(service.nodeID)") }
             }

@@ -164,7 +164,7 @@ func expectEveryAcknowledgedWrite(_ acknowledged: AckList, endpoints: [KafkaEndp
         let process = try TestProcess(binary, environment: environment)
         defer { process.stop(SIGKILL) }
 
-        let admin = HostPort(host: "127.0.0.1", port: ports[1])
+        let admin = KafkaEndpoint(host: "127.0.0.1", port: ports[1])
         // Another process: readiness shows only by asking.
         let ready = await waitUntil(timeout: .seconds(20), every: .milliseconds(50)) {
             (try? await AdminClient.get(admin, path: "/readyz"))?.status == 200

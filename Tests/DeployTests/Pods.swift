@@ -1,3 +1,4 @@
+import KafkaTransport
 import ArgumentParser
 import FloeService
 import Foundation
@@ -12,7 +13,7 @@ struct ParsedService {
     /// `--voters` of a controller.
     var voters: String?
     /// `--controllers` of every other service.
-    var controllers: [HostPort]?
+    var controllers: [KafkaEndpoint]?
 }
 
 /// One executable the manifests may run: its flags and how it parses them.

@@ -1,3 +1,4 @@
+import KafkaTransport
 import DevCluster
 import FloeService
 import Foundation
@@ -64,7 +65,7 @@ import Testing
         #expect(ChildProcess.signal(victim, SIGKILL))
         let replaced = await eventually {
             guard let current = try? ClusterFile.read(from: clusterPath), let pid = current.services[1].pid else { return false }
-            guard pid != victim, current.services[1].restarts == 1, let admin = try? HostPort(parsing: current.services[1].admin) else { return false }
+            guard pid != victim, current.services[1].restarts == 1, let admin = try? KafkaEndpoint(parsing: current.services[1].admin) else { return false }
             // Ready means its signal handlers are installed, so the SIGTERM below drains it rather than killing it.
             return (try? await AdminClient.get(admin, path: "/readyz", timeout: .milliseconds(500)))?.status == 200
         }
@@ -92,7 +93,7 @@ import Testing
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("floe-svc-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let admin = HostPort(host: "127.0.0.1", port: try freePort())
+        let admin = KafkaEndpoint(host: "127.0.0.1", port: try freePort())
         var environment = ProcessInfo.processInfo.environment
         environment["FLOE_NODE_ID"] = "12"
         environment["FLOE_ZONE"] = "zone-e"

@@ -1,3 +1,4 @@
+import KafkaTransport
 import DevCluster
 import FloeService
 import Foundation
@@ -57,7 +58,7 @@ func logContains(_ path: String, _ condition: (String) -> Bool) async -> Bool {
 func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
     ServiceSpec(
         kind: kind, nodeID: id, zone: "z", executable: "/bin/sh", arguments: ["-c", script],
-        listen: HostPort(host: "127.0.0.1", port: 9000 + Int(id)), admin: HostPort(host: "127.0.0.1", port: 9500 + Int(id))
+        listen: KafkaEndpoint(host: "127.0.0.1", port: 9000 + Int(id)), admin: KafkaEndpoint(host: "127.0.0.1", port: 9500 + Int(id))
     )
 }
 
@@ -267,7 +268,7 @@ func shell(_ kind: String, _ id: Int32, _ script: String) -> ServiceSpec {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let sleeper = ServiceSpec(
             kind: "controller", nodeID: 1, zone: "z", executable: "/bin/sleep", arguments: ["600"],
-            listen: HostPort(host: "127.0.0.1", port: 1), admin: HostPort(host: "127.0.0.1", port: 2)
+            listen: KafkaEndpoint(host: "127.0.0.1", port: 1), admin: KafkaEndpoint(host: "127.0.0.1", port: 2)
         )
         let supervisor = Supervisor(specs: [sleeper], dataDirectory: directory, logger: logger)
         try await supervisor.start()

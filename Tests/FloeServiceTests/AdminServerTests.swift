@@ -1,3 +1,4 @@
+import KafkaTransport
 import FloeService
 import Foundation
 import Logging
@@ -22,7 +23,7 @@ struct ControllerDetails: Encodable, Sendable {
     /// Starts a server on an ephemeral loopback port, runs `body` against it, then stops it.
     func withServer(
         ready: ReadyFlag = ReadyFlag(true),
-        _ body: @Sendable (HostPort) async throws -> Void
+        _ body: @Sendable (KafkaEndpoint) async throws -> Void
     ) async throws {
         let handlers = AdminServer.Handlers(
             ready: { ready.value },
@@ -34,7 +35,7 @@ struct ControllerDetails: Encodable, Sendable {
             }
         )
         let server = try await AdminServer.bind(
-            HostPort(host: "127.0.0.1", port: 0), handlers: handlers, logger: Logger(label: "test")
+            KafkaEndpoint(host: "127.0.0.1", port: 0), handlers: handlers, logger: Logger(label: "test")
         )
         #expect(server.boundAddress.port != 0)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -79,7 +80,7 @@ struct ControllerDetails: Encodable, Sendable {
 
     @Test func drainingOverridesReadiness() async throws {
         let server = try await AdminServer.bind(
-            HostPort(host: "127.0.0.1", port: 0),
+            KafkaEndpoint(host: "127.0.0.1", port: 0),
             handlers: AdminServer.Handlers(ready: { true }, status: { ServiceStatus(nodeID: 1, kind: "k", zone: "z", incarnation: 0) }),
             logger: Logger(label: "test")
         )
@@ -120,7 +121,7 @@ struct ControllerDetails: Encodable, Sendable {
 
     @Test func idleConnectionsAreClosed() async throws {
         let server = try await AdminServer.bind(
-            HostPort(host: "127.0.0.1", port: 0),
+            KafkaEndpoint(host: "127.0.0.1", port: 0),
             handlers: AdminServer.Handlers(ready: { true }, status: { ServiceStatus(nodeID: 1, kind: "k", zone: "z", incarnation: 0) }),
             logger: Logger(label: "test"), idleTimeout: .milliseconds(200)
         )

@@ -1,3 +1,4 @@
+import KafkaTransport
 import ArgumentParser
 import FloeService
 import Testing
@@ -7,7 +8,7 @@ private struct NodeIDCommand: ParsableCommand {
     @OptionGroup var common: CommonOptions
 }
 
-private let endpoint = HostPort(host: "10.1.2.3", port: 9092)
+private let endpoint = KafkaEndpoint(host: "10.1.2.3", port: 9092)
 
 private func message(_ body: () throws -> Void) -> String? {
     do {
@@ -33,7 +34,7 @@ private func message(_ body: () throws -> Void) -> String? {
     }
 
     @Test func numberResolvesToItself() throws {
-        #expect(try NodeIDSpec.number(42).resolve(podName: nil, advertised: HostPort(host: "broker-0", port: 1)) == 42)
+        #expect(try NodeIDSpec.number(42).resolve(podName: nil, advertised: KafkaEndpoint(host: "broker-0", port: 1)) == 42)
     }
 
     @Test func ordinalAddsThePodsTrailingNumber() throws {
@@ -57,22 +58,22 @@ private func message(_ body: () throws -> Void) -> String? {
 
     @Test func autoUsesTheLow31BitsOfTheIPv4Address() throws {
         #expect(try NodeIDSpec.auto.resolve(podName: nil, advertised: endpoint) == Int32(10 << 24 | 1 << 16 | 2 << 8 | 3))
-        #expect(try NodeIDSpec.auto.resolve(podName: nil, advertised: HostPort(host: "192.168.0.1", port: 1)) == 0x40A8_0001)
-        #expect(try NodeIDSpec.auto.resolve(podName: nil, advertised: HostPort(host: "255.255.255.255", port: 1)) == Int32.max)
+        #expect(try NodeIDSpec.auto.resolve(podName: nil, advertised: KafkaEndpoint(host: "192.168.0.1", port: 1)) == 0x40A8_0001)
+        #expect(try NodeIDSpec.auto.resolve(podName: nil, advertised: KafkaEndpoint(host: "255.255.255.255", port: 1)) == Int32.max)
         // Every private range lands far above the small fixed and ordinal ids.
         for host in ["10.0.0.0", "172.16.0.0", "192.168.0.0", "100.64.0.0"] {
-            let id = try NodeIDSpec.auto.resolve(podName: nil, advertised: HostPort(host: host, port: 1))
+            let id = try NodeIDSpec.auto.resolve(podName: nil, advertised: KafkaEndpoint(host: host, port: 1))
             #expect(id >= 100_000_000, "\(host) → \(id)")
         }
     }
 
     @Test func autoRejectsNamesIPv6AndAddressesThatMapIntoTheSmallIds() {
         for host in ["broker-0.floe", "::1", "10.0.0", "10.0.0.256", "10.0.0.1.2", "10..0.1", "1.2.3.0004", "+1.2.3.4"] {
-            let text = message { _ = try NodeIDSpec.auto.resolve(podName: nil, advertised: HostPort(host: host, port: 1)) }
+            let text = message { _ = try NodeIDSpec.auto.resolve(podName: nil, advertised: KafkaEndpoint(host: host, port: 1)) }
             #expect(text?.contains("is not one") == true, "\(host): \(text ?? "no error")")
         }
         for host in ["0.0.0.0", "0.0.255.255", "128.0.1.2"] {
-            let text = message { _ = try NodeIDSpec.auto.resolve(podName: nil, advertised: HostPort(host: host, port: 1)) }
+            let text = message { _ = try NodeIDSpec.auto.resolve(podName: nil, advertised: KafkaEndpoint(host: host, port: 1)) }
             #expect(text?.contains("below \(NodeIDSpec.autoMinimum)") == true, "\(host): \(text ?? "no error")")
         }
     }

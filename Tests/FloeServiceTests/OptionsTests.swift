@@ -1,3 +1,4 @@
+import KafkaTransport
 import ArgumentParser
 import FloeService
 import Logging
@@ -12,27 +13,27 @@ struct SampleService: ParsableCommand {
     @Flag var verbose = false
 }
 
-@Suite struct HostPortTests {
+@Suite struct EndpointParsingTests {
     @Test func parsesNamesAddressesAndIPv6() throws {
-        #expect(try HostPort(parsing: "127.0.0.1:9092") == HostPort(host: "127.0.0.1", port: 9092))
-        #expect(try HostPort(parsing: "broker-0.floe:0") == HostPort(host: "broker-0.floe", port: 0))
-        let v6 = try HostPort(parsing: "[::1]:9190")
-        #expect(v6 == HostPort(host: "::1", port: 9190))
+        #expect(try KafkaEndpoint(parsing: "127.0.0.1:9092") == KafkaEndpoint(host: "127.0.0.1", port: 9092))
+        #expect(try KafkaEndpoint(parsing: "broker-0.floe:0") == KafkaEndpoint(host: "broker-0.floe", port: 0))
+        let v6 = try KafkaEndpoint(parsing: "[::1]:9190")
+        #expect(v6 == KafkaEndpoint(host: "::1", port: 9190))
         #expect(v6.description == "[::1]:9190")
-        #expect(try HostPort.parseList("a:1,b:2") == [HostPort(host: "a", port: 1), HostPort(host: "b", port: 2)])
+        #expect(try KafkaEndpoint.parseList("a:1,b:2") == [KafkaEndpoint(host: "a", port: 1), KafkaEndpoint(host: "b", port: 2)])
     }
 
     @Test func rejectsMalformedInputWithSpecificErrors() {
-        #expect(throws: HostPortError.empty) { try HostPort(parsing: "") }
-        #expect(throws: HostPortError.missingPort("localhost")) { try HostPort(parsing: "localhost") }
-        #expect(throws: HostPortError.missingPort("localhost:")) { try HostPort(parsing: "localhost:") }
-        #expect(throws: HostPortError.missingHost(":9092")) { try HostPort(parsing: ":9092") }
-        #expect(throws: HostPortError.invalidPort("h:65536")) { try HostPort(parsing: "h:65536") }
-        #expect(throws: HostPortError.invalidPort("h:-1")) { try HostPort(parsing: "h:-1") }
-        #expect(throws: HostPortError.invalidPort("h:99999999999999999999")) { try HostPort(parsing: "h:99999999999999999999") }
-        #expect(throws: HostPortError.unbracketedIPv6("::1:80")) { try HostPort(parsing: "::1:80") }
-        #expect(throws: HostPortError.unclosedBracket("[::1:80")) { try HostPort(parsing: "[::1:80") }
-        #expect(throws: HostPortError.emptyListEntry("a:1,")) { try HostPort.parseList("a:1,") }
+        #expect(throws: EndpointError.empty) { try KafkaEndpoint(parsing: "") }
+        #expect(throws: EndpointError.missingPort("localhost")) { try KafkaEndpoint(parsing: "localhost") }
+        #expect(throws: EndpointError.missingPort("localhost:")) { try KafkaEndpoint(parsing: "localhost:") }
+        #expect(throws: EndpointError.missingHost(":9092")) { try KafkaEndpoint(parsing: ":9092") }
+        #expect(throws: EndpointError.invalidPort("h:65536")) { try KafkaEndpoint(parsing: "h:65536") }
+        #expect(throws: EndpointError.invalidPort("h:-1")) { try KafkaEndpoint(parsing: "h:-1") }
+        #expect(throws: EndpointError.invalidPort("h:99999999999999999999")) { try KafkaEndpoint(parsing: "h:99999999999999999999") }
+        #expect(throws: EndpointError.unbracketedIPv6("::1:80")) { try KafkaEndpoint(parsing: "::1:80") }
+        #expect(throws: EndpointError.unclosedBracket("[::1:80")) { try KafkaEndpoint(parsing: "[::1:80") }
+        #expect(throws: EndpointError.emptyListEntry("a:1,")) { try KafkaEndpoint.parseList("a:1,") }
     }
 }
 
@@ -57,8 +58,8 @@ struct SampleService: ParsableCommand {
             ]
         )
         #expect(command.common.nodeID == 7)
-        #expect(command.common.listen == HostPort(host: "10.0.0.1", port: 9092))
-        #expect(command.common.advertised == HostPort(host: "10.0.0.1", port: 9092))
+        #expect(command.common.listen == KafkaEndpoint(host: "10.0.0.1", port: 9092))
+        #expect(command.common.advertised == KafkaEndpoint(host: "10.0.0.1", port: 9092))
         #expect(command.common.zone == "eu-1a")
         #expect(command.common.logLevel == .debug)
         #expect(command.controllers.controllers.endpoints.count == 2)
@@ -74,7 +75,7 @@ struct SampleService: ParsableCommand {
         #expect(command.common.nodeID == 1)
         #expect(command.common.zone == "cli-zone")
         #expect(command.dataDir == "/cli")
-        #expect(command.common.advertised == HostPort(host: "pub", port: 1))
+        #expect(command.common.advertised == KafkaEndpoint(host: "pub", port: 1))
     }
 
     @Test func defaultsApplyWhenNeitherIsSet() throws {

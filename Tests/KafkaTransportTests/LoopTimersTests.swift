@@ -1,3 +1,4 @@
+import EventLoopTimers
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix

@@ -42,7 +42,7 @@ final class WALWriterProcess: Sendable {
 
     /// Polls `/readyz` (the writer is another process: there is no event) until it has recovered its WAL and registered.
     func waitReady() async throws {
-        let admin = HostPort(host: "127.0.0.1", port: admin)
+        let admin = KafkaEndpoint(host: "127.0.0.1", port: admin)
         let ready = await waitUntil(timeout: .seconds(20), every: .milliseconds(25)) {
             (try? await AdminClient.get(admin, path: "/readyz", timeout: .milliseconds(500)))?.status == 200
         }
@@ -80,7 +80,7 @@ struct WALWriterProcessTests {
             let (stream, epoch) = try await harness.createStream("processed")
             try writer.start()
             try await writer.waitReady()
-            let status = try await AdminClient.get(HostPort(host: "127.0.0.1", port: writer.admin), path: "/status")
+            let status = try await AdminClient.get(KafkaEndpoint(host: "127.0.0.1", port: writer.admin), path: "/status")
             #expect(status.text.contains("\"kind\":\"wal-writer\""), "\(status.text)")
             #expect(status.text.contains("durable_not_uploaded_bytes"), "\(status.text)")
             let registered = await harness.follower.state.nodes[201]
@@ -105,7 +105,7 @@ struct WALWriterProcessTests {
                 }
             }
             try await waitUntil("300 acknowledged appends", timeout: .seconds(30)) { acknowledged.all.count >= 300 }
-            let metrics = try await AdminClient.get(HostPort(host: "127.0.0.1", port: writer.admin), path: "/metrics")
+            let metrics = try await AdminClient.get(KafkaEndpoint(host: "127.0.0.1", port: writer.admin), path: "/metrics")
             #expect(metrics.text.contains("floe_wal_append_bytes_total"), "\(metrics.text)")
             #expect(metrics.text.contains("floe_wal_append_seconds"), "\(metrics.text)")
             writer.kill()

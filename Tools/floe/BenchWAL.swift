@@ -69,12 +69,12 @@ struct BenchWAL: AsyncParsableCommand {
         var local: LocalWALCluster?
         let walEndpoint: KafkaEndpoint
         let controllerEndpoints: [KafkaEndpoint]
-        let adminAddress: HostPort
+        let adminAddress: KafkaEndpoint
         let rawDirectory: String
         if let wal, let controllers, let admin {
             walEndpoint = try parseEndpoints(wal)[0]
             controllerEndpoints = try parseEndpoints(controllers)
-            adminAddress = try HostPort(parsing: admin)
+            adminAddress = try KafkaEndpoint(parsing: admin)
             rawDirectory = self.rawDirectory ?? NSTemporaryDirectory()
         } else {
             let cluster = try LocalWALCluster(volume: volume, objectStore: objectStore)
@@ -214,7 +214,7 @@ struct BenchWAL: AsyncParsableCommand {
         return try builder.build().bytes
     }
 
-    private func waitUntilReady(_ admin: HostPort) async throws {
+    private func waitUntilReady(_ admin: KafkaEndpoint) async throws {
         for _ in 0..<1500 {
             if let response = try? await AdminClient.get(admin, path: "/readyz", timeout: .seconds(1)), response.status == 200 { return }
             try await Task.sleep(for: .milliseconds(20))
@@ -223,7 +223,7 @@ struct BenchWAL: AsyncParsableCommand {
     }
 
     /// PUTs and uploaded bytes so far, from the WAL writer's Prometheus metrics.
-    private func walCounters(_ admin: HostPort) async throws -> (puts: Double, uploadedBytes: Double) {
+    private func walCounters(_ admin: KafkaEndpoint) async throws -> (puts: Double, uploadedBytes: Double) {
         let response = try await AdminClient.get(admin, path: "/metrics", timeout: .seconds(5))
         let text = String(decoding: response.body, as: UTF8.self)
         func sum(_ name: String) -> Double {
@@ -289,7 +289,7 @@ final class LocalWALCluster: @unchecked Sendable {
 
     var walEndpoint: KafkaEndpoint { KafkaEndpoint(host: "127.0.0.1", port: walPort) }
     var controllerEndpoint: KafkaEndpoint { KafkaEndpoint(host: "127.0.0.1", port: controllerPort) }
-    var walAdmin: HostPort { HostPort(host: "127.0.0.1", port: walAdminPort) }
+    var walAdmin: KafkaEndpoint { KafkaEndpoint(host: "127.0.0.1", port: walAdminPort) }
 
     func start() throws {
         try launch("floe-controller", [

@@ -1,5 +1,6 @@
 import ClusterMetadata
 import ControllerClient
+import EventLoopTimers
 import KafkaProtocol
 import KafkaRecords
 import KafkaTransport

@@ -2,6 +2,7 @@ import ArgumentParser
 import BrokerCore
 import ClusterMetadata
 import ControllerClient
+import EventLoopTimers
 import FloeService
 import Foundation
 import KafkaTransport

@@ -1,3 +1,4 @@
+import EventLoopTimers
 import KafkaTransport
 import NIOCore
 

@@ -1,5 +1,6 @@
 import ClusterMetadata
 import ControllerClient
+import EventLoopTimers
 import KafkaTransport
 import Logging
 import Metrics

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterMetadata
 import ControllerClient
+import EventLoopTimers
 import FloeService
 import KafkaTransport
 import Logging

@@ -1,4 +1,5 @@
 import ClusterMetadata
+import EventLoopTimers
 import Foundation
 import KafkaProtocol
 import KafkaRecords

@@ -1,3 +1,4 @@
+import KafkaTransport
 import ArgumentParser
 import DevCluster
 import FloeService
@@ -230,7 +231,7 @@ struct DevStatus: AsyncParsableCommand {
         }
         var ready = "-"
         var status = "-"
-        if let admin = try? HostPort(parsing: service.admin), service.pid != nil {
+        if let admin = try? KafkaEndpoint(parsing: service.admin), service.pid != nil {
             if let readyz = try? await AdminClient.get(admin, path: "/readyz", timeout: .milliseconds(500)) {
                 ready = readyz.status == 200 ? "yes" : "no (\(readyz.status))"
             } else {

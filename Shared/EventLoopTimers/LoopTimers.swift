@@ -19,7 +19,7 @@ public enum LoopTimers {
     /// the task is cancelled. A duration of zero or less returns at the loop's next turn.
     public static func sleep(for duration: Duration) async throws {
         try Task.checkCancellation()
-        let scheduled = loop.scheduleTask(in: .nanoseconds(max(0, duration.nanosecondsClamped))) {}
+        let scheduled = loop.scheduleTask(in: max(.zero, .clamped(duration))) {}
         try await withTaskCancellationHandler {
             do {
                 try await scheduled.futureResult.get()
@@ -40,6 +40,18 @@ public enum LoopTimers {
     /// For timeouts that usually do not fire: no task exists until one does.
     @discardableResult
     public static func after(_ delay: Duration, _ body: @escaping @Sendable () -> Void) -> Scheduled<Void> {
-        loop.scheduleTask(in: .nanoseconds(max(0, delay.nanosecondsClamped)), body)
+        loop.scheduleTask(in: max(.zero, .clamped(delay)), body)
+    }
+}
+
+extension TimeAmount {
+    /// `duration` in whole nanoseconds, clamped to what a `TimeAmount` holds.
+    public static func clamped(_ duration: Duration) -> TimeAmount {
+        let (seconds, attoseconds) = duration.components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return .nanoseconds(seconds < 0 ? .min : .max) }
+        let (total, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+        if overflow2 { return .nanoseconds(seconds < 0 ? .min : .max) }
+        return .nanoseconds(total)
     }
 }

@@ -1,22 +1,20 @@
-import Foundation
-import ArgumentParser
-
-/// A `HOST:PORT` endpoint as written on the command line (`127.0.0.1:9092`, `broker-0:9092`, `[::1]:9092`).
-public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
+/// A host and port: what a `KafkaClient` connects to, what a service listens on and advertises, and
+/// what `HOST:PORT` means on every command line and in every config file.
+public struct KafkaEndpoint: Hashable, Sendable, Codable, CustomStringConvertible {
     /// Host name or address, without IPv6 brackets.
     public var host: String
     /// TCP port; 0 asks the OS for a free port when binding.
     public var port: Int
 
-    /// Creates an endpoint from parts that are already valid.
+    /// An endpoint from parts that are already valid.
     public init(host: String, port: Int) {
         self.host = host
         self.port = port
     }
 
     /// Parses `HOST:PORT` or `[IPv6]:PORT`, with errors that name what is wrong.
-    public init(parsing text: String) throws(HostPortError) {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+    public init(parsing text: String) throws(EndpointError) {
+        let trimmed = Self.trimmingSpaces(text[...])
         guard !trimmed.isEmpty else { throw .empty }
         let hostPart: Substring
         let portPart: Substring
@@ -44,13 +42,20 @@ public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 
     /// Parses a comma-separated list of endpoints; empty entries are errors, not skipped.
-    public static func parseList(_ text: String) throws(HostPortError) -> [HostPort] {
-        var result: [HostPort] = []
+    public static func parseList(_ text: String) throws(EndpointError) -> [KafkaEndpoint] {
+        var result: [KafkaEndpoint] = []
         for item in text.split(separator: ",", omittingEmptySubsequences: false) {
-            guard !item.trimmingCharacters(in: .whitespaces).isEmpty else { throw .emptyListEntry(text) }
-            result.append(try HostPort(parsing: String(item)))
+            guard !trimmingSpaces(item).isEmpty else { throw .emptyListEntry(text) }
+            result.append(try KafkaEndpoint(parsing: String(item)))
         }
         return result
+    }
+
+    private static func trimmingSpaces(_ text: Substring) -> Substring {
+        var view = text
+        while let first = view.first, first == " " || first == "\t" { view = view.dropFirst() }
+        while let last = view.last, last == " " || last == "\t" { view = view.dropLast() }
+        return view
     }
 
     /// `host:port`, bracketing IPv6 addresses so the text parses back.
@@ -60,7 +65,7 @@ public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
-        self = try HostPort(parsing: text)
+        self = try KafkaEndpoint(parsing: text)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -70,7 +75,7 @@ public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
 }
 
 /// Why a `HOST:PORT` string was rejected.
-public enum HostPortError: Error, Equatable, CustomStringConvertible {
+public enum EndpointError: Error, Equatable, CustomStringConvertible {
     case empty
     case missingHost(String)
     case missingPort(String)
@@ -90,53 +95,6 @@ public enum HostPortError: Error, Equatable, CustomStringConvertible {
         case .unclosedBracket(let s): "'\(s)' opens '[' without a closing ']'"
         case .unbracketedIPv6(let s): "'\(s)' looks like an IPv6 address; write it as [ADDRESS]:PORT"
         case .emptyListEntry(let s): "'\(s)' has an empty entry, expected HOST:PORT,HOST:PORT,…"
-        }
-    }
-}
-
-extension HostPort: ExpressibleByArgument {
-    public init?(argument: String) {
-        guard let parsed = try? HostPort(parsing: argument) else { return nil }
-        self = parsed
-    }
-}
-
-/// A comma-separated `HOST:PORT,…` list as one option value (`--controllers`).
-public struct HostPortList: Hashable, Sendable, ExpressibleByArgument, CustomStringConvertible {
-    /// The endpoints in the order given.
-    public var endpoints: [HostPort]
-
-    /// Wraps endpoints that are already parsed.
-    public init(_ endpoints: [HostPort]) {
-        self.endpoints = endpoints
-    }
-
-    public init?(argument: String) {
-        guard let parsed = try? HostPort.parseList(argument) else { return nil }
-        self.endpoints = parsed
-    }
-
-    public var description: String {
-        endpoints.map(\.description).joined(separator: ",")
-    }
-}
-
-extension HostPort {
-    /// An ArgumentParser `transform:` that reports the exact parse problem instead of a generic "invalid value".
-    public static func argument(_ text: String) throws -> HostPort {
-        do {
-            return try HostPort(parsing: text)
-        } catch {
-            throw ValidationError(error.description)
-        }
-    }
-
-    /// The list form of ``argument(_:)``.
-    public static func listArgument(_ text: String) throws -> HostPortList {
-        do {
-            return HostPortList(try HostPort.parseList(text))
-        } catch {
-            throw ValidationError(error.description)
         }
     }
 }
