@@ -1,6 +1,9 @@
 @testable import Raft
 import TestKit
 
+// A little over 400 lines on purpose: one simulated cluster, whose event loop, the actions it carries
+// out and the invariants it checks after each of them read best side by side.
+
 /// A deterministic cluster: simulated clock, lossy network with partitions, crashing disks.
 final class RaftSimulation {
     enum Event {
