@@ -132,11 +132,13 @@ final class DevClusterProcess: Sendable {
 
     static func floeBinary() -> String? { builtProduct("floe") }
 
-    /// A base port whose broker, controller and WAL writer ports (listen and admin) are all free.
+    /// A base port whose broker, controller and WAL writer ports (listen and admin) are all free. The
+    /// slots lie below the kernel's ephemeral range (32768 and up), so an outgoing connection elsewhere
+    /// cannot take one between this check and floe dev's bind.
     static func freeBasePort(brokers: Int, zones: Int) throws -> Int {
         let brokerPorts: [Int] = (0..<brokers).flatMap { j -> [Int] in [j, 300 + j] }
         let writerPorts: [Int] = (0..<zones).flatMap { z -> [Int] in [118 + z, 218 + z] }
-        return try TestKit.freeBasePort(offsets: brokerPorts + writerPorts + [98, 198], slots: stride(from: 40_000, to: 64_000, by: 400))
+        return try TestKit.freeBasePort(offsets: brokerPorts + writerPorts + [98, 198], slots: stride(from: 20_000, to: 32_000, by: 400))
     }
 }
 

@@ -46,7 +46,7 @@ import Testing
             -> [ClusterFile.Service]
         {
             var found: [ClusterFile.Service] = []
-            try await waitUntil(what, timeout: .seconds(30)) {
+            let done = try await waitUntil(timeout: .seconds(30)) {
                 guard let file = self.clusterFile else { return false }
                 let controllers = file.services.filter { $0.kind == "controller" }.sorted { $0.nodeID < $1.nodeID }
                 guard controllers.count == 3, controllers.allSatisfy({ $0.state == "running" && $0.pid != nil }), condition(controllers)
@@ -54,13 +54,23 @@ import Testing
                 found = controllers
                 return true
             }
+            guard done else {
+                let services = clusterFile?.services.map { "\($0.kind)-\($0.nodeID) \($0.state) pid \($0.pid.map(String.init) ?? "-")" } ?? []
+                let pid = process.process?.pid ?? -1
+                let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n").prefix(3).joined(separator: " ") ?? "gone"
+                throw TestTimeout(what: "\(what); floe dev pid \(pid) (\(status)); services \(services); floe dev log:\n\(fileTail("\(dataDirectory)/floe-dev.out", lines: 40))")
+            }
             return found
         }
     }
 
-    /// A base port whose controller ports (base+98…+100) and admin ports (base+198…+200) are free.
+    /// A base port where every port this cluster binds is free: the controllers (base+98…+100, admin
+    /// +198…+200), the WAL writer (+118, +218) and the broker (+0, +300). The slots lie below the
+    /// kernel's ephemeral range (32768 and up), so an outgoing connection elsewhere cannot take one
+    /// between this check and floe dev's bind; they do not overlap DevClusterProcess's slots.
     static func freeBasePort() throws -> Int {
-        try TestKit.freeBasePort(offsets: Array(98...100) + Array(198...200), slots: stride(from: 31_000, to: 60_000, by: 350))
+        try TestKit.freeBasePort(
+            offsets: Array(98...100) + Array(198...200) + [118, 218, 0, 300], slots: stride(from: 10_000, to: 20_000, by: 350))
     }
 
     @Test(.timeLimit(.minutes(3))) func leaderKilledUnderFloeDevLosesNoAcknowledgedWrite() async throws {

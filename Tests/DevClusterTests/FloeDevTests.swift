@@ -23,8 +23,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: root) }
         try FileManager.default.createSymbolicLink(atPath: bin + "/floe-controller", withDestinationPath: products + "/ServiceExample")
 
-        // A base whose whole plan is unlikely to be taken: controllers use base+98…100 and base+198…200.
-        let base = 20_000 + Int.random(in: 0..<20_000)
+        // Only the controllers run (base+98…100, admin base+198…200); below the ephemeral range.
+        let base = try freeBasePort(offsets: Array(98...100) + Array(198...200), slots: stride(from: 10_100, to: 32_000, by: 350))
         var environment = ProcessInfo.processInfo.environment
         environment["FLOE_BIN_DIR"] = bin
         let floeLog = root + "/floe.log"

@@ -12,8 +12,11 @@ import urllib.request
 PLAN_OFFSETS = (0, 98, 118, 128, 138, 198, 218, 228, 238, 300)
 
 
-def free_base_port(start=33000, stop=60000, span=10):
-    """A base port whose floe dev port blocks (each `span` ports from every plan offset) are free."""
+def free_base_port(start=10200, stop=32000, span=10):
+    """A base port whose floe dev port blocks (each `span` ports from every plan offset) are free.
+
+    Below the kernel's ephemeral range (32768 and up), so an outgoing connection cannot take one of
+    the ports between this check and floe dev's bind."""
     for base in range(start, stop, 400):
         sockets = []
         try:
