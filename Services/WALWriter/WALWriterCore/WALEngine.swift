@@ -29,17 +29,17 @@ public actor WALEngine {
         /// Write appends with O_DIRECT in whole 4 KiB blocks where the file system allows it (otherwise,
         /// or when false, through the page cache). Syncs after idle periods are faster this way.
         public var directWrites: Bool
-        /// A small write that finds the WAL idle for at least this long is carried out on the calling
-        /// thread instead of the I/O thread (nil: never). At light load that saves two thread wake-ups
-        /// per append; under load writes follow each other closely and always go to the I/O thread,
-        /// so network work overlaps the syncs. This is the one place blocking file I/O runs on an
-        /// event loop, on purpose: it holds the loop for one sync of at most 64 KiB, only after the
-        /// WAL has been idle, and cuts the light-load append by ~0.3 ms (BENCHMARKS.md).
+        /// Opt-in: a small write that finds the WAL idle for at least this long is carried out on the
+        /// calling thread instead of the I/O thread (nil, the default: never, so pwrite and fdatasync
+        /// always run off the event loop). At light load it saves two thread wake-ups per append;
+        /// under load writes follow each other closely and always go to the I/O thread. When set, it
+        /// holds the loop for one sync of at most 64 KiB, only after the WAL has been idle; measured
+        /// gain at 100 appends/s is ~0.07 ms at the p50 and none at the p99 (BENCHMARKS.md).
         public var inlineWriteAfterIdle: Duration?
 
         public init(
             directory: String, segmentSize: Int = 64 << 20, maxBufferedBytes: Int = 256 << 20, maxWriteBytes: Int = 8 << 20,
-            maxUnsyncedBytes: Int = 64 << 20, zeroFillSegments: Bool = true, inlineWriteAfterIdle: Duration? = .milliseconds(2),
+            maxUnsyncedBytes: Int = 64 << 20, zeroFillSegments: Bool = true, inlineWriteAfterIdle: Duration? = nil,
             directWrites: Bool = true
         ) {
             self.directWrites = directWrites

@@ -30,8 +30,8 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
     var maxBufferedBytes = 256 << 20
     @Option(name: .customLong("segment-bytes"), help: "Size of each WAL segment file (FLOE_SEGMENT_BYTES).")
     var segmentBytes = 64 << 20
-    @Option(name: .customLong("inline-write-after-idle-ms"), help: "A write of at most 64 KiB that finds the WAL idle this long syncs on the event loop instead of the I/O thread; 0: never (FLOE_INLINE_WRITE_AFTER_IDLE_MS).")
-    var inlineWriteAfterIdleMs = 2
+    @Option(name: .customLong("inline-write-after-idle-ms"), help: "Opt-in: a write of at most 64 KiB that finds the WAL idle this long syncs on the event loop instead of the I/O thread; 0, the default: never (FLOE_INLINE_WRITE_AFTER_IDLE_MS).")
+    var inlineWriteAfterIdleMs = 0
     @Option(name: .customLong("direct-writes"), help: "Write appends with O_DIRECT in whole 4 KiB blocks where the volume's file system allows it; false: through the page cache (FLOE_DIRECT_WRITES).")
     var directWrites = true
 
