@@ -143,6 +143,9 @@ public actor ControllerClient {
         request.zone = registration.zone
         request.listener = registration.listener
         request.admin = registration.admin
+        // Resent on every retry below: a registration that committed but whose answer was lost is not applied
+        // again, which would hand out a second incarnation and make the first one the retry's answer.
+        request.writeId = WriteID.random()
         let response = try await leaderCall(request)
         return ControllerRegistration(
             nodeId: response.nodeId, incarnation: response.incarnation,

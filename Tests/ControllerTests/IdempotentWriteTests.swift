@@ -33,14 +33,23 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
     return items.map(\.errorCode)
 }
 
-@Suite(.serialized) struct IdempotentWriteTests {
-    @Test func aRepeatedWriteIdGetsTheFirstAnswerAndAppliesOnce() async throws {
-        let cluster = try InProcessCluster(count: 1)
-        defer { cluster.cleanup() }
+/// A started one-controller cluster, its node and a transport to it.
+private func startSingleController() async throws -> (InProcessCluster, ControllerNode, KafkaClient) {
+    let cluster = try InProcessCluster(count: 1)
+    do {
         try await cluster.startAll()
         _ = try #require(await cluster.leader())
-        let node = try #require(cluster.services[0]?.node)
-        let transport = KafkaClient(logger: testLogger)
+        return (cluster, try #require(cluster.services[0]?.node), KafkaClient(logger: testLogger))
+    } catch {
+        cluster.cleanup()
+        throw error
+    }
+}
+
+@Suite(.serialized) struct IdempotentWriteTests {
+    @Test func aRepeatedWriteIdGetsTheFirstAnswerAndAppliesOnce() async throws {
+        let (cluster, node, transport) = try await startSingleController()
+        defer { cluster.cleanup() }
         let endpoint = cluster.endpoints[0]
         let create = MetadataCommand.createTopics([topic("once", partitions: 2)])
         let id = WriteID.random()
@@ -179,5 +188,33 @@ private func itemCodes(_ response: ControllerWriteResponse) throws -> [Int16] {
         let conflict = try await sendWrite(create, writeId: .random(), to: cluster.endpoints[newLeader], via: transport)
         #expect(try itemCodes(conflict) == [MetadataErrorCode.topicAlreadyExists])
         await transport.closeAll()
+    }
+
+    /// Registrations carry a write id too: a retried registration answers the incarnation of its first application
+    /// instead of taking a second one, and a new registration takes a new incarnation.
+    @Test func aRetriedRegistrationGetsTheSameIncarnation() async throws {
+        let (cluster, node, transport) = try await startSingleController()
+        defer { cluster.cleanup() }
+        var request = ControllerRegisterRequest()
+        request.nodeId = 7
+        request.kind = Int8(NodeKind.walWriter.rawValue)
+        request.zone = "a"
+        request.listener = "127.0.0.1:1"
+        request.admin = "127.0.0.1:2"
+        request.writeId = .random()
+
+        let first = try await transport.send(request, version: 0, to: cluster.endpoints[0], clientId: "test", timeout: .seconds(5))
+        #expect(first.errorCode == 0)
+        let retry = try await transport.send(request, version: 0, to: cluster.endpoints[0], clientId: "test", timeout: .seconds(5))
+        #expect(retry.errorCode == 0)
+        #expect(retry.incarnation == first.incarnation)
+        #expect(await node.metadata.nodes[7]?.incarnation == first.incarnation)
+
+        request.writeId = .random()
+        let again = try await transport.send(request, version: 0, to: cluster.endpoints[0], clientId: "test", timeout: .seconds(5))
+        #expect(again.incarnation > first.incarnation)
+        #expect(await node.metadata.nodes[7]?.incarnation == again.incarnation)
+        await transport.closeAll()
+        await cluster.stopAll()
     }
 }

@@ -149,7 +149,8 @@ struct ControllerRequestHandler: KafkaRequestHandler {
             return response
         }
         let registration = NodeRegistration(id: request.nodeId, kind: kind, zone: request.zone, listener: request.listener, admin: request.admin)
-        switch await node.propose(.registerNode(registration), timeout: .seconds(5)) {
+        let writeId = request.writeId == .zero ? nil : request.writeId
+        switch await node.propose(.registerNode(registration), writeId: writeId, timeout: .seconds(5)) {
         case let .applied(result, index):
             switch result {
             case let .nodeRegistered(incarnation):

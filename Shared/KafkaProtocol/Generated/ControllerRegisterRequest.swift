@@ -19,6 +19,8 @@ public struct ControllerRegisterRequest: KafkaRequest {
     public var listener: String = ""
     /// The admin HTTP HOST:PORT.
     public var admin: String = ""
+    /// Chosen by the client once per registration and resent on every retry, so a retried registration is applied once and answers the same incarnation; all zero (absent) means no deduplication.
+    public var writeId: KafkaUUID = KafkaUUID.zero
     /// Tagged fields this version of the schema does not know, kept for re-encoding.
     public var unknownTaggedFields: [UnknownTaggedField] = []
 
@@ -36,7 +38,22 @@ public struct ControllerRegisterRequest: KafkaRequest {
         self.listener = try buffer.readKafkaString(compact: true, field: "ControllerRegisterRequest.Listener")
         self.admin = try buffer.readKafkaString(compact: true, field: "ControllerRegisterRequest.Admin")
         do {
-            self.unknownTaggedFields = try buffer.readUnknownTaggedFields()
+            let tagCount: Int = try buffer.readTaggedFieldCount()
+            var previousTag: Int64 = -1
+            for _ in 0..<tagCount {
+                var field: UnknownTaggedField = try buffer.readTaggedField(after: &previousTag)
+                switch field.tag {
+                case 0:
+                do {
+                    self.writeId = try field.data.readKafkaUUID()
+                    guard field.data.readableBytes == 0 else {
+                        throw .invalidTaggedField(tag: 0)
+                    }
+                }
+                default:
+                    self.unknownTaggedFields.append(field)
+                }
+            }
         }
     }
 
@@ -51,7 +68,13 @@ public struct ControllerRegisterRequest: KafkaRequest {
         try buffer.writeKafkaString(self.listener, compact: true, nullable: false, field: "ControllerRegisterRequest.Listener")
         try buffer.writeKafkaString(self.admin, compact: true, nullable: false, field: "ControllerRegisterRequest.Admin")
         do {
-            try buffer.writeTaggedFields([], unknown: self.unknownTaggedFields)
+            var tagged: [UnknownTaggedField] = []
+            if !(self.writeId == KafkaUUID.zero) {
+                var payload: ByteBuffer = ByteBuffer()
+                payload.writeKafkaUUID(self.writeId)
+                tagged.append(UnknownTaggedField(tag: 0, data: payload))
+            }
+            try buffer.writeTaggedFields(tagged, unknown: self.unknownTaggedFields)
         }
     }
 }

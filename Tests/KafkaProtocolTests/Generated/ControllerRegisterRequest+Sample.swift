@@ -11,8 +11,9 @@ extension ControllerRegisterRequest: SampleableMessage {
         value.zone = sampler.string(avoiding: "")
         value.listener = sampler.string(avoiding: "")
         value.admin = sampler.string(avoiding: "")
+        value.writeId = sampler.uuid()
         do {
-            value.unknownTaggedFields = sampler.unknownTaggedFields(above: -1)
+            value.unknownTaggedFields = sampler.unknownTaggedFields(above: 0)
         }
         return value
     }
