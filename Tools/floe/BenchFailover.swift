@@ -28,8 +28,13 @@ struct BenchFailover: AsyncParsableCommand {
     @Option(help: "Leadership moves to time.") var moves = 10
     @Option(help: "Leader kills to time (needs --cluster-file).") var kills = 0
     @Option(help: "cluster.json listing the brokers' pids (floe dev writes one).") var clusterFile: String?
-    @Option(name: .customLong("kill-mode"), help: "restart (the supervisor restarts the killed broker at once) or stay-down (it is held down until the partition is writable elsewhere).")
-    var killMode: KillMode = .restart
+    @Option(name: .customLong("kill-mode"), help: "restart (the default: the supervisor restarts the killed broker at once) or stay-down (it is held down until the partition is writable elsewhere).")
+    var killMode: KillMode?
+    @Flag(name: .customLong("no-restart"), help: "The same as --kill-mode stay-down: the killed broker is not restarted until the partition is writable elsewhere.")
+    var noRestart = false
+
+    /// The kill mode in effect (`--no-restart` wins).
+    private var mode: KillMode { noRestart ? .stayDown : killMode ?? .restart }
 
     enum KillMode: String, ExpressibleByArgument, CaseIterable {
         case restart
@@ -39,6 +44,7 @@ struct BenchFailover: AsyncParsableCommand {
     func validate() throws {
         guard (0...1000).contains(moves), (0...100).contains(kills) else { throw ValidationError("--moves in [0, 1000], --kills in [0, 100]") }
         if kills > 0, clusterFile == nil { throw ValidationError("--kills needs --cluster-file") }
+        if noRestart, killMode == .restart { throw ValidationError("--no-restart contradicts --kill-mode restart") }
     }
 
     func run() async throws {
@@ -50,7 +56,7 @@ struct BenchFailover: AsyncParsableCommand {
         try await wire.createTopic(endpoint, name: topic, partitions: 1)
         try await wire.produceUntilAccepted(endpoint, topic: topic, partition: 0, deadline: .seconds(30))
         print("floe bench failover")
-        print("  bootstrap \(bootstrap), topic \(topic), moves \(moves), kills \(kills), kill mode \(killMode.rawValue)")
+        print("  bootstrap \(bootstrap), topic \(topic), moves \(moves), kills \(kills), kill mode \(mode.rawValue)")
 
         var moveTimes: [Duration] = []
         for _ in 0..<moves {
@@ -76,7 +82,7 @@ struct BenchFailover: AsyncParsableCommand {
             let survivor = cluster.services.first { $0.kind == "broker" && $0.nodeID != leader }.map { try? parseEndpoint($0.listen) } ?? nil
             let hold = Supervisor.holdPath(
                 dataDirectory: URL(fileURLWithPath: clusterFile).deletingLastPathComponent().path, name: "broker-\(leader)")
-            if killMode == .stayDown {
+            if mode == .stayDown {
                 try FileManager.default.createDirectory(
                     atPath: URL(fileURLWithPath: hold).deletingLastPathComponent().path, withIntermediateDirectories: true)
                 guard FileManager.default.createFile(atPath: hold, contents: nil) else {
@@ -89,13 +95,13 @@ struct BenchFailover: AsyncParsableCommand {
             do {
                 // Writable at a broker other than the dead one.
                 try await wire.produceUntilAccepted(
-                    survivor ?? endpoint, topic: topic, partition: 0, notLeader: killMode == .stayDown ? leader : nil, deadline: .seconds(60))
+                    survivor ?? endpoint, topic: topic, partition: 0, notLeader: mode == .stayDown ? leader : nil, deadline: .seconds(60))
             } catch {
                 try? FileManager.default.removeItem(atPath: hold)
                 throw error
             }
             killTimes.append(clock.now - start)
-            if killMode == .stayDown {
+            if mode == .stayDown {
                 let state = (try? ClusterFile.read(from: clusterFile))?.services.first { $0.kind == "broker" && $0.nodeID == leader }?.state
                 if state != "held" { print("  warning: broker \(leader) is \(state ?? "unknown"), not held, after the measurement") }
                 try FileManager.default.removeItem(atPath: hold)
@@ -104,7 +110,7 @@ struct BenchFailover: AsyncParsableCommand {
             try await waitForBroker(wire, survivor ?? endpoint, id: leader, deadline: .seconds(60))
         }
         if !killTimes.isEmpty {
-            report(killMode == .stayDown ? "leader SIGKILL, broker kept down → writable" : "leader SIGKILL, broker restarted → writable", killTimes.sorted())
+            report(mode == .stayDown ? "leader SIGKILL, broker kept down → writable" : "leader SIGKILL, broker restarted → writable", killTimes.sorted())
         }
         await wire.close()
     }
