@@ -100,4 +100,29 @@ import Testing
             #expect(await broker.metadata.state.topics.isEmpty)
         }
     }
+
+    @Test func topicsAskedForByIdAreAnsweredUnderTheirNames() async throws {
+        try await InProcessBroker.with { broker in
+            let id = try await broker.createTopic("by-id", partitions: 2)
+            var request = MetadataRequest.make([])
+            var known = MetadataRequest.MetadataRequestTopic()
+            known.name = nil
+            known.topicId = id
+            var unknown = MetadataRequest.MetadataRequestTopic()
+            unknown.name = nil
+            unknown.topicId = KafkaUUID(high: 0x7777, low: 0x1)
+            request.topics = [known, unknown]
+            let response = try await broker.send(request, version: 12)
+            #expect(response.topics.count == 2)
+            let topic = try response.topic("by-id")
+            #expect(topic.errorCode == KafkaCode.none)
+            #expect(topic.topicId == id)
+            #expect(topic.partitions.map(\.partitionIndex) == [0, 1])
+            let missing = try #require(response.topics.first { $0.topicId == unknown.topicId })
+            #expect(missing.name == nil)
+            #expect(missing.errorCode == KafkaErrorCode.unknownTopicId.rawValue)
+            #expect(missing.partitions.isEmpty)
+            #expect(await broker.metadata.state.topics.count == 1, "an unknown id creates nothing")
+        }
+    }
 }

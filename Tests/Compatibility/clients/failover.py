@@ -44,6 +44,31 @@ TIMEOUT = 15.0
 MAX_IN_FLIGHT_RECORDS = 500
 
 
+def partition_end(consumer, topic, note_error):
+    """The partition's high watermark asked of its leader now. Right after a fault the client's view of
+    the cluster may still be settling (a restarted broker, a leader that moved), so a failed query is
+    noted and asked again for up to a minute; the errors seen stay in the script's summary."""
+    for _ in common.deadline_loop(60, f"the end offset of {topic}-0"):
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5, cached=False)[1]
+        except Exception as error:
+            described = describe_topic(consumer, topic)
+            note_error(f"end offset query ({described})", error)
+            time.sleep(0.2)
+
+
+def describe_topic(consumer, topic):
+    """What the client's metadata says of the topic, for error notes."""
+    try:
+        metadata = consumer.list_topics(topic=topic, timeout=2).topics.get(topic)
+    except Exception as error:
+        return f"metadata unavailable: {error}"
+    if metadata is None:
+        return "topic not in metadata"
+    leaders = {p: part.leader for p, part in metadata.partitions.items()}
+    return f"topic error {metadata.error}, partition leaders {leaders}"
+
+
 def create(args):
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     for name, future in admin.create_topics([NewTopic(args.topic, num_partitions=1, replication_factor=1)], request_timeout=TIMEOUT).items():
@@ -132,7 +157,7 @@ def follow(args):
         while True:
             if end is None and os.path.exists(args.stop_file):
                 # The producer has finished: read up to the end the partition has now.
-                end = consumer.get_watermark_offsets(TopicPartition(args.topic, 0), timeout=TIMEOUT, cached=False)[1]
+                end = partition_end(consumer, args.topic, lambda when, error: transient.append(f"{when}: {error}"))
                 deadline = time.monotonic() + 60
             if end is not None and (position >= end or time.monotonic() > deadline):
                 break
@@ -192,7 +217,7 @@ def group_follow(args):
         consumer.subscribe([args.topic])
         while True:
             if end is None and os.path.exists(args.stop_file):
-                end = consumer.get_watermark_offsets(TopicPartition(args.topic, 0), timeout=TIMEOUT, cached=False)[1]
+                end = partition_end(consumer, args.topic, note_error)
                 deadline = time.monotonic() + 60
             if end is not None and (position >= end or time.monotonic() > deadline):
                 break

@@ -7,11 +7,21 @@ import KafkaProtocol
 enum MetadataHandler {
     static func handle(_ request: MetadataRequest, version: Int16, context: BrokerContext) async -> MetadataResponse {
         var state = await context.metadata.state
-        // Before v1 an empty list meant "all topics"; from v1 on, null does.
+        // Before v1 an empty list meant "all topics"; from v1 on, null does. From v12 (the first version
+        // whose answer may carry a null name) a topic may be asked for by id alone: answered under its
+        // name, or UNKNOWN_TOPIC_ID.
+        var unknownIds: [KafkaUUID] = []
         let requested: [String]? = {
             guard let topics = request.topics else { return nil }
             if version == 0 && topics.isEmpty { return nil }
-            return topics.map { $0.name ?? "" }
+            return topics.compactMap { topic in
+                guard version >= 12, topic.name == nil || topic.name == "", topic.topicId != .zero else { return topic.name ?? "" }
+                guard let record = state.topic(id: topic.topicId) else {
+                    unknownIds.append(topic.topicId)
+                    return nil
+                }
+                return record.name
+            }
         }()
         let allowAutoCreate = version < 4 ? true : request.allowAutoTopicCreation
         var autoCreateErrors: [String: Int16] = [:]
@@ -69,6 +79,14 @@ enum MetadataHandler {
                 }
                 return out
             }
+            return topic
+        }
+        response.topics += unknownIds.map { id in
+            var topic = MetadataResponse.MetadataResponseTopic()
+            topic.name = nil
+            topic.topicId = id
+            topic.errorCode = KafkaErrorCode.unknownTopicId.rawValue
+            topic.topicAuthorizedOperations = Int32.min
             return topic
         }
         response.clusterAuthorizedOperations = Int32.min
