@@ -45,7 +45,7 @@ private struct SessionSimulation {
     var leading = false
     var draining = false
     var leaderSince: Duration = .zero
-    var lastCheck: Duration = .zero
+    var lastCheck: Duration?
     var seen: [NodeID: Duration] = [:]
     var bound: [NodeID: UInt64] = [:]
     var closedAt: [NodeID: Duration] = [:]
@@ -53,13 +53,16 @@ private struct SessionSimulation {
     var timeoutFences = 0
     var closeFences = 0
     var unfences = 0
+    var stalls = 0
 
     init(seed: UInt64) {
         self.seed = seed
         random = SeededRandom(seed: seed)
         let timeout = Duration.milliseconds(random.between(300, 2000))
         let grace = Duration.milliseconds(random.between(50, 600))
-        sessions = BrokerSessions(sessionTimeout: timeout, closeGrace: grace, checkInterval: .milliseconds(100))
+        // Stalls (checks further apart than this) are as common as timeouts: time jumps reach twice the timeout.
+        let stall = Duration.milliseconds(random.between(1000, 3000))
+        sessions = BrokerSessions(sessionTimeout: timeout, closeGrace: grace, checkInterval: .milliseconds(100), stallThreshold: stall)
     }
 
     func fail(_ message: String) -> SimulationFailure {
@@ -225,11 +228,18 @@ private struct SessionSimulation {
     }
 
     mutating func tick() throws {
-        let checks = leading && now - lastCheck >= sessions.checkInterval
+        let checks = leading && lastCheck.map { now - $0 >= sessions.checkInterval } != false
         let actions = sessions.tick(now: now, nodes: metadata.sortedNodes)
         if !checks {
             if !actions.isEmpty { throw fail("proposals \(actions) outside a check") }
             return
+        }
+        if let lastCheck, now - lastCheck > sessions.stallThreshold {
+            // The machine was away: that time counts against no session and no close grace (never past now).
+            let away = now - lastCheck - sessions.checkInterval
+            for (id, last) in seen { seen[id] = min(last + away, now) }
+            for (id, closed) in closedAt { closedAt[id] = min(closed + away, now) }
+            stalls += 1
         }
         lastCheck = now
         for action in actions {
@@ -294,6 +304,7 @@ private struct SessionSimulation {
         bound.removeAll()
         closedAt.removeAll()
         leaderSince = now
+        lastCheck = nil
     }
 
     /// The machine's proposals in flight are exactly the model's unanswered ones of this leadership.
@@ -315,18 +326,20 @@ private struct SessionSimulation {
     static let seeds: ClosedRange<UInt64> = 1...600
 
     @Test func seededRunsKeepTheSessionInvariants() throws {
-        var timeoutFences = 0, closeFences = 0, unfences = 0
+        var timeoutFences = 0, closeFences = 0, unfences = 0, stalls = 0
         for seed in Self.seeds {
             var simulation = SessionSimulation(seed: seed)
             try simulation.run(steps: 250)
             timeoutFences += simulation.timeoutFences
             closeFences += simulation.closeFences
             unfences += simulation.unfences
+            stalls += simulation.stalls
         }
         // The runs must exercise every path, or the invariants prove little.
         #expect(timeoutFences > Self.seeds.count, "\(timeoutFences) fences after a timeout")
         #expect(closeFences > Self.seeds.count / 4, "\(closeFences) fences after a close")
         #expect(unfences > Self.seeds.count, "\(unfences) unfences")
+        #expect(stalls > Self.seeds.count, "\(stalls) checks after a stall")
     }
 
     @Test func aStaleIncarnationNeverRevivesAFencedNode() throws {
@@ -347,5 +360,36 @@ private struct SessionSimulation {
         let current = sessions.heartbeat(node: 1, incarnation: fenced.incarnation, record: fenced, connection: 1, now: .seconds(5))
         #expect(current.answer.fenced)
         #expect(current.actions == [.proposeUnfence(node: 1, incarnation: fenced.incarnation, token: 1)])
+    }
+
+    @Test func aStalledControllerDoesNotFenceBrokersWhoseHeartbeatsItHasNotRead() throws {
+        var metadata = MetadataState()
+        _ = metadata.apply(.registerNode(NodeRegistration(id: 1, kind: .broker, zone: "a", listener: "h:1", admin: "h:2")), index: 1)
+        _ = metadata.apply(.registerNode(NodeRegistration(id: 2, kind: .broker, zone: "a", listener: "h:3", admin: "h:4")), index: 2)
+        let one = try #require(metadata.nodes[1]), two = try #require(metadata.nodes[2])
+        var sessions = BrokerSessions(sessionTimeout: .seconds(2), closeGrace: .milliseconds(500))
+        #expect(sessions.stallThreshold == .seconds(1))
+        sessions.leadershipChanged(leading: true)
+        _ = sessions.tick(now: .zero, nodes: metadata.sortedNodes)
+        _ = sessions.heartbeat(node: 1, incarnation: one.incarnation, record: one, connection: 1, now: .milliseconds(100))
+        _ = sessions.heartbeat(node: 2, incarnation: two.incarnation, record: two, connection: 2, now: .milliseconds(100))
+        // The controller runs again 5 s later: both sessions look 5 s old, but it has not read the heartbeats
+        // queued meanwhile. Nothing is fenced.
+        #expect(sessions.tick(now: .milliseconds(5100), nodes: metadata.sortedNodes).isEmpty)
+        // Broker 1's queued heartbeats are read now; broker 2 is really dead and is fenced a session after the stall.
+        _ = sessions.heartbeat(node: 1, incarnation: one.incarnation, record: one, connection: 1, now: .milliseconds(5150))
+        var now = Duration.milliseconds(5100)
+        var fenced: [NodeID] = []
+        while fenced.isEmpty, now < .seconds(10) {
+            now += .milliseconds(100)
+            _ = sessions.heartbeat(node: 1, incarnation: one.incarnation, record: one, connection: 1, now: now)
+            fenced = sessions.tick(now: now, nodes: metadata.sortedNodes).compactMap {
+                if case let .proposeFence(node, _, .sessionTimedOut, _) = $0 { return node } else { return nil }
+            }
+        }
+        #expect(fenced == [2])
+        // Checks at 0 and 5.1 s: 5 s away (the gap less one check), so broker 2's heartbeat at 0.1 s counts as
+        // one at 5.1 s; its session runs out after 7.1 s, and the first check past that is at 7.2 s.
+        #expect(now == .milliseconds(7200), "broker 2 fenced at \(now)")
     }
 }

@@ -7,7 +7,7 @@ import KafkaTransport
 import Logging
 
 /// `floe bench failover`: how long a partition is not writable when its leadership moves
-/// (AlterPartitionReassignments) and when its leader broker is SIGKILLed.
+/// (AlterPartitionReassignments) and when its leader broker is SIGKILLed or falls silent (SIGSTOP).
 struct BenchFailover: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
@@ -20,7 +20,10 @@ struct BenchFailover: AsyncParsableCommand {
             measured. With --kill-mode restart the supervisor restarts the killed broker at once (it may lead
             again); with --kill-mode stay-down the broker is held down (floe dev's hold file, DATA_DIR/hold/) until
             the partition is writable through another broker, so the time includes the controller noticing the
-            death; the broker is then released and the next kill waits for it to be back.
+            death; the broker is then released and the next kill waits for it to be back. With --kill-mode freeze
+            the leader gets SIGSTOP instead: a silent broker whose connections stay open (a hung machine, a
+            network partition), noticed only through its missed heartbeats; once the partition is writable
+            elsewhere the frozen process is killed and the supervisor restarts it.
             """
     )
 
@@ -28,7 +31,7 @@ struct BenchFailover: AsyncParsableCommand {
     @Option(help: "Leadership moves to time.") var moves = 10
     @Option(help: "Leader kills to time (needs --cluster-file).") var kills = 0
     @Option(help: "cluster.json listing the brokers' pids (floe dev writes one).") var clusterFile: String?
-    @Option(name: .customLong("kill-mode"), help: "restart (the default: the supervisor restarts the killed broker at once) or stay-down (it is held down until the partition is writable elsewhere).")
+    @Option(name: .customLong("kill-mode"), help: "restart (the default: the supervisor restarts the killed broker at once), stay-down (it is held down until the partition is writable elsewhere) or freeze (SIGSTOP: silent until the partition is writable elsewhere, then killed).")
     var killMode: KillMode?
     @Flag(name: .customLong("no-restart"), help: "The same as --kill-mode stay-down: the killed broker is not restarted until the partition is writable elsewhere.")
     var noRestart = false
@@ -39,12 +42,13 @@ struct BenchFailover: AsyncParsableCommand {
     enum KillMode: String, ExpressibleByArgument, CaseIterable {
         case restart
         case stayDown = "stay-down"
+        case freeze
     }
 
     func validate() throws {
         guard (0...1000).contains(moves), (0...100).contains(kills) else { throw ValidationError("--moves in [0, 1000], --kills in [0, 100]") }
         if kills > 0, clusterFile == nil { throw ValidationError("--kills needs --cluster-file") }
-        if noRestart, killMode == .restart { throw ValidationError("--no-restart contradicts --kill-mode restart") }
+        if noRestart, let killMode, killMode != .stayDown { throw ValidationError("--no-restart contradicts --kill-mode \(killMode.rawValue)") }
     }
 
     func run() async throws {
@@ -91,16 +95,19 @@ struct BenchFailover: AsyncParsableCommand {
             }
             let clock = ContinuousClock()
             let start = clock.now
-            kill(pid_t(pid), SIGKILL)
+            kill(pid_t(pid), mode == .freeze ? SIGSTOP : SIGKILL)
             do {
-                // Writable at a broker other than the dead one.
+                // Writable at a broker other than the dead (or silent) one.
                 try await wire.produceUntilAccepted(
-                    survivor ?? endpoint, topic: topic, partition: 0, notLeader: mode == .stayDown ? leader : nil, deadline: .seconds(60))
+                    survivor ?? endpoint, topic: topic, partition: 0, notLeader: mode == .restart ? nil : leader, deadline: .seconds(60))
             } catch {
                 try? FileManager.default.removeItem(atPath: hold)
+                if mode == .freeze { kill(pid_t(pid), SIGKILL) }
                 throw error
             }
             killTimes.append(clock.now - start)
+            // A stopped process takes SIGKILL (the kernel ends it without running it); the supervisor restarts it.
+            if mode == .freeze { kill(pid_t(pid), SIGKILL) }
             if mode == .stayDown {
                 let state = (try? ClusterFile.read(from: clusterFile))?.services.first { $0.kind == "broker" && $0.nodeID == leader }?.state
                 if state != "held" { print("  warning: broker \(leader) is \(state ?? "unknown"), not held, after the measurement") }
@@ -110,7 +117,12 @@ struct BenchFailover: AsyncParsableCommand {
             try await waitForBroker(wire, survivor ?? endpoint, id: leader, deadline: .seconds(60))
         }
         if !killTimes.isEmpty {
-            report(mode == .stayDown ? "leader SIGKILL, broker kept down → writable" : "leader SIGKILL, broker restarted → writable", killTimes.sorted())
+            let what = switch mode {
+            case .restart: "leader SIGKILL, broker restarted → writable"
+            case .stayDown: "leader SIGKILL, broker kept down → writable"
+            case .freeze: "leader SIGSTOP (silent) → writable elsewhere"
+            }
+            report(what, killTimes.sorted())
         }
         await wire.close()
     }

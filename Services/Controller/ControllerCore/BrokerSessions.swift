@@ -40,11 +40,16 @@ public struct BrokerSessions: Sendable {
     public let closeGrace: Duration
     /// How often sessions are checked for timeouts and passed close deadlines.
     public let checkInterval: Duration
+    /// A check that comes this much later than the one before means this controller was not running
+    /// (starved of CPU, stopped, paused by a slow disk): heartbeats that arrived meanwhile may still sit
+    /// unread in its sockets, so the time it did not look does not count against any session (see `tick`).
+    public let stallThreshold: Duration
 
     /// Whether this controller leads: only the leader answers heartbeats and tracks sessions.
     public private(set) var leading = false
     private var draining = false
-    private var lastCheck: Duration = .zero
+    /// The last check of this term (nil until the first: a new leader's first check has no gap to measure).
+    private var lastCheck: Duration?
     private var lastHeartbeat: [NodeID: Duration] = [:]
     /// The server connection each node's latest heartbeat (or registration) arrived on.
     private var sessionConnection: [NodeID: UInt64] = [:]
@@ -54,15 +59,17 @@ public struct BrokerSessions: Sendable {
     private var inFlight: [NodeID: UInt64] = [:]
     private var nextToken: UInt64 = 1
 
-    /// Sessions with these limits; not leading until told so.
-    public init(sessionTimeout: Duration, closeGrace: Duration, checkInterval: Duration = .milliseconds(100)) {
+    /// Sessions with these limits; not leading until told so. `stallThreshold` defaults to half the session
+    /// timeout (at least ten check intervals).
+    public init(sessionTimeout: Duration, closeGrace: Duration, checkInterval: Duration = .milliseconds(100), stallThreshold: Duration? = nil) {
         self.sessionTimeout = sessionTimeout
         self.closeGrace = closeGrace
         self.checkInterval = checkInterval
+        self.stallThreshold = max(stallThreshold ?? sessionTimeout / 2, checkInterval * 10)
     }
 
     /// When the next check is due (meaningful while leading).
-    public var nextCheck: Duration { lastCheck + checkInterval }
+    public var nextCheck: Duration { (lastCheck ?? .zero) + checkInterval }
 
     /// The server connection a node's session is bound to, if any.
     public func connection(of node: NodeID) -> UInt64? { sessionConnection[node] }
@@ -75,6 +82,7 @@ public struct BrokerSessions: Sendable {
     public mutating func leadershipChanged(leading: Bool) {
         guard leading != self.leading else { return }
         self.leading = leading
+        lastCheck = nil
         lastHeartbeat.removeAll()
         sessionConnection.removeAll()
         closeDeadline.removeAll()
@@ -134,8 +142,23 @@ public struct BrokerSessions: Sendable {
 
     /// Time passed; at most once per `checkInterval`, proposes fencing every active node (controllers aside) whose
     /// session ran out. `nodes` is the applied metadata's nodes in id order.
+    ///
+    /// A check more than `stallThreshold` after the previous one first moves every session and close deadline
+    /// forward by the time this controller was away (the gap less one check interval): a stalled controller
+    /// must not fence the brokers whose heartbeats it has not read yet. A node that really died is then fenced
+    /// that much later, once.
     public mutating func tick(now: Duration, nodes: [NodeRecord]) -> [Action] {
-        guard leading, now - lastCheck >= checkInterval else { return [] }
+        guard leading else { return [] }
+        if let lastCheck {
+            guard now - lastCheck >= checkInterval else { return [] }
+            let gap = now - lastCheck
+            if gap > stallThreshold {
+                // Never past now: a heartbeat read after the stall already restarted its session.
+                let away = gap - checkInterval
+                for (node, seen) in lastHeartbeat { lastHeartbeat[node] = min(seen + away, now) }
+                for (node, deadline) in closeDeadline { closeDeadline[node] = min(deadline + away, now + closeGrace) }
+            }
+        }
         lastCheck = now
         var actions: [Action] = []
         for record in nodes where record.state == .active && record.kind != .controller {

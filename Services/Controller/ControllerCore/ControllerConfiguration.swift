@@ -71,7 +71,7 @@ public struct ControllerConfiguration: Sendable {
     /// A configuration with production defaults.
     public init(
         nodeId: Int32, zone: String = "default", voters: [ControllerVoter], listenHost: String = "127.0.0.1", listenPort: Int,
-        dataDirectory: String, sessionTimeout: Duration = .seconds(6), sessionCloseGrace: Duration = .milliseconds(1000),
+        dataDirectory: String, sessionTimeout: Duration = .seconds(2), sessionCloseGrace: Duration = .milliseconds(1000),
         electionTimeoutMin: Duration = .milliseconds(1000), electionTimeoutMax: Duration = .milliseconds(2000),
         raftHeartbeatInterval: Duration = .milliseconds(10), tickInterval: Duration = .milliseconds(5),
         appliedStateInterval: UInt64 = 1000, snapshotThreshold: UInt64 = 10_000, entriesKeptAfterSnapshot: UInt64 = 1000

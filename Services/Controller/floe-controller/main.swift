@@ -15,7 +15,7 @@ struct FloeController: AsyncParsableCommand, EventLoopSizing {
     @Option(help: "Static voters: ID@HOST:PORT,… (FLOE_VOTERS).") var voters: String
     @Option(name: .customLong("data-dir"), help: "Directory of the SQLite database (FLOE_DATA_DIR).") var dataDir: String
     @Option(name: .customLong("session-timeout-ms"), help: "Fence a registered node after this many ms without a heartbeat (FLOE_SESSION_TIMEOUT_MS).")
-    var sessionTimeoutMs = 6000
+    var sessionTimeoutMs = 2000
     @Option(name: .customLong("session-close-grace-ms"), help: "Fence a node this many ms after the connection of its latest heartbeat closed, unless it heartbeats again (FLOE_SESSION_CLOSE_GRACE_MS).")
     var sessionCloseGraceMs = 1000
     @Option(name: .customLong("election-timeout-ms"), help: "Lower bound of the Raft election timeout in ms; the upper bound is twice it (FLOE_ELECTION_TIMEOUT_MS).")
