@@ -144,6 +144,22 @@ import Testing
         }
     }
 
+    /// A produce that lands while a fetch passes over its partitions (after it looked at one, before
+    /// it waits) must end the wait, not leave it to `max_wait_ms`.
+    @Test func aChangeBetweenAPassAndItsWaitEndsTheWaitAtOnce() async throws {
+        try await InProcessBroker.with { broker in
+            try await broker.createTopic("between")
+            let seen = await broker.replicas.changeCount
+            let produced = try await broker.send(
+                ProduceRequest.make([("between", 0, try Records.batch(Records.numbered(0, count: 1)))]), version: 9)
+            #expect(try produced.partition("between", 0).errorCode == KafkaCode.none)
+            let started = ContinuousClock.now
+            let now = await broker.replicas.waitForChange(after: seen, timeout: .seconds(30))
+            #expect(now > seen)
+            #expect(ContinuousClock.now - started < .seconds(15), "the change before the wait was missed")
+        }
+    }
+
     @Test func incrementalFetchSessionsAreRefused() async throws {
         try await InProcessBroker.with { broker in
             try await broker.createTopic("sessions")

@@ -20,6 +20,7 @@ enum Fetch {
         let wait = min(Duration.milliseconds(Int64(max(request.maxWaitMs, 0))), maxWait)
         let deadline = clock.now.advanced(by: wait)
         let minBytes = max(Int(request.minBytes), 1)
+        var seen = await context.replicas.changeCount
         while true {
             let (answer, bytes, hasError) = await collect(request, version: version, context: context)
             if bytes >= minBytes || hasError || clock.now >= deadline || Task.isCancelled {
@@ -27,7 +28,7 @@ enum Fetch {
                 response.responses = answer
                 return response
             }
-            await context.replicas.waitForChange(timeout: clock.now.duration(to: deadline))
+            seen = await context.replicas.waitForChange(after: seen, timeout: clock.now.duration(to: deadline))
         }
     }
 
