@@ -361,6 +361,9 @@ public actor ReplicaManager {
         return changes
     }
 
+    /// Fetches waiting in `waitForChange` (tests wait for a long-poll to be parked).
+    var waitingReaders: Int { waiters.count }
+
     private func wake(_ id: UInt64) {
         waiters.removeValue(forKey: id)?.resume()
     }
