@@ -20,6 +20,8 @@ public final class BrokerContext: Sendable {
     public let replicas: ReplicaManager
     public let wal: WALClient
     public let committed: any CommittedDataReader
+    /// KIP-227 fetch sessions of this broker's clients.
+    public let fetchSessions: FetchSessions
     public let logger: Logger
     /// Creates missing topics (Metadata auto-creation; Produce never creates topics); per-topic error codes.
     public let autoCreate: @Sendable ([String]) async -> [String: Int16]
@@ -40,6 +42,9 @@ public final class BrokerContext: Sendable {
         self.replicas = replicas
         self.wal = wal
         self.committed = committed
+        self.fetchSessions = FetchSessions(
+            slots: settings.maxIncrementalFetchSessionCacheSlots, maxPartitions: settings.maxIncrementalFetchSessionCachePartitions,
+            minEvictionAgeMs: settings.minIncrementalFetchSessionEvictionMs)
         self.logger = logger
         self.autoCreate = autoCreate
         self.now = now

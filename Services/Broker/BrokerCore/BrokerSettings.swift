@@ -20,11 +20,18 @@ public struct BrokerSettings: Sendable, Hashable {
     public var messageMaxBytes: Int32
     /// `log.message.timestamp.type` default for topics that do not set `message.timestamp.type`.
     public var messageTimestampType: String
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept (KIP-227); 0 keeps none.
+    public var maxIncrementalFetchSessionCacheSlots: Int
+    /// Partitions all fetch sessions together may hold (with the slots, what bounds their memory).
+    public var maxIncrementalFetchSessionCachePartitions: Int
+    /// How long a fetch session must have been idle before any new session may evict it.
+    public var minIncrementalFetchSessionEvictionMs: Int64
 
     public init(
         nodeId: NodeID, zone: String, advertisedHost: String, advertisedPort: Int32, clusterId: String = "floe-cluster",
         defaultPartitions: Int32 = 1, autoCreateTopics: Bool = true, messageMaxBytes: Int32 = 1_048_588,
-        messageTimestampType: String = "CreateTime"
+        messageTimestampType: String = "CreateTime", maxIncrementalFetchSessionCacheSlots: Int = 1_000,
+        maxIncrementalFetchSessionCachePartitions: Int = 100_000, minIncrementalFetchSessionEvictionMs: Int64 = 120_000
     ) {
         self.nodeId = nodeId
         self.zone = zone
@@ -35,6 +42,9 @@ public struct BrokerSettings: Sendable, Hashable {
         self.autoCreateTopics = autoCreateTopics
         self.messageMaxBytes = messageMaxBytes
         self.messageTimestampType = messageTimestampType
+        self.maxIncrementalFetchSessionCacheSlots = maxIncrementalFetchSessionCacheSlots
+        self.maxIncrementalFetchSessionCachePartitions = maxIncrementalFetchSessionCachePartitions
+        self.minIncrementalFetchSessionEvictionMs = minIncrementalFetchSessionEvictionMs
     }
 
     /// The broker configs DescribeConfigs(BROKER) reports, by Kafka name, with their current values.
@@ -50,6 +60,7 @@ public struct BrokerSettings: Sendable, Hashable {
             ("offsets.topic.num.partitions", "50"),
             ("offsets.topic.replication.factor", "1"),
             ("min.insync.replicas", "1"),
+            ("max.incremental.fetch.session.cache.slots", String(maxIncrementalFetchSessionCacheSlots)),
             ("advertised.listeners", "PLAINTEXT://\(advertisedHost):\(advertisedPort)"),
         ]
     }

@@ -66,6 +66,8 @@ public actor ReplicaManager {
     private var cache: LogCache
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter: UInt64 = 0
+    /// High watermark and leadership changes so far (see `waitForChange`).
+    private var changes: UInt64 = 0
     var knownState = MetadataState() {
         didSet { published.withLockedValue { $0 = knownState } }
     }
@@ -340,8 +342,15 @@ public actor ReplicaManager {
     /// Number of partitions led here, and how many are ready.
     public var leadership: (led: Int, ready: Int) { leaderState.counts }
 
-    /// Waits until any high watermark or leadership changes, or `timeout` passes (Fetch long-poll).
-    public func waitForChange(timeout: Duration) async {
+    /// Counts high watermark and leadership changes. A fetch reads it before a pass over its
+    /// partitions and waits with it, so a change that lands during the pass ends the wait at once
+    /// instead of being missed until `max_wait_ms`.
+    public var changeCount: UInt64 { changes }
+
+    /// Waits until a high watermark or leadership changes after `seen` (a `changeCount`), or
+    /// `timeout` passes (Fetch long-poll); returns the count then, at once if it has moved already.
+    public func waitForChange(after seen: UInt64, timeout: Duration) async -> UInt64 {
+        guard changes == seen else { return changes }
         let id = nextWaiter
         nextWaiter &+= 1
         let timer = LoopTimers.after(timeout) { Task { await self.wake(id) } }
@@ -349,13 +358,18 @@ public actor ReplicaManager {
             waiters[id] = continuation
         }
         timer.cancel()
+        return changes
     }
+
+    /// Fetches waiting in `waitForChange` (tests wait for a long-poll to be parked).
+    var waitingReaders: Int { waiters.count }
 
     private func wake(_ id: UInt64) {
         waiters.removeValue(forKey: id)?.resume()
     }
 
     func wakeWaiters() {
+        changes &+= 1
         guard !waiters.isEmpty else { return }
         let all = waiters.values
         waiters.removeAll()

@@ -48,6 +48,12 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
     var offsetsRetentionMinutes: Int64 = 10_080
     @Option(name: .customLong("producer-id-expiration-ms"), help: "How long an idempotent producer may stay silent before its sequence state is forgotten (FLOE_PRODUCER_ID_EXPIRATION_MS).")
     var producerIdExpirationMs: Int64 = 86_400_000
+    @Option(name: .customLong("max-incremental-fetch-session-cache-slots"), help: "Kafka's max.incremental.fetch.session.cache.slots: fetch sessions kept (KIP-227); 0 keeps none (FLOE_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS).")
+    var maxIncrementalFetchSessionCacheSlots = 1_000
+    @Option(name: .customLong("max-incremental-fetch-session-cache-partitions"), help: "Partitions all fetch sessions together may hold; with the slots, what bounds their memory (FLOE_MAX_INCREMENTAL_FETCH_SESSION_CACHE_PARTITIONS).")
+    var maxIncrementalFetchSessionCachePartitions = 100_000
+    @Option(name: .customLong("min-incremental-fetch-session-eviction-ms"), help: "How long a fetch session must have been idle before any new session may evict it (FLOE_MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS).")
+    var minIncrementalFetchSessionEvictionMs: Int64 = 120_000
 
     @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the broker's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
     var eventLoops = 1
@@ -68,6 +74,13 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         }
         guard (1...(1 << 40)).contains(offsetsRetentionMinutes) else { throw ValidationError("--offsets-retention-minutes must be positive") }
         guard producerIdExpirationMs >= 1_000 else { throw ValidationError("--producer-id-expiration-ms must be at least 1000") }
+        guard (0...1_000_000).contains(maxIncrementalFetchSessionCacheSlots) else {
+            throw ValidationError("--max-incremental-fetch-session-cache-slots must be in [0, 1000000]")
+        }
+        guard (0...100_000_000).contains(maxIncrementalFetchSessionCachePartitions) else {
+            throw ValidationError("--max-incremental-fetch-session-cache-partitions must be in [0, 100000000]")
+        }
+        guard minIncrementalFetchSessionEvictionMs >= 0 else { throw ValidationError("--min-incremental-fetch-session-eviction-ms must not be negative") }
     }
 
     func run() async throws {
@@ -79,7 +92,10 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         let follower = MetadataFollower(client: controller, logger: logger)
         let settings = BrokerSettings(
             nodeId: common.nodeID, zone: common.zone, advertisedHost: common.advertised.host, advertisedPort: Int32(common.advertised.port),
-            clusterId: clusterId, defaultPartitions: numPartitions, autoCreateTopics: autoCreateTopics, messageMaxBytes: messageMaxBytes)
+            clusterId: clusterId, defaultPartitions: numPartitions, autoCreateTopics: autoCreateTopics, messageMaxBytes: messageMaxBytes,
+            maxIncrementalFetchSessionCacheSlots: maxIncrementalFetchSessionCacheSlots,
+            maxIncrementalFetchSessionCachePartitions: maxIncrementalFetchSessionCachePartitions,
+            minIncrementalFetchSessionEvictionMs: minIncrementalFetchSessionEvictionMs)
         let wal = WALClient(logger: logger)
         let committed = CommittedReader(
             store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),

@@ -1,6 +1,7 @@
 import KafkaProtocol
 import KafkaRecords
 import NIOCore
+import TestKit
 import Testing
 
 @testable import BrokerCore
@@ -144,15 +145,200 @@ import Testing
         }
     }
 
-    @Test func incrementalFetchSessionsAreRefused() async throws {
+    /// The partitions an answer names, as "topic-index", in answer order.
+    static func named(_ response: FetchResponse) -> [String] {
+        response.responses.flatMap { topic in topic.partitions.map { "\(topic.topic)-\($0.partitionIndex)" } }
+    }
+
+    static func produce(_ broker: InProcessBroker, _ topic: String, _ partition: Int32, _ records: [TestRecord]) async throws {
+        let response = try await broker.send(ProduceRequest.make([(topic, partition, try Records.batch(records))]), version: 9)
+        #expect(try response.partition(topic, partition).errorCode == KafkaCode.none)
+    }
+
+    @Test(arguments: versions) func incrementalRequestsAndAnswersNameOnlyWhatChanged(_ version: Int16) async throws {
         try await InProcessBroker.with { broker in
-            try await broker.createTopic("sessions")
-            var request = FetchRequest.make([("sessions", 0, 0)])
-            request.sessionId = 42
-            request.sessionEpoch = 1
-            let response = try await broker.send(request, version: 12)
-            #expect(response.errorCode == KafkaCode.fetchSessionIdNotFound)
-            #expect(response.responses.isEmpty)
+            try await broker.createTopic("sessions", partitions: 4)
+            try await Self.produce(broker, "sessions", 0, Records.numbered(0, count: 2))
+            try await Self.produce(broker, "sessions", 1, Records.numbered(10, count: 2))
+            let all = (0..<4).map { ("sessions", Int32($0), Int64(0)) }
+            let full = try await broker.send(FetchRequest.make(all).session(0, epoch: 0), version: version)
+            #expect(full.errorCode == KafkaCode.none)
+            let id = full.sessionId
+            #expect(id != 0, "epoch 0 creates a session")
+            #expect(Self.named(full) == ["sessions-0", "sessions-1", "sessions-2", "sessions-3"], "a full answer names every partition")
+            #expect(try Records.read(full.partition("sessions", 1).records).map(\.record) == Records.numbered(10, count: 2))
+
+            // The client moved on in 0 and 1 and says only that; nothing else happened, so nothing is named.
+            let moved = try await broker.send(FetchRequest.make([("sessions", 0, 2), ("sessions", 1, 2)]).session(id, epoch: 1), version: version)
+            #expect(moved.errorCode == KafkaCode.none)
+            #expect(moved.sessionId == id)
+            #expect(Self.named(moved) == [])
+
+            // Records in 2, which the request does not list: the session still fetches it, from the offset it holds.
+            try await Self.produce(broker, "sessions", 2, Records.numbered(20, count: 3))
+            let news = try await broker.send(FetchRequest.make([]).session(id, epoch: 2), version: version)
+            #expect(Self.named(news) == ["sessions-2"])
+            let partition = try news.partition("sessions", 2)
+            #expect(partition.highWatermark == 3)
+            #expect(try Records.read(partition.records).map(\.record) == Records.numbered(20, count: 3))
+            #expect(Self.named(try await broker.send(FetchRequest.make([("sessions", 2, 3)]).session(id, epoch: 3), version: version)) == [])
+
+            // A new log start offset is news without records.
+            var delete = DeleteRecordsRequest()
+            var target = DeleteRecordsRequest.DeleteRecordsTopic()
+            target.name = "sessions"
+            var deletion = DeleteRecordsRequest.DeleteRecordsPartition()
+            deletion.partitionIndex = 0
+            deletion.offset = 1
+            target.partitions = [deletion]
+            delete.topics = [target]
+            delete.timeoutMs = 10_000
+            _ = try await broker.send(delete, version: 2)
+            let trimmed = try await broker.send(FetchRequest.make([]).session(id, epoch: 4), version: version)
+            #expect(Self.named(trimmed) == ["sessions-0"])
+            #expect(try trimmed.partition("sessions", 0).logStartOffset == 1)
+            #expect(try trimmed.partition("sessions", 0).records?.readableBytes ?? 0 == 0)
+
+            // A forgotten partition is no longer fetched.
+            try await Self.produce(broker, "sessions", 3, Records.numbered(30, count: 1))
+            let forgot = try await broker.send(FetchRequest.make([]).session(id, epoch: 5, forgetting: [("sessions", 3)]), version: version)
+            #expect(Self.named(forgot) == [])
+            // An unknown partition joins the session and reports its error in every answer.
+            let joined = try await broker.send(FetchRequest.make([("sessions", 9, 0)]).session(id, epoch: 6), version: version)
+            #expect(try joined.partition("sessions", 9).errorCode == KafkaCode.unknownTopicOrPartition)
+            let again = try await broker.send(FetchRequest.make([]).session(id, epoch: 7), version: version)
+            #expect(Self.named(again) == ["sessions-9"])
+
+            // A repeated or skipped epoch is refused; so is an unknown session.
+            for epoch: Int32 in [7, 9] {
+                let refused = try await broker.send(FetchRequest.make([]).session(id, epoch: epoch), version: version)
+                #expect(refused.errorCode == KafkaCode.invalidFetchSessionEpoch, "epoch \(epoch)")
+                #expect(refused.responses.isEmpty)
+                #expect(refused.sessionId == 0)
+            }
+            let unknown = try await broker.send(FetchRequest.make([("sessions", 0, 0)]).session(id &+ 1, epoch: 1), version: version)
+            #expect(unknown.errorCode == KafkaCode.fetchSessionIdNotFound)
+            #expect(unknown.responses.isEmpty)
+
+            // Epoch -1 closes the session and is a sessionless full fetch.
+            let closing = try await broker.send(FetchRequest.make([("sessions", 1, 0)]).session(id, epoch: -1), version: version)
+            #expect(closing.errorCode == KafkaCode.none)
+            #expect(closing.sessionId == 0)
+            #expect(Self.named(closing) == ["sessions-1"])
+            let closed = try await broker.send(FetchRequest.make([]).session(id, epoch: 8), version: version)
+            #expect(closed.errorCode == KafkaCode.fetchSessionIdNotFound)
+            #expect(broker.context.fetchSessions.count == 0)
         }
+    }
+
+    @Test func aLongPollingIncrementalFetchWakesOnDataInAPartitionItDoesNotList() async throws {
+        try await InProcessBroker.with { broker in
+            try await broker.createTopic("wake", partitions: 3)
+            let created = try await broker.send(FetchRequest.make((0..<3).map { ("wake", Int32($0), 0) }).session(0, epoch: 0), version: 12)
+            let id = created.sessionId
+            #expect(id != 0)
+            // Lists nothing, so only the session's partitions can end the wait (30 s, beyond the test's patience).
+            async let woken = broker.send(FetchRequest.make([], maxWaitMs: 30_000).session(id, epoch: 1), version: 12)
+            // The fetch must be parked before the produce, or the answer would not show that it woke.
+            #expect(try await waitUntil(timeout: .seconds(10)) { await broker.replicas.waitingReaders > 0 }, "the fetch never waited")
+            try await Self.produce(broker, "wake", 2, Records.numbered(0, count: 2))
+            let started = ContinuousClock.now
+            let response = try await woken
+            #expect(ContinuousClock.now - started < .seconds(15), "woken by the produce, not by max_wait_ms")
+            #expect(response.sessionId == id)
+            #expect(Self.named(response) == ["wake-2"])
+            #expect(try Records.read(response.partition("wake", 2).records).map(\.record) == Records.numbered(0, count: 2))
+        }
+    }
+
+    /// A produce that lands while a fetch passes over its partitions (after it looked at one, before
+    /// it waits) must end the wait, not leave it to `max_wait_ms`.
+    @Test func aChangeBetweenAPassAndItsWaitEndsTheWaitAtOnce() async throws {
+        try await InProcessBroker.with { broker in
+            try await broker.createTopic("between")
+            let seen = await broker.replicas.changeCount
+            try await Self.produce(broker, "between", 0, Records.numbered(0, count: 1))
+            let started = ContinuousClock.now
+            let now = await broker.replicas.waitForChange(after: seen, timeout: .seconds(30))
+            #expect(now > seen)
+            #expect(ContinuousClock.now - started < .seconds(15), "the change before the wait was missed")
+        }
+    }
+
+    @Test func aFullCacheLeavesNewClientsSessionless() async throws {
+        try await InProcessBroker.with(fetchSessionSlots: 1) { broker in
+            try await broker.createTopic("slots", partitions: 2)
+            let first = try await broker.send(FetchRequest.make([("slots", 0, 0)]).session(0, epoch: 0), version: 12)
+            #expect(first.sessionId != 0)
+            // As large as the cached session and it just used: no room, so a full answer without a session.
+            let second = try await broker.send(FetchRequest.make([("slots", 1, 0)]).session(0, epoch: 0), version: 12)
+            #expect(second.errorCode == KafkaCode.none)
+            #expect(second.sessionId == 0)
+            #expect(Self.named(second) == ["slots-1"])
+            // A larger session evicts the smaller one.
+            let larger = try await broker.send(FetchRequest.make([("slots", 0, 0), ("slots", 1, 0)]).session(0, epoch: 0), version: 12)
+            #expect(larger.sessionId != 0 && larger.sessionId != first.sessionId)
+            let evicted = try await broker.send(FetchRequest.make([]).session(first.sessionId, epoch: 1), version: 12)
+            #expect(evicted.errorCode == KafkaCode.fetchSessionIdNotFound)
+            #expect(try await broker.send(FetchRequest.make([]).session(larger.sessionId, epoch: 1), version: 12).errorCode == KafkaCode.none)
+        }
+    }
+
+    @Test func fromV13SessionsNamePartitionsByTopicId() async throws {
+        try await InProcessBroker.with { broker in
+            let id = try await broker.createTopic("ids", partitions: 2)
+            try await Self.produce(broker, "ids", 1, Records.numbered(0, count: 1))
+            let unknown = KafkaUUID(high: 0x1234, low: 0x5678)
+            var request = FetchRequest.make([]).session(0, epoch: 0)
+            request.topics = [(id, Int32(0)), (id, 1), (unknown, 0)].map { topicId, index in
+                var topic = FetchRequest.FetchTopic()
+                topic.topicId = topicId
+                var partition = FetchRequest.FetchPartition()
+                partition.partition = index
+                partition.partitionMaxBytes = 1 << 20
+                topic.partitions = [partition]
+                return topic
+            }
+            let full = try await broker.send(request, version: 13)
+            #expect(full.sessionId != 0)
+            func answer(_ response: FetchResponse, _ topicId: KafkaUUID, _ index: Int32) -> FetchResponse.PartitionData? {
+                response.responses.filter { $0.topicId == topicId }.flatMap(\.partitions).first { $0.partitionIndex == index }
+            }
+            #expect(answer(full, id, 0)?.errorCode == KafkaCode.none)
+            #expect(try Records.read(answer(full, id, 1)?.records).count == 1)
+            #expect(answer(full, unknown, 0)?.errorCode == KafkaCode.unknownTopicId)
+
+            // Forgotten by topic id; the unknown id keeps reporting its error.
+            try await Self.produce(broker, "ids", 1, Records.numbered(1, count: 1))
+            var forget = FetchRequest.ForgottenTopic()
+            forget.topicId = id
+            forget.partitions = [1]
+            var incremental = FetchRequest.make([]).session(full.sessionId, epoch: 1)
+            incremental.forgottenTopicsData = [forget]
+            let next = try await broker.send(incremental, version: 13)
+            #expect(next.errorCode == KafkaCode.none)
+            #expect(next.responses.map(\.topicId) == [unknown])
+            #expect(answer(next, unknown, 0)?.errorCode == KafkaCode.unknownTopicId)
+
+            // The session is one of topic ids: a request naming topics cannot continue it.
+            let byName = try await broker.send(FetchRequest.make([]).session(full.sessionId, epoch: 2), version: 12)
+            #expect(byName.errorCode == KafkaCode.fetchSessionTopicIdError)
+        }
+    }
+}
+
+extension FetchRequest {
+    /// The request with session fields set; `forgetting` lists (topic, partition) to remove from the session.
+    func session(_ id: Int32, epoch: Int32, forgetting: [(topic: String, partition: Int32)] = []) -> FetchRequest {
+        var request = self
+        request.sessionId = id
+        request.sessionEpoch = epoch
+        request.forgottenTopicsData = forgetting.map { item in
+            var topic = FetchRequest.ForgottenTopic()
+            topic.topic = item.topic
+            topic.partitions = [item.partition]
+            return topic
+        }
+        return request
     }
 }

@@ -86,7 +86,7 @@ final class InProcessBroker: Sendable {
     private let directory: URL
     private let follower: Task<Void, Never>
 
-    private init(autoCreateTopics: Bool, logCacheBytes: Int) throws {
+    private init(autoCreateTopics: Bool, logCacheBytes: Int, fetchSessionSlots: Int) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("floe-handlers-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let logger = Logger(label: "in-process-broker") { _ in SwiftLogNoOpLogHandler() }
@@ -94,7 +94,7 @@ final class InProcessBroker: Sendable {
         let metadata = InMemoryMetadata()
         let settings = BrokerSettings(
             nodeId: Self.nodeId, zone: "a", advertisedHost: Self.host, advertisedPort: Self.port, clusterId: "in-process-cluster",
-            defaultPartitions: 2, autoCreateTopics: autoCreateTopics)
+            defaultPartitions: 2, autoCreateTopics: autoCreateTopics, maxIncrementalFetchSessionCacheSlots: fetchSessionSlots)
         let wal = WALClient(logger: logger)
         let committed = CommittedReader(store: store, logger: logger)
         let now: @Sendable () -> Int64 = { Self.now }
@@ -120,9 +120,10 @@ final class InProcessBroker: Sendable {
 
     /// Runs `body` against a fresh broker that is registered and listed, then takes it down.
     static func with<T>(
-        autoCreateTopics: Bool = false, logCacheBytes: Int = 8 << 20, _ body: (InProcessBroker) async throws -> T
+        autoCreateTopics: Bool = false, logCacheBytes: Int = 8 << 20, fetchSessionSlots: Int = 1_000,
+        _ body: (InProcessBroker) async throws -> T
     ) async throws -> T {
-        let broker = try InProcessBroker(autoCreateTopics: autoCreateTopics, logCacheBytes: logCacheBytes)
+        let broker = try InProcessBroker(autoCreateTopics: autoCreateTopics, logCacheBytes: logCacheBytes, fetchSessionSlots: fetchSessionSlots)
         do {
             try await broker.register(node: nodeId, zone: "a", listener: "\(host):\(port)")
             let result = try await body(broker)
@@ -395,5 +396,8 @@ enum KafkaCode {
     static let invalidRequiredAcks = KafkaErrorCode.invalidRequiredAcks.rawValue
     static let invalidRequest = KafkaErrorCode.invalidRequest.rawValue
     static let fetchSessionIdNotFound = KafkaErrorCode.fetchSessionIdNotFound.rawValue
+    static let invalidFetchSessionEpoch = KafkaErrorCode.invalidFetchSessionEpoch.rawValue
+    static let fetchSessionTopicIdError = KafkaErrorCode.fetchSessionTopicIdError.rawValue
+    static let unknownTopicId = KafkaErrorCode.unknownTopicId.rawValue
     static let unknownLeaderEpoch = KafkaErrorCode.unknownLeaderEpoch.rawValue
 }

@@ -29,13 +29,16 @@ class Mismatch(Exception):
     """The cluster answered something a Kafka application would not accept."""
 
 
-def parse_args(description):
+def parse_args(description, extra=None):
+    """The arguments every script takes; `extra(parser)` adds a script's own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
     parser.add_argument("--prefix", required=True, help="unique prefix for every topic this run creates")
     parser.add_argument("--deadline", type=float, default=150.0, help="seconds before the whole run fails")
     parser.add_argument("--phase", choices=["all", "write", "read"], default="all",
                         help="write: create the codec topics and produce; read: check them (e.g. after a cluster restart); all: everything")
+    if extra:
+        extra(parser)
     args = parser.parse_args()
     install_deadline(args.deadline)
     return args

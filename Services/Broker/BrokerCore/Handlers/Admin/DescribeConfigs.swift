@@ -12,6 +12,7 @@ extension AdminHandlers {
         "broker.id": .int, "num.partitions": .int, "default.replication.factor": .int,
         "auto.create.topics.enable": .boolean, "message.max.bytes": .int, "offsets.topic.num.partitions": .int,
         "offsets.topic.replication.factor": .short, "min.insync.replicas": .int,
+        "max.incremental.fetch.session.cache.slots": .int,
     ]
 
     /// DescribeConfigs (v0-4) for topics, this broker, and this broker's loggers.
