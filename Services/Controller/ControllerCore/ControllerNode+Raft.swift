@@ -100,6 +100,11 @@ extension ControllerNode {
         instruments.appliedIndex.record(Double(appliedIndex))
         instruments.commitIndex.record(Double(raft.commitIndex))
         resumeWaiters(waiters.applied(through: appliedIndex))
+        // A reassignment just applied completes now rather than at the next tick (up to 100 ms away); the
+        // machine proposes each move once, so asking again at the tick changes nothing.
+        if status.role == .leader, !metadata.reassignments.isEmpty {
+            carryOut(reassignments.tick(now: clock.now, pending: metadata.pendingReassignments, nodes: metadata.nodes))
+        }
     }
 
     private func statusChanged(_ newStatus: RaftStatus) {
