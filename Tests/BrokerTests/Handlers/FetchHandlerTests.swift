@@ -77,6 +77,27 @@ import Testing
         }
     }
 
+    @Test func minBytesZeroAnswersAtOnceInsteadOfWaiting() async throws {
+        try await InProcessBroker.with { broker in
+            try await Self.topicWithFive(broker, "no-wait")
+            // Caught up, max_wait 30 s, min_bytes 0: the answer comes without the fetch ever waiting.
+            let request = FetchRequest.make([("no-wait", 0, 5)], maxWaitMs: 30_000, minBytes: 0)
+            let replicas = broker.replicas
+            let waited = await withTaskGroup(of: Bool.self) { group in
+                group.addTask { _ = try? await broker.send(request, version: 12); return false }
+                group.addTask { await waitUntil(timeout: .seconds(60)) { await replicas.waitingReaders > 0 } }
+                let first = await group.next() ?? true
+                group.cancelAll()
+                if first {
+                    // It waits: end the wait with a produce so the test finishes.
+                    _ = try? await broker.send(ProduceRequest.make([("no-wait", 0, try! Records.batch(Records.numbered(5, count: 1)))]), version: 9)
+                }
+                return first
+            }
+            #expect(!waited, "a fetch with min_bytes 0 waited for data")
+        }
+    }
+
     @Test func waitingFetchAnswersWithRecordsProducedMeanwhile() async throws {
         try await InProcessBroker.with { broker in
             try await broker.createTopic("long-poll")

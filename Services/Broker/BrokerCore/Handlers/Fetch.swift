@@ -32,7 +32,8 @@ enum Fetch {
         let clock = ContinuousClock()
         let wait = min(Duration.milliseconds(Int64(max(request.maxWaitMs, 0))), maxWait)
         let deadline = clock.now.advanced(by: wait)
-        let minBytes = max(Int(request.minBytes), 1)
+        // min_bytes 0 asks for an answer at once, whatever there is (as Kafka does); otherwise wait for at least one byte.
+        let minBytes = max(Int(request.minBytes), 0)
         var answers: [FetchResponse.PartitionData]
         var seen = await context.replicas.changeCount
         while true {
