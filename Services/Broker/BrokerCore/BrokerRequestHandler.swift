@@ -19,7 +19,7 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
         .createTopics, .deleteTopics, .createPartitions, .describeConfigs, .alterConfigs, .incrementalAlterConfigs,
         .describeCluster, .initProducerId,
         .findCoordinator, .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit, .offsetFetch, .offsetDelete,
-        .listGroups, .describeGroups, .deleteGroups,
+        .listGroups, .describeGroups, .deleteGroups, .consumerGroupHeartbeat, .consumerGroupDescribe,
     ]
 
     let context: BrokerContext
@@ -111,12 +111,17 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
                 await GroupHandlers.findCoordinator(parsed, version: version, context: context)
             }
         case .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit, .offsetFetch, .offsetDelete, .listGroups, .describeGroups,
-            .deleteGroups:
+            .deleteGroups, .consumerGroupHeartbeat, .consumerGroupDescribe:
             guard let groups else { return .immediate(.close(reason: "api \(key) needs a group coordinator")) }
             return groupRequest(request, key, connection: connection, groups: groups)
         default:
             return .immediate(.close(reason: "api \(key) is not served by brokers"))
         }
+    }
+
+    /// A group member's host as Kafka shows it: "/address".
+    static func memberHost(_ connection: ConnectionInfo) -> String {
+        connection.remoteAddress?.ipAddress.map { "/\($0)" } ?? ""
     }
 
     private func groupRequest(_ request: KafkaRequestFrame, _ key: ApiKey, connection: ConnectionInfo, groups: GroupCoordinator) -> KafkaPendingResponse {
@@ -125,8 +130,7 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
         switch key {
         case .joinGroup:
             let clientId = request.clientId
-            // Kafka shows member hosts as "/address".
-            let clientHost = connection.remoteAddress?.ipAddress.map { "/\($0)" } ?? ""
+            let clientHost = Self.memberHost(connection)
             return serve(request, JoinGroupRequest.self) { parsed in
                 await GroupHandlers.joinGroup(parsed, version: version, coordinator: groups, clientId: clientId, clientHost: clientHost)
             }
@@ -152,6 +156,15 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             }
         case .deleteGroups:
             return serve(request, DeleteGroupsRequest.self) { parsed in await GroupHandlers.deleteGroups(parsed, version: version, coordinator: groups) }
+        case .consumerGroupHeartbeat:
+            let (clientId, clientHost) = (request.clientId, Self.memberHost(connection))
+            return serve(request, ConsumerGroupHeartbeatRequest.self) { parsed in
+                await ConsumerGroupHandlers.heartbeat(parsed, version: version, coordinator: groups, clientId: clientId, clientHost: clientHost)
+            }
+        case .consumerGroupDescribe:
+            return serve(request, ConsumerGroupDescribeRequest.self) { parsed in
+                await ConsumerGroupHandlers.describe(parsed, version: version, coordinator: groups)
+            }
         default:
             return .immediate(.close(reason: "api \(key) is not a group api"))
         }

@@ -44,6 +44,10 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
     var groupMinSessionTimeoutMs: Int32 = 6_000
     @Option(name: .customLong("group-max-session-timeout-ms"), help: "Largest session timeout a group member may ask for (FLOE_GROUP_MAX_SESSION_TIMEOUT_MS).")
     var groupMaxSessionTimeoutMs: Int32 = 1_800_000
+    @Option(name: .customLong("group-consumer-session-timeout-ms"), help: "How long a consumer-protocol (group.protocol=consumer) member lives without a heartbeat (FLOE_GROUP_CONSUMER_SESSION_TIMEOUT_MS).")
+    var groupConsumerSessionTimeoutMs: Int32 = 45_000
+    @Option(name: .customLong("group-consumer-heartbeat-interval-ms"), help: "How often consumer-protocol members are told to heartbeat (FLOE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS).")
+    var groupConsumerHeartbeatIntervalMs: Int32 = 5_000
     @Option(name: .customLong("offsets-retention-minutes"), help: "How long committed offsets of groups without members are kept (FLOE_OFFSETS_RETENTION_MINUTES).")
     var offsetsRetentionMinutes: Int64 = 10_080
     @Option(name: .customLong("producer-id-expiration-ms"), help: "How long an idempotent producer may stay silent before its sequence state is forgotten (FLOE_PRODUCER_ID_EXPIRATION_MS).")
@@ -71,6 +75,9 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         guard groupInitialRebalanceDelayMs >= 0 else { throw ValidationError("--group-initial-rebalance-delay-ms must not be negative") }
         guard groupMinSessionTimeoutMs > 0, groupMinSessionTimeoutMs <= groupMaxSessionTimeoutMs else {
             throw ValidationError("--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms")
+        }
+        guard groupConsumerHeartbeatIntervalMs > 0, groupConsumerHeartbeatIntervalMs < groupConsumerSessionTimeoutMs else {
+            throw ValidationError("--group-consumer-heartbeat-interval-ms must be positive and below --group-consumer-session-timeout-ms")
         }
         guard (1...(1 << 40)).contains(offsetsRetentionMinutes) else { throw ValidationError("--offsets-retention-minutes must be positive") }
         guard producerIdExpirationMs >= 1_000 else { throw ValidationError("--producer-id-expiration-ms must be at least 1000") }
@@ -122,6 +129,8 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         groupConfig.minSessionTimeoutMs = groupMinSessionTimeoutMs
         groupConfig.maxSessionTimeoutMs = groupMaxSessionTimeoutMs
         groupConfig.offsetsRetentionMs = offsetsRetentionMinutes * 60_000
+        groupConfig.consumerSessionTimeoutMs = groupConsumerSessionTimeoutMs
+        groupConfig.consumerHeartbeatIntervalMs = groupConsumerHeartbeatIntervalMs
         let groups = GroupCoordinator(context: context, config: groupConfig)
         let server = KafkaServer(
             configuration: KafkaServerConfiguration(

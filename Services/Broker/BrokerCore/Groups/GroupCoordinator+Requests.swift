@@ -17,6 +17,17 @@ extension GroupCoordinator {
             if case .unavailable(let code) = owner(groupId) { return JoinOutcome(error: code, memberId: input.memberId) }
             return JoinOutcome(error: .notCoordinator)
         }
+        if let consumer = hosted.consumerGroups[groupId] {
+            guard consumer.members.isEmpty else {
+                return JoinOutcome(error: .inconsistentGroupProtocol, memberId: input.memberId)
+            }
+            // An empty consumer-protocol group becomes a classic group again; its offsets stay.
+            let result = await append([.consumerGroup(group: groupId, value: nil)], partition: partition)
+            guard result.errorCode == 0 else { return JoinOutcome(error: Self.commitError(result.errorCode), memberId: input.memberId) }
+            guard offsetsPartitions[partition] === hosted else { return JoinOutcome(error: .notCoordinator, memberId: input.memberId) }
+            if hosted.consumerGroups[groupId]?.members.isEmpty == true { hosted.consumerGroups[groupId] = nil }
+            if hosted.consumerGroups[groupId] != nil { return JoinOutcome(error: .inconsistentGroupProtocol, memberId: input.memberId) }
+        }
         let created = hosted.groups[groupId] == nil
         if created {
             guard input.memberId.isEmpty else { return JoinOutcome(error: .unknownMemberId, memberId: input.memberId) }
@@ -97,7 +108,8 @@ extension GroupCoordinator {
 
     /// OffsetCommit of already validated partitions; answers once the records are durable.
     public func commit(
-        groupId: String, memberId: String, groupInstanceId: String?, generationId: Int32, offsets: [(OffsetKey, CommittedOffset)]
+        groupId: String, memberId: String, groupInstanceId: String?, generationId: Int32, offsets: [(OffsetKey, CommittedOffset)],
+        apiVersion: Int16 = 9
     ) async -> KafkaErrorCode {
         // Kafka accepts the empty group id here (old tools commit with it).
         let partition: Int32
@@ -107,10 +119,14 @@ extension GroupCoordinator {
         case .hosted(let p, let s): (partition, hosted) = (p, s)
         }
         var group = hosted.groups[groupId] ?? ClassicGroup(groupId: groupId, config: config, now: context.now())
-        if hosted.groups[groupId] == nil && generationId >= 0 { return .illegalGeneration }
-        if let error = group.validateCommit(memberId: memberId, groupInstanceId: groupInstanceId, generationId: generationId, now: context.now()) {
-            if hosted.groups[groupId] != nil { hosted.groups[groupId] = group }
-            return error
+        if let verdict = validateConsumerOffsets(groupId: groupId, memberId: memberId, memberEpoch: generationId, hosted: hosted, commitVersion: apiVersion) {
+            guard verdict == .none else { return verdict }
+        } else {
+            if hosted.groups[groupId] == nil && generationId >= 0 { return .illegalGeneration }
+            if let error = group.validateCommit(memberId: memberId, groupInstanceId: groupInstanceId, generationId: generationId, now: context.now()) {
+                if hosted.groups[groupId] != nil { hosted.groups[groupId] = group }
+                return error
+            }
         }
         hosted.groups[groupId] = group
         guard !offsets.isEmpty else { return .none }
@@ -128,10 +144,17 @@ extension GroupCoordinator {
 
     /// OffsetFetch: the committed offsets of `partitions` (nil: every committed partition); nil
     /// offset for a partition without a commit.
-    public func fetchOffsets(groupId: String, partitions: [OffsetKey]?) -> (error: KafkaErrorCode, offsets: [(OffsetKey, CommittedOffset?)]) {
+    /// A consumer-protocol member (OffsetFetch v9) names itself and its epoch, which must be current.
+    public func fetchOffsets(
+        groupId: String, partitions: [OffsetKey]?, memberId: String = "", memberEpoch: Int32 = -1
+    ) -> (error: KafkaErrorCode, offsets: [(OffsetKey, CommittedOffset?)]) {
         switch owner(groupId) {
         case .unavailable(let code): return (code, [])
         case .hosted(_, let hosted):
+            if let verdict = validateConsumerOffsets(groupId: groupId, memberId: memberId, memberEpoch: memberEpoch, hosted: hosted, commitVersion: nil),
+               verdict != .none {
+                return (verdict, [])
+            }
             let group = hosted.groups[groupId]
             guard let partitions else {
                 return (.none, (group?.offsets ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
@@ -151,7 +174,8 @@ extension GroupCoordinator {
         guard let group = hosted.groups[groupId], group.state != .dead else { return (.groupIdNotFound, []) }
         let consumerGroup = group.protocolType == "consumer"
         if group.state != .empty && !consumerGroup { return (.nonEmptyGroup, []) }
-        let subscribed = group.state == .empty ? [] : group.subscribedTopics
+        var subscribed = group.state == .empty ? [] : group.subscribedTopics
+        if let consumer = hosted.consumerGroups[groupId], !consumer.members.isEmpty { subscribed = consumer.subscribedTopicNames }
         var results: [KafkaErrorCode] = []
         var deletions: [OffsetKey] = []
         for key in partitions {
@@ -191,6 +215,21 @@ extension GroupCoordinator {
         public var protocolType: String
         public var protocolName: String
         public var members: [Member]
+        /// "classic", or "consumer" for a consumer-protocol (KIP-848) group.
+        public var groupType = "classic"
+        /// A consumer-protocol group's own state name (Assigning, Reconciling…), shown instead of `state`.
+        public var consumerState: String?
+
+        /// The state as ListGroups shows it.
+        public var stateName: String { consumerState ?? state.rawValue }
+    }
+
+    static func summary(_ group: ConsumerGroup) -> Summary {
+        var summary = Summary(
+            groupId: group.groupId, state: group.members.isEmpty ? .empty : .stable, protocolType: "consumer", protocolName: "", members: [])
+        summary.groupType = "consumer"
+        summary.consumerState = group.state.rawValue
+        return summary
     }
 
     static func summary(_ group: ClassicGroup) -> Summary {
@@ -211,6 +250,7 @@ extension GroupCoordinator {
         switch owner(groupId) {
         case .unavailable(let code): return (code, nil)
         case .hosted(_, let hosted):
+            if hosted.consumerGroups[groupId] != nil { return (.groupIdNotFound, nil) }
             guard let group = hosted.groups[groupId] else {
                 return (.none, Summary(groupId: groupId, state: .dead, protocolType: "", protocolName: "", members: []))
             }
@@ -228,7 +268,8 @@ extension GroupCoordinator {
                 error = .coordinatorLoadInProgress
                 continue
             }
-            groups += hosted.groups.values.filter { $0.state != .dead }.map(Self.summary)
+            groups += hosted.groups.values.filter { $0.state != .dead && hosted.consumerGroups[$0.groupId] == nil }.map(Self.summary)
+            groups += hosted.consumerGroups.values.map(Self.summary)
         }
         return (error, groups.sorted { $0.groupId < $1.groupId })
     }
@@ -243,12 +284,17 @@ extension GroupCoordinator {
         }
         guard var group = hosted.groups[groupId], group.state != .dead else { return .groupIdNotFound }
         guard group.state == .empty else { return .nonEmptyGroup }
+        let consumer = hosted.consumerGroups[groupId]
+        if let consumer, !consumer.members.isEmpty { return .nonEmptyGroup }
         group.markDead(now: context.now())
         hosted.groups[groupId] = group
         let records = group.offsets.keys.sorted().map { GroupRecord.offset(group: groupId, key: $0, value: nil) }
-            + [GroupRecord.metadata(group: groupId, value: nil)]
+            + [GroupRecord.metadata(group: groupId, value: nil)] + (consumer == nil ? [] : [GroupRecord.consumerGroup(group: groupId, value: nil)])
         let result = await append(records, partition: partition)
-        if offsetsPartitions[partition] === hosted, hosted.groups[groupId]?.state == .dead { hosted.groups[groupId] = nil }
+        if offsetsPartitions[partition] === hosted, hosted.groups[groupId]?.state == .dead {
+            hosted.groups[groupId] = nil
+            if hosted.consumerGroups[groupId]?.members.isEmpty == true { hosted.consumerGroups[groupId] = nil }
+        }
         return Self.commitError(result.errorCode)
     }
 }

@@ -15,7 +15,10 @@ public actor GroupCoordinator {
     final class OffsetsPartition {
         let epoch: LeaderEpoch
         var loaded = false
+        /// Classic groups, and the committed offsets of every group.
         var groups: [String: ClassicGroup] = [:]
+        /// Consumer-protocol (KIP-848) groups; their offsets are in `groups`.
+        var consumerGroups: [String: ConsumerGroup] = [:]
 
         init(epoch: LeaderEpoch) { self.epoch = epoch }
     }
@@ -36,6 +39,8 @@ public actor GroupCoordinator {
     var syncWaiters: [UInt64: (partition: Int32, continuation: CheckedContinuation<SyncOutcome, Never>)] = [:]
     var nextToken: UInt64 = 1
     var enqueueTails: [Int32: Task<Void, Never>] = [:]
+    /// The consumer protocol's view of the topics, rebuilt when the metadata version moves.
+    var catalogCache: TopicCatalog?
 
     /// How often sessions and rebalance deadlines are checked.
     static let tickInterval: Duration = .milliseconds(100)
@@ -144,6 +149,7 @@ public actor GroupCoordinator {
         }
         guard offsetsPartitions[key.partition] === hosted, !Task.isCancelled else { return }
         hosted.groups = replay.groups(config: config, now: context.now())
+        hosted.consumerGroups = replay.consumerGroups(config: config, now: context.now())
         hosted.loaded = true
         loadTasks[key.partition] = nil
         logger.info(
@@ -180,6 +186,7 @@ public actor GroupCoordinator {
                 hosted.groups[groupId] = group
                 perform(actions, groupId: groupId, partition: partition, hosted: hosted)
             }
+            expireConsumerMembers(now: now, partition: partition, hosted: hosted)
         }
     }
 
@@ -189,9 +196,11 @@ public actor GroupCoordinator {
         for (partition, hosted) in offsetsPartitions where hosted.loaded {
             for groupId in hosted.groups.keys.sorted() {
                 guard let group = hosted.groups[groupId], group.state != .dead else { continue }
+                // A consumer-protocol group with members keeps its offsets, as in Kafka.
+                if let consumer = hosted.consumerGroups[groupId], !consumer.members.isEmpty { continue }
                 let expired = group.expiredOffsets(now: now)
                 let forget = group.state == .empty && group.members.isEmpty && group.pendingMembers.isEmpty && expired.count == group.offsets.count
-                if forget && group.offsets.isEmpty && group.protocolType == nil {
+                if forget && group.offsets.isEmpty && group.protocolType == nil && hosted.consumerGroups[groupId] == nil {
                     // Never had members nor offsets: nothing of it was written.
                     hosted.groups[groupId] = nil
                     continue
@@ -199,12 +208,16 @@ public actor GroupCoordinator {
                 guard !expired.isEmpty || forget else { continue }
                 var records = expired.map { GroupRecord.offset(group: groupId, key: $0, value: nil) }
                 if forget { records.append(.metadata(group: groupId, value: nil)) }
+                if forget, hosted.consumerGroups[groupId] != nil { records.append(.consumerGroup(group: groupId, value: nil)) }
                 let result = await append(records, partition: partition)
                 guard result.errorCode == 0, offsetsPartitions[partition] === hosted else { continue }
                 for (index, key) in expired.enumerated() {
                     hosted.groups[groupId]?.applyOffset(key, nil, position: result.baseOffset + Int64(index))
                 }
-                if forget, hosted.groups[groupId]?.isForgettable == true { hosted.groups[groupId] = nil }
+                if forget, hosted.groups[groupId]?.isForgettable == true {
+                    hosted.groups[groupId] = nil
+                    if hosted.consumerGroups[groupId]?.members.isEmpty == true { hosted.consumerGroups[groupId] = nil }
+                }
                 logger.info("expired offsets", metadata: ["group": "\(groupId)", "partitions": "\(expired.count)", "group_removed": "\(forget)"])
             }
         }

@@ -185,7 +185,7 @@ public enum GroupHandlers {
         }
         let error = await coordinator.commit(
             groupId: request.groupId, memberId: request.memberId, groupInstanceId: version >= 7 ? request.groupInstanceId : nil,
-            generationId: request.generationIdOrMemberEpoch, offsets: accepted)
+            generationId: request.generationIdOrMemberEpoch, offsets: accepted, apiVersion: version)
         var response = OffsetCommitResponse()
         response.topics = zip(request.topics, verdicts).map { topic, codes in
             var out = OffsetCommitResponse.OffsetCommitResponseTopic()
@@ -208,7 +208,9 @@ public enum GroupHandlers {
         if version >= 8 {
             for group in request.groups {
                 let keys = group.topics.map { topics in topics.flatMap { topic in topic.partitionIndexes.map { OffsetKey(topic: topic.name, partition: $0) } } }
-                let (error, offsets) = await coordinator.fetchOffsets(groupId: group.groupId, partitions: keys)
+                let (error, offsets) = await coordinator.fetchOffsets(
+                    groupId: group.groupId, partitions: keys, memberId: version >= 9 ? group.memberId ?? "" : "",
+                    memberEpoch: version >= 9 ? group.memberEpoch : -1)
                 var out = OffsetFetchResponse.OffsetFetchResponseGroup()
                 out.groupId = group.groupId
                 out.errorCode = error.rawValue
@@ -306,13 +308,14 @@ public enum GroupHandlers {
         let types = Set((version >= 5 ? request.typesFilter : []).map { $0.lowercased() })
         var response = ListGroupsResponse()
         response.errorCode = error.rawValue
-        guard types.isEmpty || types.contains("classic") else { return response }
-        response.groups = groups.filter { states.isEmpty || states.contains($0.state.rawValue.lowercased()) }.map { group in
+        response.groups = groups.filter {
+            (states.isEmpty || states.contains($0.stateName.lowercased())) && (types.isEmpty || types.contains($0.groupType))
+        }.map { group in
             var out = ListGroupsResponse.ListedGroup()
             out.groupId = group.groupId
             out.protocolType = group.protocolType
-            if version >= 4 { out.groupState = group.state.rawValue }
-            if version >= 5 { out.groupType = "classic" }
+            if version >= 4 { out.groupState = group.stateName }
+            if version >= 5 { out.groupType = group.groupType }
             return out
         }
         return response

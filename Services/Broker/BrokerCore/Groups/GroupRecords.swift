@@ -29,8 +29,8 @@ public struct GroupMetadataValue: Sendable, Hashable {
 /// outside the coordinator reads). All strings and byte strings are compact (unsigned varint of
 /// length+1, 0 = null), integers big-endian.
 ///
-/// Key: `int16 type` then, for type 0 (offset) `group, topic, int32 partition`; for type 1 (group
-/// metadata) `group`.
+/// Key: `int16 type` then, for type 0 (offset) `group, topic, int32 partition`; for type 1 (classic
+/// group metadata) and type 2 (consumer group, `ConsumerGroupRecordValue`) `group`.
 /// Value (null = tombstone, the key's entry is deleted): `int16 version (0)` then, for an offset,
 /// `int64 offset, int32 leader epoch, nullable metadata, int64 commit timestamp`; for group metadata,
 /// `nullable protocol type, int32 generation, nullable protocol name, nullable leader, int64 state
@@ -40,15 +40,17 @@ public struct GroupMetadataValue: Sendable, Hashable {
 public enum GroupRecord: Sendable, Hashable {
     case offset(group: String, key: OffsetKey, value: CommittedOffset?)
     case metadata(group: String, value: GroupMetadataValue?)
+    case consumerGroup(group: String, value: ConsumerGroupRecordValue?)
 
     static let offsetKeyType: Int16 = 0
     static let metadataKeyType: Int16 = 1
+    static let consumerGroupKeyType: Int16 = 2
     static let valueVersion: Int16 = 0
 
     /// The group the record belongs to.
     public var groupId: String {
         switch self {
-        case .offset(let group, _, _), .metadata(let group, _): group
+        case .offset(let group, _, _), .metadata(let group, _), .consumerGroup(let group, _): group
         }
     }
 
@@ -91,6 +93,13 @@ public enum GroupRecord: Sendable, Hashable {
                 out.writeKafkaBytes(member.subscription, compact: true)
                 out.writeKafkaBytes(member.assignment, compact: true)
             }
+            return (key, out)
+        case .consumerGroup(let group, let value):
+            key.writeKafkaInteger(Self.consumerGroupKeyType)
+            key.writeKafkaString(group, compact: true)
+            guard let value else { return (key, nil) }
+            var out = ByteBuffer()
+            value.encode(into: &out)
             return (key, out)
         }
     }
@@ -147,6 +156,11 @@ public enum GroupRecord: Sendable, Hashable {
                 value: GroupMetadataValue(
                     protocolType: protocolType, generationId: generation, protocolName: protocolName, leaderId: leader,
                     stateTimestamp: timestamp, members: members))
+        case consumerGroupKeyType:
+            let group = try requiredString(&key)
+            guard var value else { return .consumerGroup(group: group, value: nil) }
+            guard let parsed = try ConsumerGroupRecordValue.decode(&value) else { return nil }
+            return .consumerGroup(group: group, value: parsed)
         default:
             return nil
         }
@@ -173,6 +187,7 @@ public enum GroupRecord: Sendable, Hashable {
 public struct GroupReplay: Sendable {
     struct Entry {
         var metadata: GroupMetadataValue?
+        var consumer: ConsumerGroupRecordValue?
         var offsets: [OffsetKey: CommittedOffset] = [:]
         var positions: [OffsetKey: Int64] = [:]
     }
@@ -191,6 +206,8 @@ public struct GroupReplay: Sendable {
             entries[group, default: Entry()].positions[key] = position
         case .metadata(let group, let value):
             entries[group, default: Entry()].metadata = value
+        case .consumerGroup(let group, let value):
+            entries[group, default: Entry()].consumer = value
         }
     }
 
@@ -214,10 +231,20 @@ public struct GroupReplay: Sendable {
     /// The rebuilt groups, sessions starting at `now`. Groups with neither metadata nor offsets are gone.
     public func groups(config: GroupConfig, now: Int64) -> [String: ClassicGroup] {
         var out: [String: ClassicGroup] = [:]
-        for (groupId, entry) in entries where entry.metadata != nil || !entry.offsets.isEmpty {
+        for (groupId, entry) in entries where entry.metadata != nil || entry.consumer != nil || !entry.offsets.isEmpty {
             var group = ClassicGroup(groupId: groupId, config: config, loaded: entry.metadata, offsets: entry.offsets, now: now)
             group.offsetPositions = entry.positions.filter { entry.offsets[$0.key] != nil }
             out[groupId] = group
+        }
+        return out
+    }
+
+    /// The rebuilt consumer groups (KIP-848), sessions starting at `now`.
+    public func consumerGroups(config: GroupConfig, now: Int64) -> [String: ConsumerGroup] {
+        var out: [String: ConsumerGroup] = [:]
+        for (groupId, entry) in entries {
+            guard let value = entry.consumer else { continue }
+            out[groupId] = ConsumerGroup(groupId: groupId, config: config, loaded: value, now: now)
         }
         return out
     }

@@ -27,6 +27,10 @@ public struct GroupConfig: Sendable, Hashable {
     public var offsetsRetentionMs: Int64 = 7 * 24 * 3_600_000
     /// `offsets.retention.check.interval.ms`.
     public var offsetsRetentionCheckIntervalMs: Int64 = 600_000
+    /// `group.consumer.session.timeout.ms`: how long a consumer-protocol member lives without a heartbeat.
+    public var consumerSessionTimeoutMs: Int32 = 45_000
+    /// `group.consumer.heartbeat.interval.ms`: how often consumer-protocol members are told to heartbeat.
+    public var consumerHeartbeatIntervalMs: Int32 = 5_000
 
     public init() {}
 }
