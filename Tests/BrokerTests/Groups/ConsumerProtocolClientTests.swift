@@ -6,7 +6,8 @@ import Testing
 /// confluent-kafka on the next-generation consumer protocol (KIP-848, `group.protocol=consumer`)
 /// against `floe dev` (one controller, two brokers with a 6 s consumer session and 500 ms
 /// heartbeats): incremental reconciliation, the range assignor, regex subscriptions, static
-/// members, offline upgrade and downgrade between the protocols, and coordinator fail-over
+/// members, upgrade and downgrade between the protocols (of empty and of live groups), and
+/// coordinator fail-over
 /// (Tests/Compatibility/groups/consumer_protocol.py).
 @Suite(.serialized) struct ConsumerProtocolClientTests {
     @Test(.timeLimit(.minutes(10))) func librdkafkaConsumersOnTheConsumerProtocol() async throws {
@@ -34,7 +35,7 @@ import Testing
         try #require(ready, "floe dev did not come up")
 
         let script = GroupClientTests.scripts + "/consumer_protocol.py"
-        for scenario in ["incremental", "range", "regex", "static", "upgrade"] {
+        for scenario in ["incremental", "range", "regex", "static", "upgrade", "online"] {
             GroupClientTests.expectPassed(
                 try await GroupClientTests.run(["python3", script, bootstrap, scenario, "cp"], log: directory + "/\(scenario).log"),
                 "consumer protocol: \(scenario)")

@@ -14,6 +14,10 @@ Scenarios:
                id: it gets its partitions back, the other member keeps its own.
   upgrade      a classic group commits and empties; a consumer-protocol member of the same group
                resumes after the commits, commits more and leaves; a classic member resumes after those.
+  online       two classic members (eager range assignor) consume; a consumer-protocol member joins
+               the live group, which becomes a consumer group: the three cover every partition once
+               and the classic members keep consuming; it leaves and the group is classic again,
+               the two classic members covering everything.
   failover DATA_DIR  the coordinator broker of a live group is SIGKILLed (floe dev restarts it): the
                next coordinator rebuilds the group from __consumer_offsets, members keep their
                partitions and commits work again.
@@ -225,6 +229,25 @@ def upgrade():
     back.consumer.close()
 
 
+def online():
+    from confluent_kafka import ConsumerGroupType
+    topic, group = f"{PREFIX}-on", f"{PREFIX}-on-g"
+    create_topic(topic, 6)
+    everything = [(topic, p) for p in range(6)]
+    classic = [Member(group, [topic], protocol="classic") for _ in range(2)]
+    poll_until(classic, lambda: covers_once(classic, everything), "classic-members-cover-once")
+    report("classic-group", described(group).type == ConsumerGroupType.CLASSIC)
+    modern = Member(group, [topic])
+    everyone = classic + [modern]
+    poll_until(everyone, lambda: covers_once(everyone, everything), "mixed-group-covers-once")
+    report("upgraded-online", described(group).type == ConsumerGroupType.CONSUMER, owned=[m.owned() for m in everyone])
+    modern.consumer.close()
+    poll_until(classic, lambda: covers_once(classic, everything) and described(group).type == ConsumerGroupType.CLASSIC, "classic-again-covers-once")
+    report("downgraded-online", True, owned=[m.owned() for m in classic])
+    for m in classic:
+        m.consumer.close()
+
+
 def failover(data_dir):
     topic, group = f"{PREFIX}-fo", f"{PREFIX}-fo-g"
     create_topic(topic, 4)
@@ -257,7 +280,7 @@ def failover(data_dir):
         m.consumer.close()
 
 
-scenarios = {"incremental": incremental, "range": range_assignor, "regex": regex, "static": static, "upgrade": upgrade}
+scenarios = {"incremental": incremental, "range": range_assignor, "regex": regex, "static": static, "upgrade": upgrade, "online": online}
 if SCENARIO == "failover":
     failover(sys.argv[4])
 else:

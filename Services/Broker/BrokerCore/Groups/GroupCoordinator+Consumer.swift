@@ -42,22 +42,30 @@ extension GroupCoordinator {
         case .unavailable(let code): return ConsumerHeartbeatOutcome(error: code)
         case .hosted(let p, let s): (partition, hosted) = (p, s)
         }
-        if hosted.consumerGroups[groupId] == nil, let classic = hosted.groups[groupId], !classic.members.isEmpty || classic.state != .empty {
-            return ConsumerHeartbeatOutcome(error: .groupIdNotFound, message: "Group \(groupId) is not a consumer group.")
+        var extra: [GroupRecord] = []
+        var group: ConsumerGroup
+        if let existing = hosted.consumerGroups[groupId] {
+            group = existing
+        } else if let classic = hosted.groups[groupId], !classic.members.isEmpty || classic.state != .empty {
+            // A live classic group converts when a consumer-protocol member joins it (KIP-848's online upgrade).
+            guard request.memberEpoch == 0, let upgraded = upgrade(groupId, catalog: catalog, hosted: hosted) else {
+                return ConsumerHeartbeatOutcome(error: .groupIdNotFound, message: "Group \(groupId) is not a consumer group.")
+            }
+            group = upgraded
+            hosted.consumerGroups[groupId] = upgraded
+            extra = [.metadata(group: groupId, value: nil)]
+        } else {
+            group = ConsumerGroup(groupId: groupId, config: config)
         }
-        var group = hosted.consumerGroups[groupId] ?? ConsumerGroup(groupId: groupId, config: config)
         let outcome = group.heartbeat(request, newMemberId: Self.newMemberId(clientId: request.clientId), catalog: catalog, now: context.now())
         guard group.takeChanged() else {
             if hosted.consumerGroups[groupId] != nil { hosted.consumerGroups[groupId] = group }
             return outcome
         }
-        hosted.consumerGroups[groupId] = group
         // The offsets of every group live in its classic entry; an empty one is created with the group.
         if hosted.groups[groupId] == nil { hosted.groups[groupId] = ClassicGroup(groupId: groupId, config: config, now: context.now()) }
-        let result = await append([.consumerGroup(group: groupId, value: ConsumerGroupRecordValue(group))], partition: partition)
-        let error = Self.commitError(result.errorCode)
+        let error = await storeAfterChange(group, extra: extra, catalog: catalog, partition: partition, hosted: hosted)
         guard error == .none else { return ConsumerHeartbeatOutcome(error: error, message: "storing the group failed") }
-        guard offsetsPartitions[partition] === hosted else { return ConsumerHeartbeatOutcome(error: .notCoordinator) }
         return outcome
     }
 
@@ -69,9 +77,10 @@ extension GroupCoordinator {
             hosted.consumerGroups[groupId] = group
             guard group.takeChanged() else { continue }
             logger.info("consumer group members expired", metadata: ["group": "\(groupId)", "members": "\(removed)", "group_epoch": "\(group.groupEpoch)"])
-            let record = GroupRecord.consumerGroup(group: groupId, value: ConsumerGroupRecordValue(group))
+            let records = catalogCache.flatMap { downgradeIfOnlyClassic(group, catalog: $0, partition: partition, hosted: hosted) }
+                ?? [GroupRecord.consumerGroup(group: groupId, value: ConsumerGroupRecordValue(group))]
             Task {
-                let result = await self.append([record], partition: partition)
+                let result = await self.append(records, partition: partition)
                 if result.errorCode != 0 {
                     self.logger.warning("writing consumer group failed", metadata: ["group": "\(groupId)", "error": "\(result.errorCode)"])
                 }

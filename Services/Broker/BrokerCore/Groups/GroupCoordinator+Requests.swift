@@ -19,7 +19,7 @@ extension GroupCoordinator {
         }
         if let consumer = hosted.consumerGroups[groupId] {
             guard consumer.members.isEmpty else {
-                return JoinOutcome(error: .inconsistentGroupProtocol, memberId: input.memberId)
+                return await classicJoin(groupId, input: input, partition: partition, hosted: hosted)
             }
             // An empty consumer-protocol group becomes a classic group again; its offsets stay.
             let result = await append([.consumerGroup(group: groupId, value: nil)], partition: partition)
@@ -60,6 +60,9 @@ extension GroupCoordinator {
         case .unavailable(let code): return SyncOutcome(error: code)
         case .hosted(let p, let s): (partition, hosted) = (p, s)
         }
+        if hosted.consumerGroups[groupId]?.members.isEmpty == false {
+            return await classicSync(groupId, memberId: memberId, generationId: generationId, hosted: hosted)
+        }
         guard hosted.groups[groupId] != nil else { return SyncOutcome(error: .unknownMemberId) }
         let token = takeToken()
         return await withCheckedContinuation { continuation in
@@ -77,11 +80,14 @@ extension GroupCoordinator {
     }
 
     /// Heartbeat.
-    public func heartbeat(groupId: String, memberId: String, groupInstanceId: String?, generationId: Int32) -> KafkaErrorCode {
+    public func heartbeat(groupId: String, memberId: String, groupInstanceId: String?, generationId: Int32) async -> KafkaErrorCode {
         guard !groupId.isEmpty else { return .invalidGroupId }
         switch owner(groupId) {
         case .unavailable(let code): return code
-        case .hosted(_, let hosted):
+        case .hosted(let partition, let hosted):
+            if hosted.consumerGroups[groupId]?.members.isEmpty == false {
+                return await classicHeartbeat(groupId, memberId: memberId, generationId: generationId, partition: partition, hosted: hosted)
+            }
             guard var group = hosted.groups[groupId] else { return .unknownMemberId }
             let code = group.heartbeat(memberId: memberId, groupInstanceId: groupInstanceId, generationId: generationId, now: context.now())
             hosted.groups[groupId] = group
@@ -90,11 +96,14 @@ extension GroupCoordinator {
     }
 
     /// LeaveGroup: a group-level error and one error per leaving member.
-    public func leave(groupId: String, members: [(memberId: String, groupInstanceId: String?)]) -> (error: KafkaErrorCode, members: [KafkaErrorCode]) {
+    public func leave(groupId: String, members: [(memberId: String, groupInstanceId: String?)]) async -> (error: KafkaErrorCode, members: [KafkaErrorCode]) {
         guard !groupId.isEmpty else { return (.invalidGroupId, []) }
         switch owner(groupId) {
         case .unavailable(let code): return (code, [])
         case .hosted(let partition, let hosted):
+            if hosted.consumerGroups[groupId]?.members.isEmpty == false {
+                return (.none, await classicLeave(groupId, members: members, partition: partition, hosted: hosted))
+            }
             guard var group = hosted.groups[groupId] else { return (.none, members.map { _ in .unknownMemberId }) }
             guard group.state != .dead else { return (.coordinatorNotAvailable, []) }
             let (results, actions) = group.leave(members, now: context.now())

@@ -35,6 +35,8 @@ public struct ConsumerGroup: Sendable {
     var owners: [TopicIdPartition: String] = [:]
     var staticMembers: [String: String] = [:]
     var regexMatches: [String: (version: UInt64, names: [String])] = [:]
+    /// Member ids handed to classic members with MEMBER_ID_REQUIRED, not yet used.
+    var pendingClassicMembers: Set<String> = []
     /// Set by every change of the stored form; `takeChanged()` reads and clears it.
     var changed = false
 
@@ -102,7 +104,7 @@ public struct ConsumerGroup: Sendable {
             if let instanceId = request.instanceId, instanceId != member.instanceId {
                 return ConsumerHeartbeatOutcome(error: .fencedInstanceId, message: "member \(request.memberId) has another instance id")
             }
-            member.sessionDeadline = now + Int64(config.consumerSessionTimeoutMs)
+            member.sessionDeadline = now + member.sessionTimeoutMs(config)
             members[request.memberId] = member
             return advance(request.memberId, request, fullAssignment: request.ownedPartitions != nil, catalog: catalog, now: now)
         }
@@ -140,15 +142,7 @@ public struct ConsumerGroup: Sendable {
             }
             // The static member comes back under a new member id: it takes over its old self's
             // assignment and epoch, and the group does not rebalance.
-            var replacement = old
-            replacement.memberId = memberId
-            replacement.memberEpoch = old.previousMemberEpoch
-            members[existing] = nil
-            targetAssignment[memberId] = targetAssignment.removeValue(forKey: existing)
-            for (partition, owner) in owners where owner == existing { owners[partition] = memberId }
-            members[memberId] = replacement
-            staticMembers[instanceId] = memberId
-            changed = true
+            replaceStaticMember(existing, by: memberId, instanceId: instanceId, epoch: old.previousMemberEpoch)
         }
         if var member = members[memberId] {
             // A rejoin owns nothing: what it was revoking is free now.
@@ -234,7 +228,7 @@ public struct ConsumerGroup: Sendable {
             member.previousMemberEpoch = member.memberEpoch
             member.memberEpoch = Self.staticLeaveEpoch
         }
-        member.sessionDeadline = now + Int64(config.consumerSessionTimeoutMs)
+        member.sessionDeadline = now + member.sessionTimeoutMs(config)
         member.revocationDeadline = nil
         members[memberId] = member
         changed = true
@@ -263,7 +257,7 @@ public struct ConsumerGroup: Sendable {
     /// Restarts every session at `now` (a coordinator that just loaded the group).
     mutating func restartSessions(now: Int64) {
         for memberId in members.keys.sorted() {
-            members[memberId]?.sessionDeadline = now + Int64(config.consumerSessionTimeoutMs)
+            if let member = members[memberId] { members[memberId]?.sessionDeadline = now + member.sessionTimeoutMs(config) }
             if members[memberId]?.state == .unrevokedPartitions, let timeout = members[memberId]?.rebalanceTimeoutMs {
                 members[memberId]?.revocationDeadline = now + Int64(timeout)
             }
@@ -278,6 +272,18 @@ public struct ConsumerGroup: Sendable {
         for (partition, owner) in owners where owner == memberId { owners[partition] = nil }
         if let instanceId = member.instanceId, staticMembers[instanceId] == memberId { staticMembers[instanceId] = nil }
         groupEpoch += 1
+        changed = true
+    }
+
+    /// A static member's new member id takes over the old one's place: assignment, target, epoch.
+    mutating func replaceStaticMember(_ oldId: String, by newId: String, instanceId: String, epoch: Int32) {
+        guard var replacement = members.removeValue(forKey: oldId) else { return }
+        replacement.memberId = newId
+        replacement.memberEpoch = epoch
+        targetAssignment[newId] = targetAssignment.removeValue(forKey: oldId)
+        for (partition, owner) in owners where owner == oldId { owners[partition] = newId }
+        members[newId] = replacement
+        staticMembers[instanceId] = newId
         changed = true
     }
 

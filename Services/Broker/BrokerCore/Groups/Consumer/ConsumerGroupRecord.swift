@@ -10,7 +10,8 @@ import NIOCore
 /// { name, uuid, int32 partitions }, uvarint member count, members { member id, nullable instance id,
 /// nullable rack id, client id, client host, int32 rebalance timeout, uvarint name count, names,
 /// nullable regex, nullable assignor, int32 epoch, int32 previous epoch, int8 state, assigned,
-/// pending revocation, target }`; an assignment is `uvarint topic count, { uuid, uvarint count, int32
+/// pending revocation, target, int8 classic (0/1) then for 1 `int32 session timeout, uvarint count,
+/// protocols { name, bytes metadata }` }`; an assignment is `uvarint topic count, { uuid, uvarint count, int32
 /// partitions }`. Strings are compact (length+1, 0 = null).
 public struct ConsumerGroupRecordValue: Sendable, Hashable {
     public var groupEpoch: Int32
@@ -57,6 +58,15 @@ public struct ConsumerGroupRecordValue: Sendable, Hashable {
             Self.write(member.assigned, into: &out)
             Self.write(member.pendingRevocation, into: &out)
             Self.write(targets[member.memberId] ?? [:], into: &out)
+            out.writeKafkaInteger(Int8(member.classic == nil ? 0 : 1))
+            if let classic = member.classic {
+                out.writeKafkaInteger(classic.sessionTimeoutMs)
+                out.writeUnsignedVarint(UInt32(clamping: classic.protocols.count))
+                for item in classic.protocols {
+                    out.writeKafkaString(item.name, compact: true)
+                    out.writeKafkaBytes(item.metadata, compact: true)
+                }
+            }
         }
     }
 
@@ -77,7 +87,7 @@ public struct ConsumerGroupRecordValue: Sendable, Hashable {
         guard version == Self.version else { return nil }
         let groupEpoch: Int32 = try buffer.readKafkaInteger()
         let assignmentEpoch: Int32 = try buffer.readKafkaInteger()
-        // A topic takes at least 21 bytes, a member at least 24: larger counts cannot be real.
+        // A topic takes at least 21 bytes, a member at least 25: larger counts cannot be real.
         let topicCount = try count(&buffer, minimumSize: 21)
         var topics: [TopicCatalog.Topic] = []
         for _ in 0..<topicCount {
@@ -86,7 +96,7 @@ public struct ConsumerGroupRecordValue: Sendable, Hashable {
             let partitions: Int32 = try buffer.readKafkaInteger()
             topics.append(TopicCatalog.Topic(name: name, id: id, partitionCount: partitions))
         }
-        let memberCount = try count(&buffer, minimumSize: 24)
+        let memberCount = try count(&buffer, minimumSize: 25)
         var members: [ConsumerGroupMember] = []
         var targets: [String: MemberAssignment] = [:]
         for _ in 0..<memberCount {
@@ -108,11 +118,22 @@ public struct ConsumerGroupRecordValue: Sendable, Hashable {
             let assigned = try readAssignment(&buffer)
             let pending = try readAssignment(&buffer)
             targets[memberId] = try readAssignment(&buffer)
-            members.append(
-                ConsumerGroupMember(
+            var classic: ConsumerGroupMember.ClassicProtocol?
+            let hasClassic: Int8 = try buffer.readKafkaInteger()
+            if hasClassic == 1 {
+                let timeout: Int32 = try buffer.readKafkaInteger()
+                var protocols: [GroupProtocol] = []
+                for _ in 0..<(try count(&buffer, minimumSize: 2)) {
+                    protocols.append(GroupProtocol(name: try required(&buffer), metadata: try buffer.readKafkaBytes(compact: true) ?? ByteBuffer()))
+                }
+                classic = .init(sessionTimeoutMs: timeout, protocols: protocols)
+            }
+            var member = ConsumerGroupMember(
                     memberId: memberId, instanceId: instanceId, rackId: rackId, clientId: clientId, clientHost: clientHost,
                     rebalanceTimeoutMs: rebalanceTimeout, subscribedTopicNames: names, subscribedTopicRegex: regex, serverAssignor: assignor,
-                    memberEpoch: epoch, previousMemberEpoch: previous, state: state, assigned: assigned, pendingRevocation: pending))
+                    memberEpoch: epoch, previousMemberEpoch: previous, state: state, assigned: assigned, pendingRevocation: pending)
+            member.classic = classic
+            members.append(member)
         }
         var value = ConsumerGroupRecordValue(groupEpoch: groupEpoch, assignmentEpoch: assignmentEpoch, topics: topics, members: members)
         value.targets = targets

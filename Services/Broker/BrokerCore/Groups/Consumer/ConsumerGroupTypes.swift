@@ -123,6 +123,9 @@ public struct ConsumerGroupMember: Sendable, Hashable {
     public var assigned: MemberAssignment
     /// What it still owns but must revoke.
     public var pendingRevocation: MemberAssignment
+    /// Set for a member that speaks the classic protocol (JoinGroup, SyncGroup, Heartbeat) inside
+    /// this group: a classic group converted online, or a classic member that joined it later.
+    public var classic: ClassicProtocol?
     /// Session and revocation deadlines (ms): not stored, restarted when a coordinator loads the group.
     var sessionDeadline: Int64 = 0
     var revocationDeadline: Int64?
@@ -147,6 +150,22 @@ public struct ConsumerGroupMember: Sendable, Hashable {
         self.state = state
         self.assigned = assigned
         self.pendingRevocation = pendingRevocation
+    }
+
+    /// What a classic member told JoinGroup: its session timeout and protocols (assignor names with subscriptions).
+    public struct ClassicProtocol: Sendable, Hashable {
+        public var sessionTimeoutMs: Int32
+        public var protocols: [GroupProtocol]
+
+        public init(sessionTimeoutMs: Int32, protocols: [GroupProtocol]) {
+            self.sessionTimeoutMs = sessionTimeoutMs
+            self.protocols = protocols
+        }
+    }
+
+    /// How long this member lives without a heartbeat.
+    func sessionTimeoutMs(_ config: GroupConfig) -> Int64 {
+        Int64(classic?.sessionTimeoutMs ?? config.consumerSessionTimeoutMs)
     }
 
     /// The member without its timers: what is stored.
