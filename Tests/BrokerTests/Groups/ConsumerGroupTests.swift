@@ -50,6 +50,7 @@ import Testing
         #expect(second.memberEpoch == 2)
         #expect(second.assignment == [:], "m1 still holds every partition")
         #expect(group.state == .reconciling)
+        #expect(second.heartbeatIntervalMs == 100, "members heartbeat five times as often until the group is stable")
 
         // m1 is told to keep half; until it says it let go, m2 gets nothing.
         let keep = group.heartbeat(Self.beat("m1", epoch: 1, owned: [Self.topicA: Set(0..<6)]), newMemberId: "x", catalog: Self.catalog(), now: 20)

@@ -68,6 +68,13 @@ public struct ConsumerGroup: Sendable {
         members.values.flatMap { [$0.sessionDeadline] + ($0.revocationDeadline.map { [$0] } ?? []) }.min()
     }
 
+    /// The heartbeat interval members are given while the group is not stable: a fifth of the
+    /// usual one (at least 50 ms), so a revocation, and the hand-over of the partition it frees, is
+    /// learned of within a fraction of the interval instead of one interval each.
+    public var reconcilingHeartbeatIntervalMs: Int32 {
+        min(config.consumerHeartbeatIntervalMs, max(50, config.consumerHeartbeatIntervalMs / 5))
+    }
+
     /// Topic names the group subscribes to by name or through a regular expression (resolved at the last step).
     public var subscribedTopicNames: Set<String> { Set(subscriptionMetadata.keys) }
 
@@ -195,7 +202,7 @@ public struct ConsumerGroup: Sendable {
         guard let updated = members[memberId] else { return ConsumerHeartbeatOutcome(error: .unknownMemberId) }
         var outcome = ConsumerHeartbeatOutcome(error: .none, memberId: memberId)
         outcome.memberEpoch = updated.memberEpoch
-        outcome.heartbeatIntervalMs = config.consumerHeartbeatIntervalMs
+        outcome.heartbeatIntervalMs = state == .stable ? config.consumerHeartbeatIntervalMs : reconcilingHeartbeatIntervalMs
         if fullAssignment || updated.assigned != assignedBefore || updated.memberEpoch != before.memberEpoch {
             outcome.assignment = updated.assigned
         }
