@@ -187,13 +187,16 @@ let package = Package(
             path: "Services/Controller/floe-controller"
         ),
 
+        /// Seeded randomness for simulations, tests and repeatable benchmark inputs.
+        .target(name: "Simulation", path: "Shared/Simulation"),
+
         // MARK: Tools
         .executableTarget(name: "ProtocolGen", path: "Tools/ProtocolGen"),
         .executableTarget(
             name: "floe",
             dependencies: [
                 "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster", "ControllerClient", "ClusterMetadata",
-                "ObjectStorage",
+                "ObjectStorage", "Simulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -203,7 +206,7 @@ let package = Package(
 
         // MARK: Tests
         // What tests share: seeded random, a manual clock, free ports, bounded waits, child processes.
-        .target(name: "TestKit", dependencies: [.product(name: "Logging", package: "swift-log")], path: "Tests/TestKit"),
+        .target(name: "TestKit", dependencies: ["Simulation", .product(name: "Logging", package: "swift-log")], path: "Tests/TestKit"),
         .testTarget(name: "TestKitTests", dependencies: ["TestKit"], path: "Tests/TestKitTests"),
         .executableTarget(
             name: "CaptureListener",

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KafkaRecords
 import NIOCore
+import Simulation
 
 /// `floe bench codec`: CRC32C, compression codecs, and record-batch build/parse throughput.
 struct BenchCodec: ParsableCommand {
@@ -26,7 +27,7 @@ struct BenchCodec: ParsableCommand {
     }
 
     func run() throws {
-        var generator = BenchRandom(seed: 1)
+        var generator = SeededRandom(seed: 1)
         let values = makeValues(total: bytes, each: recordBytes, using: &generator)
         var plain = RecordBatchBuilder(codec: .none, expectedPayloadBytes: bytes + bytes / 8)
         for (index, value) in values.enumerated() {
@@ -99,7 +100,7 @@ struct BenchCodec: ParsableCommand {
         print("(payload throughput is uncompressed bytes per second; checksum \(sink % 1000))")
     }
 
-    private func makeValues(total: Int, each: Int, using generator: inout BenchRandom) -> [ByteBuffer] {
+    private func makeValues(total: Int, each: Int, using generator: inout SeededRandom) -> [ByteBuffer] {
         let events = ["click", "view", "purchase", "scroll", "login", "logout"]
         let countries = ["DE", "FR", "US", "JP", "BR", "IN", "NG", "SE"]
         var values: [ByteBuffer] = []
@@ -135,17 +136,4 @@ struct BenchCodec: ParsableCommand {
 
     private func gbps(_ rate: Double) -> String { String(format: "%.2f GB/s", rate / 1e9) }
     private func mibps(_ rate: Double) -> String { String(format: "%.0f MiB/s", rate / Double(1 << 20)) }
-}
-
-/// Deterministic data for repeatable benchmark inputs.
-struct BenchRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

@@ -3,6 +3,7 @@ import Foundation
 import KafkaProtocol
 import KafkaRecords
 import NIOCore
+import Simulation
 
 /// `floe bench protocol`: decode and encode cost of a ProduceRequest carrying one large batch,
 /// and proof that decoding does not copy the record bytes.
@@ -94,7 +95,7 @@ struct BenchProtocol: ParsableCommand {
     }
 
     private func makeBatch() throws -> ByteBuffer {
-        var generator = BenchRandom(seed: 7)
+        var generator = SeededRandom(seed: 7)
         var builder = RecordBatchBuilder(codec: .none, expectedPayloadBytes: batchBytes + 4096)
         var written = 0
         var index = 0

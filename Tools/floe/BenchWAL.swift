@@ -8,6 +8,7 @@ import KafkaRecords
 import KafkaTransport
 import Logging
 import NIOCore
+import Simulation
 import Synchronization
 
 /// `floe bench wal`: appends to a WAL writer over its Kafka-framed port and reports appends/s,
@@ -204,7 +205,7 @@ struct BenchWAL: AsyncParsableCommand {
     /// One batch of `recordsPerAppend` records; each append stamps its own base offset into a copy.
     private func makeBatch() throws -> ByteBuffer {
         var builder = RecordBatchBuilder(codec: .none, expectedPayloadBytes: recordsPerAppend * (recordSize + 32))
-        var generator = BenchRandom(seed: 11)
+        var generator = SeededRandom(seed: 11)
         for index in 0..<recordsPerAppend {
             var value = ByteBuffer()
             while value.readableBytes + 8 <= recordSize { value.writeInteger(generator.next()) }

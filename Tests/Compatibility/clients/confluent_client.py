@@ -3,6 +3,9 @@
 every codec, consume by assignment and in a group, offsets, delete records, configs, partitions,
 delete topics, error cases.
 
+Longer than 400 lines on purpose: one client's whole tour of the Kafka APIs, each step a few
+lines depending on the ones before it (topics, records, offsets).
+
 Runs unchanged under the pip package (confluent-kafka 2.x) and Debian's python3-confluent-kafka
 1.7 (librdkafka 2.0.2, `/usr/bin/python3`); APIs the old client lacks (admin delete_records and
 list_offsets, incremental config changes) are used only where present, and the run says so.

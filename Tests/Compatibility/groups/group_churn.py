@@ -3,6 +3,9 @@
 protocol: the classic one (JoinGroup, SyncGroup, Heartbeat) or KIP-848's consumer protocol
 (ConsumerGroupHeartbeat; librdkafka's `group.protocol=consumer`).
 
+Longer than 400 lines on purpose: one benchmark and test, whose producer, member processes,
+churn schedule and checks share the run's records and read best in one file.
+
 Benchmark: against a running `floe dev` cluster, run
 `python3 Tests/Compatibility/groups/group_churn.py --bootstrap 127.0.0.1:39592 --protocol classic`
 and then the same with `--protocol consumer`, the second on brokers started with
