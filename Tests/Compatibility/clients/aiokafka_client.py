@@ -252,7 +252,13 @@ async def amain():
         expect("retention.ms" in before, f"{topic}: describe_configs lacks retention.ms: {sorted(before)}")
         expect(before["retention.ms"] != common.RETENTION_MS, f"{topic}: retention.ms already {common.RETENTION_MS}")
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": common.RETENTION_MS})])
-        after = await describe_topic_config(admin, topic)
+        # aiokafka asks any broker; one other than the one that made the change shows it once its
+        # metadata image has caught up (as in Kafka), so read until it does, for a bounded time.
+        for _ in common.deadline_loop(10, f"{topic} retention.ms {common.RETENTION_MS} after alter_configs"):
+            after = await describe_topic_config(admin, topic)
+            if after.get("retention.ms") == common.RETENTION_MS:
+                break
+            await asyncio.sleep(0.1)
         expect_equal(after.get("retention.ms"), common.RETENTION_MS, f"{topic} retention.ms after alter_configs")
         step(f"retention.ms {before['retention.ms']} -> {after['retention.ms']}")
 

@@ -128,8 +128,13 @@ extension ConsumerGroup {
         guard generationId == member.memberEpoch else { return (.illegalGeneration, ByteBuffer()) }
         member.sessionDeadline = now + member.sessionTimeoutMs(config)
         members[memberId] = member
+        return (.none, Self.classicAssignment(member.assigned, catalog: catalog))
+    }
+
+    /// An assignment as the classic consumer protocol carries it (version 0, topics by name).
+    static func classicAssignment(_ assigned: MemberAssignment, catalog: TopicCatalog) -> ByteBuffer {
         var assignment = ConsumerProtocolAssignment()
-        assignment.assignedPartitions = ConsumerGroupHandlers.sortedTopics(member.assigned).compactMap { topic, partitions in
+        assignment.assignedPartitions = ConsumerGroupHandlers.sortedTopics(assigned).compactMap { topic, partitions in
             guard let name = catalog.byId[topic]?.name else { return nil }
             var item = ConsumerProtocolAssignment.TopicPartition()
             item.topic = name
@@ -139,7 +144,7 @@ extension ConsumerGroup {
         var bytes = ByteBuffer()
         bytes.writeKafkaInteger(Int16(0))
         try? assignment.encode(to: &bytes, version: 0)
-        return (.none, bytes)
+        return bytes
     }
 
     /// Heartbeat of a classic member: REBALANCE_IN_PROGRESS when its assignment must change.
@@ -165,7 +170,7 @@ extension ConsumerGroup {
         leaving.map { item in
             let memberId = item.groupInstanceId.flatMap { staticMembers[$0] } ?? item.memberId
             guard members[memberId]?.classic != nil else { return .unknownMemberId }
-            if let instanceId = item.groupInstanceId, !item.memberId.isEmpty, memberId != item.memberId { return .fencedInstanceId }
+            if item.groupInstanceId != nil, !item.memberId.isEmpty, memberId != item.memberId { return .fencedInstanceId }
             remove(memberId)
             return .none
         }
@@ -182,8 +187,7 @@ extension ConsumerGroup {
             protocolType: "consumer", generationId: groupEpoch, protocolName: protocolName, leaderId: first.memberId, stateTimestamp: now,
             members: ids.compactMap { id in
                 guard let member = members[id], let classic = member.classic else { return nil }
-                var syncedCopy = self
-                let assignment = syncedCopy.classicSync(memberId: id, generationId: member.memberEpoch, catalog: catalog, now: now).assignment
+                let assignment = Self.classicAssignment(member.assigned, catalog: catalog)
                 return GroupMetadataValue.Member(
                     memberId: id, groupInstanceId: member.instanceId, clientId: member.clientId, clientHost: member.clientHost,
                     rebalanceTimeoutMs: member.rebalanceTimeoutMs, sessionTimeoutMs: classic.sessionTimeoutMs,
