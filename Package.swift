@@ -187,6 +187,27 @@ let package = Package(
             path: "Services/Controller/floe-controller"
         ),
 
+        .target(
+            name: "CompactorCore",
+            dependencies: [
+                "ObjectStorage", "ClusterMetadata", "ControllerClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Services/Compactor/CompactorCore"
+        ),
+        .executableTarget(
+            name: "floe-compactor",
+            dependencies: [
+                "CompactorCore", "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaTransport", "FloeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Services/Compactor/floe-compactor"
+        ),
+
         /// Seeded randomness for simulations, tests and repeatable benchmark inputs.
         .target(name: "Simulation", path: "Shared/Simulation"),
 
@@ -323,6 +344,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tests/DeployTests"
+        ),
+        .testTarget(
+            name: "CompactorTests",
+            dependencies: [
+                "TestKit", "CompactorCore", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/CompactorTests"
         ),
         .testTarget(
             name: "RaftTests",

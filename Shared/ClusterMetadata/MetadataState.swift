@@ -51,7 +51,8 @@ public struct MetadataState: Sendable, Equatable {
     public internal(set) var rememberedWrites = RememberedWrites()
     var nextIncarnation: Int64 = 1
     var nextStreamId: StreamID = 1
-    var nextObjectId: ObjectID = 1
+    /// The id the next prepared object gets: every id below it was handed out once.
+    public internal(set) var nextObjectId: ObjectID = 1
     /// The first producer id of the next block.
     public internal(set) var nextProducerId: Int64 = 0
 

@@ -70,6 +70,12 @@ public enum TopicConfig {
         return nil
     }
 
+    /// The items of a topic's `cleanup.policy` ("delete" when unset, Kafka's default).
+    public static func cleanupPolicies(_ configs: [String: String]) -> Set<String> {
+        guard let value = configs["cleanup.policy"] else { return ["delete"] }
+        return Set(listItems(value))
+    }
+
     /// Splits a comma-separated list value, trimming spaces and dropping empty items.
     static func listItems(_ value: String) -> [String] {
         value.split(separator: ",").map { item in

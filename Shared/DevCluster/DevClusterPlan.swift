@@ -27,6 +27,8 @@ public struct DevClusterPlan: Sendable, Equatable {
     public var brokerArguments: [String] = []
     /// Extra arguments for every WAL writer.
     public var walArguments: [String] = []
+    /// Extra arguments for the compactor.
+    public var compactorArguments: [String] = []
 
     /// Limits that keep the port blocks above from overlapping.
     public static let maxZones = 10
@@ -124,7 +126,7 @@ public struct DevClusterPlan: Sendable, Equatable {
             }
         },
         Kind(name: "compactor", executable: "floe-compactor") { plan in
-            [plan.service("compactor", "floe-compactor", id: 401, zone: plan.zones[0], listen: 138, admin: 238, extra: ["--object-store", plan.objectStore])]
+            [plan.service("compactor", "floe-compactor", id: 401, zone: plan.zones[0], listen: 138, admin: 238, extra: ["--object-store", plan.objectStore] + plan.compactorArguments)]
         },
     ]
 

@@ -5,6 +5,23 @@ public enum ObjectKey {
         case streamSet = "ss"
         case stream = "so"
         case routed = "ro"
+
+        /// The kind stored in the metadata as `code` (ClusterMetadata's `ObjectKind` raw values:
+        /// 0 stream set, 1 stream, 2 routed); nil for a code this build does not know.
+        public init?(metadataCode code: UInt8) {
+            switch code {
+            case 0: self = .streamSet
+            case 1: self = .stream
+            case 2: self = .routed
+            default: return nil
+            }
+        }
+    }
+
+    /// The key of the object with metadata id `id` and kind code `code` (see `Kind(metadataCode:)`);
+    /// an unknown code gets the stream-set kind, whose key a reader then fails to find.
+    public static func make(id: Int64, metadataCode code: UInt8) -> String {
+        make(id: UInt64(bitPattern: id), kind: Kind(metadataCode: code) ?? .streamSet)
     }
 
     /// `HHHHHHHH/KIND/IIIIIIIIIIIIIIII`: eight hex digits of a hash of the id, the kind, the id in 16 hex digits.

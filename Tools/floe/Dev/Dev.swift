@@ -61,6 +61,8 @@ struct DevUp: AsyncParsableCommand {
 
     @Option(name: .customLong("wal-arg"), parsing: .unconditionalSingleValue, help: "An extra argument for every WAL writer, repeatable (e.g. --wal-arg --inline-write-after-idle-ms --wal-arg 0).")
     var walArguments: [String] = []
+    @Option(name: .customLong("compactor-arg"), parsing: .unconditionalSingleValue, help: "An extra argument for the compactor, repeatable (e.g. --compactor-arg --interval-ms --compactor-arg 1000).")
+    var compactorArguments: [String] = []
 
     @Option(name: .customLong("log-level"), help: "Log level passed to every service.")
     var logLevel: String = "info"
@@ -99,6 +101,7 @@ struct DevUp: AsyncParsableCommand {
             )
             plan.brokerArguments = brokerArguments
             plan.walArguments = walArguments
+            plan.compactorArguments = compactorArguments
         } catch {
             throw ValidationError(error.description)
         }

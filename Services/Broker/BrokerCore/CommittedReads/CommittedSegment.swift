@@ -25,14 +25,6 @@ public struct CommittedSegment: Sendable, Hashable {
     }
 }
 
-private func keyKind(_ kind: ObjectKind) -> ObjectKey.Kind {
-    switch kind {
-    case .streamSet: .streamSet
-    case .stream: .stream
-    case .routed: .routed
-    }
-}
-
 /// Where stream `stream`'s committed data from `offset` lives, in offset order, with keys and
 /// sizes resolved from the object records. Empty when `offset` is at or past the committed end.
 /// Stops before the first location whose object record is missing or not committed, so a reader
@@ -43,7 +35,7 @@ public func committedSegments(in state: MetadataState, stream: StreamID, from of
         guard let record = state.objects[location.objectId], record.state == .committed else { break }
         segments.append(CommittedSegment(
             objectId: location.objectId,
-            key: ObjectKey.make(id: UInt64(bitPattern: location.objectId), kind: keyKind(record.kind)),
+            key: ObjectKey.make(id: location.objectId, metadataCode: record.kind.rawValue),
             objectSize: record.size, startOffset: location.startOffset, endOffset: location.endOffset))
     }
     return segments
