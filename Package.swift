@@ -217,7 +217,7 @@ let package = Package(
             name: "floe",
             dependencies: [
                 "KafkaProtocol", "KafkaRecords", "KafkaTransport", "FloeService", "DevCluster", "ControllerClient", "ClusterMetadata",
-                "ObjectStorage", "Simulation",
+                "ObjectStorage", "Simulation", "CompactorCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -30,6 +30,6 @@ struct Floe: AsyncParsableCommand {
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a benchmark and print its configuration and results.",
-        subcommands: [BenchCodec.self, BenchProtocol.self, BenchWAL.self, BenchController.self, BenchProduce.self, BenchFailover.self]
+        subcommands: [BenchCodec.self, BenchProtocol.self, BenchWAL.self, BenchController.self, BenchProduce.self, BenchFailover.self, BenchCompaction.self]
     )
 }
