@@ -165,19 +165,46 @@ public actor Compactor {
         }
     }
 
-    /// Reads whole source objects and checks their indexes.
+    /// Source GETs and output PUTs in flight at once: object stores answer each request slowly and many in parallel well.
+    static let storeConcurrency = 8
+
+    /// Reads whole source objects, `storeConcurrency` at a time, and checks their indexes.
     func load(_ sources: [ObjectRecord], _ report: inout PassReport) async throws -> [ObjectID: LoadedObject] {
-        var loaded: [ObjectID: LoadedObject] = [:]
-        for record in sources {
+        let store = store
+        let loaded = try await Self.concurrently(sources) { record -> LoadedObject in
             let key = ObjectKey.make(id: record.id, metadataCode: record.kind.rawValue)
             let bytes = try await store.get(key)
             guard bytes.readableBytes == Int(record.size) else {
                 throw CompactorError.inconsistent("object \(record.id) is \(bytes.readableBytes) bytes, metadata says \(record.size)")
             }
-            loaded[record.id] = LoadedObject(record: record, bytes: bytes, index: try ObjectIndex.decode(object: bytes))
-            report.bytesRead += bytes.readableBytes
+            return LoadedObject(record: record, bytes: bytes, index: try ObjectIndex.decode(object: bytes))
         }
-        return loaded
+        report.bytesRead += loaded.reduce(0) { $0 + $1.bytes.readableBytes }
+        return Dictionary(uniqueKeysWithValues: loaded.map { ($0.record.id, $0) })
+    }
+
+    /// `body` over `items` with at most `storeConcurrency` running; results in the order of `items`.
+    static func concurrently<Item: Sendable, Result: Sendable>(
+        _ items: [Item], _ body: @escaping @Sendable (Item) async throws -> Result
+    ) async throws -> [Result] {
+        try await withThrowingTaskGroup(of: (Int, Result).self) { group in
+            var results: [Result?] = Array(repeating: nil, count: items.count)
+            var next = 0
+            while next < min(items.count, storeConcurrency) {
+                let index = next
+                group.addTask { (index, try await body(items[index])) }
+                next += 1
+            }
+            while let (index, result) = try await group.next() {
+                results[index] = result
+                if next < items.count {
+                    let index = next
+                    group.addTask { (index, try await body(items[index])) }
+                    next += 1
+                }
+            }
+            return results.compactMap { $0 }
+        }
     }
 
     /// Uploads the outputs and swaps them for the sources in one controller commit. False when the
@@ -188,17 +215,20 @@ public actor Compactor {
         var prepared: [ObjectID] = []
         var commits: [ObjectCommit] = []
         do {
+            var uploads: [(key: String, bytes: ByteBuffer)] = []
             for output in planned {
                 let result = try await metadata.write(.prepareObject(kind: .stream, deadline: now() + settings.prepareLifetimeMillis))
                 guard case .objectPrepared(let id) = result else { throw CompactorError.controller("prepareObject answered \(result)") }
                 prepared.append(id)
                 let bytes = try Self.build(output, loaded: loaded)
-                try await store.put(ObjectKey.make(id: id, metadataCode: ObjectKind.stream.rawValue), bytes)
-                report.bytesWritten += bytes.readableBytes
+                uploads.append((ObjectKey.make(id: id, metadataCode: ObjectKind.stream.rawValue), bytes))
                 commits.append(ObjectCommit(
                     objectId: id, size: Int64(bytes.readableBytes),
                     ranges: CompactionPlanner.ranges(of: output.blocks, stream: output.stream, epoch: output.epoch)))
             }
+            let store = store
+            _ = try await Self.concurrently(uploads) { upload in try await store.put(upload.key, upload.bytes) }
+            report.bytesWritten += uploads.reduce(0) { $0 + $1.bytes.readableBytes }
             let result = try await metadata.write(.commitCompaction(outputs: commits, sources: sources, now: now()))
             guard case .ok = result else {
                 report.refused += 1
