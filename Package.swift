@@ -190,7 +190,7 @@ let package = Package(
         .target(
             name: "CompactorCore",
             dependencies: [
-                "ObjectStorage", "ClusterMetadata", "ControllerClient",
+                "ObjectStorage", "ClusterMetadata", "ControllerClient", "KafkaRecords",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -348,7 +348,7 @@ let package = Package(
         .testTarget(
             name: "CompactorTests",
             dependencies: [
-                "TestKit", "CompactorCore", "ClusterMetadata", "ObjectStorage", "KafkaProtocol",
+                "TestKit", "CompactorCore", "ClusterMetadata", "ObjectStorage", "KafkaProtocol", "KafkaRecords",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -13,6 +13,9 @@ public struct PassReport: Sendable, Hashable {
     public var outputs = 0
     /// Streams whose start offset retention moved.
     public var trims = 0
+    /// Compacted streams cleaned, and the records cleaning removed.
+    public var cleanings = 0
+    public var cleanedRecords = 0
     /// Objects removed from the store.
     public var deletedObjects = 0
     /// Bytes those objects held.
@@ -26,7 +29,7 @@ public struct PassReport: Sendable, Hashable {
     public init() {}
 
     /// Whether the pass changed anything.
-    public var didWork: Bool { splitSources + mergedSources + trims + deletedObjects > 0 }
+    public var didWork: Bool { splitSources + mergedSources + trims + deletedObjects + cleanings > 0 }
 }
 
 /// A source object read whole: its record, bytes and verified index.
@@ -41,6 +44,8 @@ struct PlannedOutput {
     var stream: StreamID
     var epoch: LeaderEpoch
     var blocks: [StoredBlock]
+    /// Blocks whose batches were rewritten (key compaction), by start offset; the others are copied.
+    var cleaned: [Int64: KeyCompaction.CleanedBlock] = [:]
 }
 
 /// Rewrites and removes objects so that object storage holds few, large, reachable objects.
@@ -60,6 +65,8 @@ public actor Compactor {
     let logger: Logger
     /// Indexes of objects read for retention, by id (objects are immutable; pruned to live ids).
     var indexes: [ObjectID: ObjectIndex] = [:]
+    /// Per compacted stream, the committed end at its last cleaning check: it is checked again once data arrives.
+    var checkedEnds: [StreamID: Int64] = [:]
     /// Store keys seen unreferenced, with when they were first seen.
     var orphansSeen: [String: Millis] = [:]
     var lastOrphanScan: Millis?
@@ -100,6 +107,7 @@ public actor Compactor {
                 state, stream: streamId, targetBytes: settings.streamObjectBytes, minObjects: settings.mergeMinObjects)
             for run in runs { try await merge(run, stream: streamId, &report) }
         }
+        try await cleanCompactedTopics(shard: shard, &report)
         lastPassMillis = now()
         return report
     }
@@ -254,6 +262,12 @@ public actor Compactor {
     static func build(_ output: PlannedOutput, loaded: [ObjectID: LoadedObject]) throws -> ByteBuffer {
         var writer = ObjectWriter(expectedBytes: output.blocks.reduce(0) { $0 + $1.bytes })
         for block in output.blocks {
+            if let cleaned = output.cleaned[block.startOffset] {
+                try writer.append(
+                    streamID: block.entry.streamID, firstOffset: block.startOffset, endOffset: block.endOffset,
+                    recordCount: cleaned.recordCount, maxTimestamp: block.entry.maxTimestamp, batches: cleaned.batches)
+                continue
+            }
             guard let source = loaded[block.objectId],
                   let bytes = source.bytes.getSlice(at: source.bytes.readerIndex + Int(block.entry.position), length: block.bytes)
             else { throw CompactorError.inconsistent("block at \(block.entry.position) of object \(block.objectId) was not loaded") }
@@ -272,6 +286,8 @@ extension PassReport {
         mergedSources += other.mergedSources
         outputs += other.outputs
         trims += other.trims
+        cleanings += other.cleanings
+        cleanedRecords += other.cleanedRecords
         deletedObjects += other.deletedObjects
         reclaimedBytes += other.reclaimedBytes
         refused += other.refused

@@ -104,9 +104,12 @@ public struct OffsetKey: Sendable, Hashable, Comparable {
 
 /// What a JoinGroup request gets back.
 public struct JoinOutcome: Sendable, Hashable {
+    /// One member as the leader sees it in its JoinGroup answer.
     public struct Member: Sendable, Hashable {
         public var memberId: String
+        /// Set for static members (`group.instance.id`).
         public var groupInstanceId: String?
+        /// The member's subscription for the chosen protocol, for the leader's assignor.
         public var metadata: ByteBuffer
     }
 
