@@ -21,11 +21,11 @@ struct ManifestTests {
     func containersUseOnlyFlagsTheirExecutableAccepts(overlay: String) throws {
         var expander = PodExpander(objects: try Overlay.render(overlay))
         let pods = try expander.pods()
-        #expect(Set(pods.map(\.executableName)) == ["floe-controller", "floe-wal-writer", "floe-broker"])
+        #expect(Set(pods.map(\.executableName)) == ["floe-controller", "floe-wal-writer", "floe-broker", "floe-compactor"])
         for pod in pods {
-            let executable = try #require(Executable.all[pod.executableName], "\(pod.workload.label) runs unknown \(pod.executableName)")
-            let flags = Set(executable.flags.map(\.name))
-            let variables = Set(executable.flags.map(\.variable))
+            let executable = try Executable.named(pod.executableName)
+            let flags = Set(executable.flags)
+            let variables = executable.variables
             for argument in pod.arguments where argument.hasPrefix("--") {
                 let flag = String(argument.dropFirst(2).split(separator: "=", maxSplits: 1).first ?? "")
                 if !flags.contains(flag) { Issue.record("\(pod.workload.label): \(pod.executableName) has no flag --\(flag)") }
@@ -99,7 +99,11 @@ struct ManifestTests {
         for pod in try expander.pods() {
             let advertised = try parse(pod).common.advertised
             let kafkaPort = containerPort(pod, "kafka")
-            #expect(advertised.port == kafkaPort, "\(pod.name) advertises port \(advertised.port), its kafka port is \(kafkaPort ?? -1)")
+            if try Executable.named(pod.executableName).servesKafka {
+                #expect(advertised.port == kafkaPort, "\(pod.name) advertises port \(advertised.port), its kafka port is \(kafkaPort ?? -1)")
+            } else {
+                #expect(kafkaPort == nil, "\(pod.workload.label) declares a kafka port, but \(pod.executableName) serves no Kafka API")
+            }
             if pod.workload.kind == "Deployment" {
                 #expect(advertised.host == pod.ip, "\(pod.name) advertises \(advertised.host), not its pod IP")
                 continue
@@ -163,7 +167,7 @@ struct ManifestTests {
         let pods = try expander.pods()
         var zonesByKind: [String: Set<String>] = [:]
         var topologyZones: [String: Set<String>] = [:]
-        for pod in pods where pod.executableName != "floe-controller" {
+        for pod in pods where pod.executableName == "floe-wal-writer" || pod.executableName == "floe-broker" {
             let zone = try parse(pod).common.zone
             #expect(pod.labels["floe.io/zone"] == zone, "\(pod.name) has FLOE_ZONE \(zone) but zone label \(pod.labels["floe.io/zone"] ?? "none")")
             zonesByKind[pod.executableName, default: []].insert(zone)
@@ -183,6 +187,32 @@ struct ManifestTests {
         #expect(topologyZones.values.allSatisfy { $0.count == 1 })
         #expect(Set(topologyZones.values.flatMap { $0 }).count == zones.count)
         #expect(!topologyZones.values.flatMap { $0 }.contains("TOPOLOGY_ZONE"), "a zone's topology placeholder was not filled in")
+    }
+
+    /// One compactor Deployment serves every zone: not pinned to one, and its pods stop before their delete grace ends.
+    @Test(arguments: expectedZones.keys.sorted())
+    func compactorIsOneClusterWideDeployment(overlay: String) throws {
+        let objects = try Overlay.render(overlay)
+        var expander = PodExpander(objects: objects)
+        let pods = try expander.pods().filter { $0.executableName == "floe-compactor" }
+        #expect(Set(pods.map(\.workload.label)) == ["Deployment/floe-compactor"], "the compactor runs in \(pods.map(\.workload.label))")
+        #expect(pods.count == 1, "\(pods.count) compactors by default, not 1")
+        let executable = try Executable.named("floe-compactor")
+        for pod in pods {
+            let common = try parse(pod).common
+            #expect(common.zone == "cluster", "\(pod.name) has FLOE_ZONE \(common.zone)")
+            #expect(pod.labels["floe.io/zone"] == nil, "\(pod.workload.label) carries a zone label")
+            #expect(KubeObject.value(pod.template, ["spec", "affinity", "nodeAffinity"]) == nil, "\(pod.workload.label) is pinned to nodes")
+            // `auto` from the pod IP, like a broker: above every fixed and ordinal id.
+            #expect(common.nodeID >= NodeIDSpec.autoMinimum, "\(pod.name) has node id \(common.nodeID)")
+            // A terminating compactor is gone before objects destroyed under it may be deleted.
+            let deleteGrace = pod.environment["FLOE_DELETE_GRACE_MS"] ?? executable.defaults["delete-grace-ms"]
+            let deleteGraceMs = try #require(deleteGrace.flatMap { Int($0) }, "floe-compactor states no --delete-grace-ms default")
+            let grace = KubeObject.value(pod.template, ["spec", "terminationGracePeriodSeconds"]) as? Int ?? 30
+            #expect(grace * 1000 < deleteGraceMs, "\(pod.workload.label) may run \(grace) s after SIGTERM, past the \(deleteGraceMs) ms delete grace")
+        }
+        let budget = try #require(objects.first { $0.kind == "PodDisruptionBudget" && $0.name == "floe-compactor" })
+        #expect(budget.value("spec", "maxUnavailable") as? Int == 1)
     }
 
     @Test func containerImageBuildsEveryExecutableTheManifestsRun() throws {
@@ -205,7 +235,7 @@ struct ManifestTests {
     }
 
     private func parse(_ pod: Pod) throws -> ParsedService {
-        let executable = try #require(Executable.all[pod.executableName], "\(pod.workload.label) runs unknown \(pod.executableName)")
+        let executable = try Executable.named(pod.executableName)
         do {
             return try executable.parse(pod.arguments, pod.environment)
         } catch {

@@ -18,24 +18,106 @@ struct ParsedService {
 
 /// One executable the manifests may run: its flags and how it parses them.
 struct Executable: Sendable {
-    var flags: [FloeEnvironment.Flag]
+    /// Long flag names without dashes, e.g. `node-id`.
+    var flags: [String]
     var parse: @Sendable ([String], [String: String]) throws -> ParsedService
+    /// False for an executable that accepts `--listen` for uniformity but serves no Kafka API on it.
+    var servesKafka = true
+    /// Option defaults as the executable's help states them, by flag name (known for built products only).
+    var defaults: [String: String] = [:]
 
-    /// The executables by the name a container's `command` starts with.
-    static let all: [String: Executable] = [
-        "floe-controller": Executable(flags: FloeEnvironment.flags(of: FloeController.self)) { arguments, environment in
+    var variables: Set<String> { Set(flags.map(FloeEnvironment.variableName(for:))) }
+
+    /// The executable a container's `command` starts with; fails when it is neither linked nor built.
+    static func named(_ name: String) throws -> Executable {
+        if let executable = linked[name] { return executable }
+        guard let built = built[name] else { throw DeployTestFailure("no executable \(name) in the Floe package") }
+        return try built.get()
+    }
+
+    /// The executables this test target links (Package.swift), parsed with their own option types.
+    static let linked: [String: Executable] = [
+        "floe-controller": Executable(flags: FloeEnvironment.flags(of: FloeController.self).map(\.name)) { arguments, environment in
             let command = try FloeEnvironment.parse(FloeController.self, arguments: arguments, environment: environment)
             return ParsedService(common: command.common, voters: command.voters)
         },
-        "floe-wal-writer": Executable(flags: FloeEnvironment.flags(of: FloeWALWriter.self)) { arguments, environment in
+        "floe-wal-writer": Executable(flags: FloeEnvironment.flags(of: FloeWALWriter.self).map(\.name)) { arguments, environment in
             let command = try FloeEnvironment.parse(FloeWALWriter.self, arguments: arguments, environment: environment)
             return ParsedService(common: command.common, controllers: command.controllerOptions.controllers.endpoints)
         },
-        "floe-broker": Executable(flags: FloeEnvironment.flags(of: FloeBroker.self)) { arguments, environment in
+        "floe-broker": Executable(flags: FloeEnvironment.flags(of: FloeBroker.self).map(\.name)) { arguments, environment in
             let command = try FloeEnvironment.parse(FloeBroker.self, arguments: arguments, environment: environment)
             return ParsedService(common: command.common, controllers: command.controllerOptions.controllers.endpoints)
         },
     ]
+
+    /// Executables the test target does not link, known from their built products (read once per run).
+    static let built: [String: Result<Executable, DeployTestFailure>] = [
+        "floe-compactor": Result { try BuiltProduct.executable("floe-compactor", servesKafka: false) }
+            .mapError { $0 as? DeployTestFailure ?? DeployTestFailure("floe-compactor: \($0)") }
+    ]
+}
+
+/// An executable read from its built product: its flags from ArgumentParser's `--experimental-dump-help`, the
+/// options every service shares parsed with `CommonOptions` and `ControllerOptions`, its own only checked to be set when required.
+enum BuiltProduct {
+    /// The shared options, with every other argument collected unparsed.
+    struct SharedOptions: ParsableArguments {
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var controllerOptions: ControllerOptions
+        @Argument(parsing: .allUnrecognized) var others: [String] = []
+    }
+
+    static func executable(_ name: String, servesKafka: Bool) throws -> Executable {
+        let path = try locate(name)
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("floe-deploy-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let dump = try Overlay.run(path, ["--experimental-dump-help"], scratch: scratch)
+        guard let tree = try JSONSerialization.jsonObject(with: dump) as? [String: Any],
+            let entries = KubeObject.value(tree, ["command", "arguments"]) as? [[String: Any]]
+        else { throw DeployTestFailure("\(path) --experimental-dump-help printed no argument list") }
+        var flags: [String] = [], required: [String] = [], defaults: [String: String] = [:]
+        for entry in entries where entry["kind"] as? String == "option" || entry["kind"] as? String == "flag" {
+            let names = (entry["names"] as? [[String: Any]] ?? []).filter { $0["kind"] as? String == "long" }.compactMap { $0["name"] as? String }
+            for flag in names where flag != "help" && flag != "version" {
+                flags.append(flag)
+                defaults[flag] = entry["defaultValue"] as? String
+                if entry["kind"] as? String == "option", entry["isOptional"] as? Bool == false { required.append(flag) }
+            }
+        }
+        guard flags.contains("node-id") else { throw DeployTestFailure("\(path) --experimental-dump-help lists no --node-id: \(entries)") }
+        let requiredFlags = required
+        return Executable(flags: flags, parse: { arguments, environment in
+            for flag in requiredFlags where environment[FloeEnvironment.variableName(for: flag)] == nil
+                && !arguments.contains(where: { $0 == "--\(flag)" || $0.hasPrefix("--\(flag)=") })
+            {
+                throw DeployTestFailure("\(name) requires --\(flag) (\(FloeEnvironment.variableName(for: flag)))")
+            }
+            let options = try FloeEnvironment.parse(SharedOptions.self, arguments: arguments, environment: environment)
+            return ParsedService(common: options.common, controllers: options.controllerOptions.controllers.endpoints)
+        }, servesKafka: servesKafka, defaults: defaults)
+    }
+
+    /// The built product beside the running test binary (`swift build --build-tests` builds every executable of the package).
+    static func locate(_ name: String) throws -> String {
+        let start = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        var directories: [URL] = []
+        // On macOS the test binary sits in …/FloePackageTests.xctest/Contents/MacOS, three levels below the products.
+        for launched in [start, CommandLine.arguments.first ?? ""] where !launched.isEmpty {
+            var directory = URL(fileURLWithPath: launched).deletingLastPathComponent()
+            for _ in 0..<4 {
+                if !directories.contains(directory) { directories.append(directory) }
+                directory.deleteLastPathComponent()
+            }
+        }
+        if let found = directories.map({ $0.appendingPathComponent(name).path }).first(where: FileManager.default.isExecutableFile(atPath:)) {
+            return found
+        }
+        throw DeployTestFailure(
+            "\(name) is not built beside the test binary (looked in \(directories.map(\.path).joined(separator: ", "))): the manifests run it, "
+                + "so its flags are read from the built product; build it with `swift build --build-tests` (Package.swift must declare it)")
+    }
 }
 
 /// One pod a workload would create, with its container's command line and environment as Kubernetes would resolve them.
