@@ -132,7 +132,13 @@ public struct MetadataState: Sendable, Equatable {
 
     mutating func registerNode(_ registration: NodeRegistration) -> MetadataResult {
         guard registration.id >= 0 else { return Self.fail(MetadataErrorCode.invalidRequest, "negative node id") }
-        if let existing = nodes[registration.id], existing.kind != registration.kind {
+        // Deployment pods take ids from their IP (`--node-id auto`), so a new compactor may get the id of a
+        // broker that died on that address, or the reverse. Such a record is taken over once it is fenced and
+        // leads nothing; anything else keeps its kind.
+        if let existing = nodes[registration.id], existing.kind != registration.kind,
+           !(existing.state == .fenced && [.broker, .compactor].contains(existing.kind)
+             && [.broker, .compactor].contains(registration.kind) && partitionKeys(ledBy: existing.id).isEmpty)
+        {
             return Self.fail(
                 MetadataErrorCode.invalidRequest,
                 "node \(registration.id) is registered as \(existing.kind), not \(registration.kind)")

@@ -27,6 +27,35 @@ import Testing
         #expect(content(cluster.state) == content(before))
     }
 
+    /// Pods with IP-derived ids: a compactor on the address of a dead broker takes over its fenced
+    /// record once the broker leads nothing; a live or leading broker keeps it, and WAL writers never change kind.
+    @Test func fencedRecordChangesKindOnlyWhenIdle() {
+        var cluster = Cluster()
+        cluster.register(70_001)
+        cluster.register(70_002)
+        cluster.createTopic("t", partitions: 2)
+        let live = cluster.apply(.registerNode(NodeRegistration(id: 70_001, kind: .compactor, zone: "a", listener: "x", admin: "y")))
+        #expect(live.errorCode == MetadataErrorCode.invalidRequest)
+        cluster.apply(.fenceNode(id: 70_001, incarnation: cluster.incarnation(70_001)))
+        #expect(cluster.state.partitionKeys(ledBy: 70_001).isEmpty)
+        let takeOver = cluster.apply(.registerNode(NodeRegistration(id: 70_001, kind: .compactor, zone: "a", listener: "x", admin: "y")))
+        guard case .nodeRegistered = takeOver else {
+            Issue.record("a fenced idle broker's id is not taken over: \(takeOver)")
+            return
+        }
+        #expect(cluster.state.nodes[70_001]?.kind == .compactor)
+        // The last broker, fenced, still leads (no one to move to): its id stays a broker's.
+        cluster.apply(.fenceNode(id: 70_002, incarnation: cluster.incarnation(70_002)))
+        if !cluster.state.partitionKeys(ledBy: 70_002).isEmpty {
+            let refused = cluster.apply(.registerNode(NodeRegistration(id: 70_002, kind: .compactor, zone: "a", listener: "x", admin: "y")))
+            #expect(refused.errorCode == MetadataErrorCode.invalidRequest)
+        }
+        cluster.register(200, .walWriter)
+        cluster.apply(.fenceNode(id: 200, incarnation: cluster.incarnation(200)))
+        let wal = cluster.apply(.registerNode(NodeRegistration(id: 200, kind: .compactor, zone: "a", listener: "x", admin: "y")))
+        #expect(wal.errorCode == MetadataErrorCode.invalidRequest)
+    }
+
     @Test func staleOrRepeatedIndexIsRejected() {
         var state = MetadataState()
         _ = state.apply(.prepareObject(kind: .stream, deadline: 5), index: 5)
