@@ -35,6 +35,8 @@ enum CompactorMetrics {
         Counter(label: "floe_compactor_sources_total", dimensions: [("kind", "stream")]).increment(by: report.mergedSources)
         Counter(label: "floe_compactor_outputs_total").increment(by: report.outputs)
         Counter(label: "floe_compactor_trims_total").increment(by: report.trims)
+        Counter(label: "floe_compactor_cleanings_total").increment(by: report.cleanings)
+        Counter(label: "floe_compactor_cleaned_records_total").increment(by: report.cleanedRecords)
         Counter(label: "floe_compactor_refused_total").increment(by: report.refused)
         Counter(label: "floe_compactor_deleted_objects_total").increment(by: report.deletedObjects)
         Counter(label: "floe_compactor_reclaimed_bytes_total").increment(by: report.reclaimedBytes)

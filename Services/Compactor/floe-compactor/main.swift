@@ -18,7 +18,7 @@ import Glibc
 struct FloeCompactor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floe-compactor",
-        abstract: "Floe compactor: stream-set objects into stream objects, retention, garbage collection.",
+        abstract: "Floe compactor: stream-set objects into stream objects, retention, key compaction, garbage collection.",
         discussion: """
             --listen is accepted like every service's, for registration; the compactor serves no Kafka API on it. \
             Replicas split the work by their registered node ids; the lowest id also collects garbage.
@@ -96,7 +96,7 @@ struct FloeCompactor: AsyncParsableCommand {
                     details: CompactorStatusDetails(
                         passes: await compactor.passes, lastPassMillis: await compactor.lastPassMillis,
                         splitSources: totals.splitSources, mergedSources: totals.mergedSources, outputs: totals.outputs,
-                        trims: totals.trims, deletedObjects: totals.deletedObjects, reclaimedBytes: totals.reclaimedBytes))
+                        trims: totals.trims, cleanings: totals.cleanings, cleanedRecords: totals.cleanedRecords, deletedObjects: totals.deletedObjects, reclaimedBytes: totals.reclaimedBytes))
             })
         let lifecycle = CompactorLifecycle(
             compactor: compactor, follower: follower, membership: membership, interval: .milliseconds(intervalMs), logger: logger)
@@ -123,6 +123,8 @@ struct CompactorStatusDetails: Encodable, Sendable {
     var mergedSources: Int
     var outputs: Int
     var trims: Int
+    var cleanings: Int
+    var cleanedRecords: Int
     var deletedObjects: Int
     var reclaimedBytes: Int
 
@@ -133,6 +135,8 @@ struct CompactorStatusDetails: Encodable, Sendable {
         case mergedSources = "merged_sources"
         case outputs
         case trims
+        case cleanings
+        case cleanedRecords = "cleaned_records"
         case deletedObjects = "deleted_objects"
         case reclaimedBytes = "reclaimed_bytes"
     }
