@@ -116,12 +116,25 @@ import TestKit
     }
 
     /// retention.bytes moves the log start, and the objects wholly below it leave the store after the grace period.
+    @Test func retentionWaitsForItsCheckInterval() async throws {
+        var random = SeededRandom(seed: 8)
+        let world = CompactionWorld(topics: 1, partitions: 1, configs: ["retention.ms": "5000"])
+        for _ in 0..<12 { try await world.upload(&random, streams: world.streamIds) }
+        let compactor = world.compactor(settings: CompactorSettings(retentionCheckIntervalMillis: 10_000))
+        #expect(try await compactor.runPass().trims == 0, "the first check comes one interval after start")
+        world.advance(by: 9_999)
+        #expect(try await compactor.runPass().trims == 0)
+        world.advance(by: 1)
+        #expect(try await compactor.runPass().trims == 1)
+    }
+
     @Test func retentionFreesObjects() async throws {
         var random = SeededRandom(seed: 8)
         let world = CompactionWorld(topics: 1, partitions: 1, configs: ["retention.bytes": "3000"])
         for _ in 0..<12 { try await world.upload(&random, streams: world.streamIds) }
         let settings = CompactorSettings(
-            streamObjectBytes: 1 << 20, maxPassBytes: 1 << 20, deleteGraceMillis: 1000, orphanScanIntervalMillis: 1000)
+            streamObjectBytes: 1 << 20, maxPassBytes: 1 << 20, deleteGraceMillis: 1000, orphanScanIntervalMillis: 1000,
+            retentionCheckIntervalMillis: 0)
         let compactor = world.compactor(settings: settings)
         let first = try await compactor.runPass()
         #expect(first.trims == 1)

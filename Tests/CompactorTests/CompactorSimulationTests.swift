@@ -12,7 +12,7 @@ import TestKit
     /// Small targets, so a little data exercises splits, cuts and merges.
     static let settings = CompactorSettings(
         streamObjectBytes: 6000, mergeMinObjects: 3, maxPassBytes: 20_000, deleteGraceMillis: 1000, prepareLifetimeMillis: 5000,
-        orphanScanIntervalMillis: 1000)
+        orphanScanIntervalMillis: 1000, retentionCheckIntervalMillis: 0)
 
     /// A seeded world with a few uploads, some of them after a first compaction so that stream
     /// objects and new stream-set objects mix.

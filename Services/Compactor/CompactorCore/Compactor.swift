@@ -70,6 +70,7 @@ public actor Compactor {
     /// Store keys seen unreferenced, with when they were first seen.
     var orphansSeen: [String: Millis] = [:]
     var lastOrphanScan: Millis?
+    var lastRetentionCheck: Millis?
     /// Totals over all passes.
     public private(set) var totals = PassReport()
     public private(set) var passes = 0
@@ -98,7 +99,11 @@ public actor Compactor {
         }
         guard let shard = CompactorShard(state: await metadata.current(), nodeId: nodeId) else { return report }
         if shard.collectsGarbage { try await collectGarbage(&report) }
-        try await applyRetention(shard: shard, &report)
+        let clock = now()
+        let retentionDue = settings.retentionCheckIntervalMillis == 0
+            || lastRetentionCheck.map { clock - $0 >= settings.retentionCheckIntervalMillis } ?? false
+        if lastRetentionCheck == nil || retentionDue { lastRetentionCheck = clock }
+        if retentionDue { try await applyRetention(shard: shard, &report) }
         let splitting = CompactionPlanner.splitSources(await metadata.current(), shard: shard, maxBytes: settings.maxPassBytes)
         if !splitting.isEmpty { try await split(splitting, &report) }
         let state = await metadata.current()

@@ -14,6 +14,9 @@ public struct CompactorSettings: Sendable, Hashable {
     public var prepareLifetimeMillis: Millis
     /// How often the store is listed for objects that no metadata references.
     public var orphanScanIntervalMillis: Millis
+    /// How often retention is applied, like Kafka's `log.retention.check.interval.ms`; the first
+    /// check comes one interval after start (0: every pass, from the first).
+    public var retentionCheckIntervalMillis: Millis
     /// Cluster default of `retention.ms` for topics that do not set it (-1: keep forever).
     public var defaultRetentionMillis: Int64
     /// Cluster default of `retention.bytes` for topics that do not set it (-1: no size limit).
@@ -22,8 +25,9 @@ public struct CompactorSettings: Sendable, Hashable {
     public init(
         streamObjectBytes: Int = 32 << 20, mergeMinObjects: Int = 4, maxPassBytes: Int = 128 << 20,
         deleteGraceMillis: Millis = 60_000, prepareLifetimeMillis: Millis = 300_000, orphanScanIntervalMillis: Millis = 300_000,
-        defaultRetentionMillis: Int64 = 604_800_000, defaultRetentionBytes: Int64 = -1
+        retentionCheckIntervalMillis: Millis = 300_000, defaultRetentionMillis: Int64 = 604_800_000, defaultRetentionBytes: Int64 = -1
     ) {
+        self.retentionCheckIntervalMillis = retentionCheckIntervalMillis
         self.streamObjectBytes = streamObjectBytes
         self.mergeMinObjects = mergeMinObjects
         self.maxPassBytes = maxPassBytes

@@ -42,6 +42,8 @@ struct FloeCompactor: AsyncParsableCommand {
     var prepareLifetimeMs = 300_000
     @Option(name: .customLong("orphan-scan-interval-ms"), help: "How often the store is listed for objects no metadata references (FLOE_ORPHAN_SCAN_INTERVAL_MS).")
     var orphanScanIntervalMs = 300_000
+    @Option(name: .customLong("retention-check-interval-ms"), help: "How often retention is applied, as Kafka's log.retention.check.interval.ms; the first check one interval after start; 0: every pass (FLOE_RETENTION_CHECK_INTERVAL_MS).")
+    var retentionCheckIntervalMs = 300_000
     @Option(name: .customLong("default-retention-ms"), help: "retention.ms of topics that do not set it; -1 keeps data forever (FLOE_DEFAULT_RETENTION_MS).")
     var defaultRetentionMs: Int64 = 604_800_000
     @Option(name: .customLong("default-retention-bytes"), help: "retention.bytes of topics that do not set it; -1 means no limit (FLOE_DEFAULT_RETENTION_BYTES).")
@@ -56,6 +58,7 @@ struct FloeCompactor: AsyncParsableCommand {
         guard maxPassBytes >= 1 << 20 else { throw ValidationError("--max-pass-bytes must be at least 1 MiB") }
         guard deleteGraceMs >= 0 else { throw ValidationError("--delete-grace-ms must not be negative") }
         guard prepareLifetimeMs >= 1000 else { throw ValidationError("--prepare-lifetime-ms must be at least 1000") }
+        guard (0...86_400_000).contains(retentionCheckIntervalMs) else { throw ValidationError("--retention-check-interval-ms must be in 0...86400000") }
         guard orphanScanIntervalMs >= 1000 else { throw ValidationError("--orphan-scan-interval-ms must be at least 1000") }
         guard defaultRetentionMs >= -1, defaultRetentionBytes >= -1 else {
             throw ValidationError("--default-retention-ms and --default-retention-bytes must be -1 or more")
@@ -66,7 +69,8 @@ struct FloeCompactor: AsyncParsableCommand {
         CompactorSettings(
             streamObjectBytes: streamObjectBytes, mergeMinObjects: mergeMinObjects, maxPassBytes: maxPassBytes,
             deleteGraceMillis: Millis(deleteGraceMs), prepareLifetimeMillis: Millis(prepareLifetimeMs),
-            orphanScanIntervalMillis: Millis(orphanScanIntervalMs), defaultRetentionMillis: defaultRetentionMs,
+            orphanScanIntervalMillis: Millis(orphanScanIntervalMs), retentionCheckIntervalMillis: Millis(retentionCheckIntervalMs),
+            defaultRetentionMillis: defaultRetentionMs,
             defaultRetentionBytes: defaultRetentionBytes)
     }
 
