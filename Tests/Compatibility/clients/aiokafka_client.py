@@ -11,15 +11,12 @@ import common
 from common import Mismatch, expect, expect_equal, step
 import rawkafka
 
-try:
+with common.client_library("aiokafka"):
     import aiokafka
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     from aiokafka import errors as kafka_errors
-except ImportError as error:
-    print(f"FAIL: aiokafka is not importable from {sys.executable}: {error}", file=sys.stderr)
-    sys.exit(2)
 
 TIMEOUT_MS = 15_000
 
@@ -179,9 +176,7 @@ async def consumer_group(bootstrap, prefix, topic, counts):
 
     first = await member()
     try:
-        got = await read(first, counts)
-        for p, count in counts.items():
-            expect_equal([o for o, _ in got[p]], list(range(count)), f"group {group}: offsets of {topic}-{p} read by the first member")
+        common.check_first_member(group, topic, await read(first, counts), counts)
         await first.commit()
         for p, count in counts.items():
             expect_equal(await first.committed(TopicPartition(topic, p)), count, f"group {group}: committed offset of {topic}-{p}")

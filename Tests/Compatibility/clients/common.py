@@ -1,11 +1,12 @@
-"""What every client script shares: arguments, the overall deadline, the records an application
-writes and the exact checks of what it reads back.
+"""What every client script shares: arguments, the import of its client library, the overall
+deadline, the records an application writes, reading them back and the exact checks of what it reads.
 
 The scripts run one client library each against a live Floe cluster and exit non-zero with a
 message naming the first mismatch. Records are deterministic so every check compares against
 exact expected values, never against what the broker happened to return.
 """
 import argparse
+import contextlib
 import faulthandler
 import sys
 import time
@@ -42,6 +43,18 @@ def parse_args(description, extra=None):
     args = parser.parse_args()
     install_deadline(args.deadline)
     return args
+
+
+@contextlib.contextmanager
+def client_library(name):
+    """Around a script's imports of its client library. A failed import ends the run with status 2
+    and a FAIL line naming the interpreter: a client that is not installed there (or too old to have
+    what the script imports) is a broken setup, not a compatibility failure (status 1)."""
+    try:
+        yield
+    except ImportError as error:
+        print(f"FAIL: {name} is not importable from {sys.executable}: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def install_deadline(seconds):
@@ -125,6 +138,33 @@ def check_partition(topic, partition, got, want):
         expect_equal(ts, record["timestamp"], f"{where}: timestamp")
 
 
+def check_first_member(group, topic, got, counts):
+    """What the first member of a consumer group read (`got`: (offset, key) by partition): every
+    partition from offset 0 to its end."""
+    for p, count in counts.items():
+        expect_equal([o for o, _ in got[p]], list(range(count)), f"group {group}: offsets of {topic}-{p} read by the first member")
+
+
+def round_trip_codec_topics(phase, topics, produce, consume_all, check_offsets):
+    """The topic of every codec (`topics`, in CODECS order): the write phase produces each
+    partition's expected records, the read phase reads them back from the earliest offsets and
+    checks them record for record, then the partitions' offsets. The client's part:
+    `produce(topic, codec, records_by_partition)`, `consume_all(topic, counts)` returning
+    (offset, key, value, headers, timestamp) by partition, `check_offsets(topic, counts)`."""
+    for codec, topic in zip(CODECS, topics):
+        records = {p: expected_records(codec, p) for p in range(PARTITIONS)}
+        counts = {p: len(r) for p, r in records.items()}
+        if phase != "read":
+            produce(topic, codec, records)
+            step(f"{codec}: produced {sum(counts.values())} records")
+        if phase != "write":
+            got = consume_all(topic, counts)
+            for p in records:
+                check_partition(topic, p, got[p], records[p])
+            check_offsets(topic, counts)
+            step(f"{codec}: consumed and checked {sum(counts.values())} records and their offsets")
+
+
 def timestamp_queries(partition):
     """(query timestamp, expected offset or None): exact hits, a time between two records, before
     the first record and after the last."""
@@ -152,3 +192,15 @@ def deadline_loop(seconds, what):
     while time.monotonic() < end:
         yield
     raise Mismatch(f"timed out after {seconds} s: {what}")
+
+
+def read_partitions(want, poll, what, seconds=60):
+    """Polls until there are `want[p]` records of every partition p; returns them by partition in
+    the order delivered. `poll()` returns the (partition, record) pairs of one poll of the client."""
+    got = {p: [] for p in want}
+    for _ in deadline_loop(seconds, what):
+        if all(len(got[p]) >= want[p] for p in want):
+            break
+        for partition, record in poll():
+            got[partition].append(record)
+    return got

@@ -20,13 +20,10 @@ import common
 from common import Mismatch, expect, expect_equal, step
 import rawkafka
 
-try:
+with common.client_library("confluent_kafka"):
     import confluent_kafka
     from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
-except ImportError as error:
-    print(f"FAIL: confluent_kafka is not importable from {sys.executable}: {error}", file=sys.stderr)
-    sys.exit(2)
 
 TIMEOUT = 15.0
 # A producer still alive after its topic is deleted would bring the topic back through its metadata
@@ -115,20 +112,25 @@ def consume_all(bootstrap, prefix, topic, counts):
         consumer.close()
 
 
+def polled(consumer, what, record):
+    """One poll (1 s) for common.read_partitions: the partition and `record(message)` of the message
+    delivered, if any; a consumer error fails the run, named after `what`."""
+    message = consumer.poll(1.0)
+    if message is None:
+        return []
+    expect(message.error() is None, f"{what}: consumer error {message.error()}")
+    return [(message.partition(), record(message))]
+
+
 def read_assigned(consumer, topic, counts):
     consumer.assign([TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in counts])
-    got = {p: [] for p in counts}
-    for _ in common.deadline_loop(30, f"consuming {topic}"):
-        if all(len(got[p]) >= counts[p] for p in counts):
-            break
-        message = consumer.poll(1.0)
-        if message is None:
-            continue
-        if message.error():
-            raise Mismatch(f"{topic}: consumer error {message.error()}")
+
+    def record(message):
         kind, ts = message.timestamp()
         expect_equal(kind, confluent_kafka.TIMESTAMP_CREATE_TIME, f"{topic}-{message.partition()} timestamp type")
-        got[message.partition()].append((message.offset(), message.key(), message.value(), message.headers(), ts))
+        return (message.offset(), message.key(), message.value(), message.headers(), ts)
+
+    got = common.read_partitions(counts, lambda: polled(consumer, topic, record), f"consuming {topic}", seconds=30)
     consumer.unassign()
     return got
 
@@ -399,23 +401,13 @@ def consumer_group(bootstrap, prefix, topic, counts):
         })
 
     def read(consumer, want):
-        got = {p: [] for p in counts}
-        for _ in common.deadline_loop(60, f"group {group} reading {topic}"):
-            if all(len(got[p]) >= want[p] for p in counts):
-                break
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            expect(message.error() is None, f"group {group}: consumer error {message.error()}")
-            got[message.partition()].append((message.offset(), message.key()))
-        return got
+        return common.read_partitions(
+            want, lambda: polled(consumer, f"group {group}", lambda m: (m.offset(), m.key())), f"group {group} reading {topic}")
 
     first = member()
     try:
         first.subscribe([topic])
-        got = read(first, counts)
-        for p, count in counts.items():
-            expect_equal([o for o, _ in got[p]], list(range(count)), f"group {group}: offsets of {topic}-{p} read by the first member")
+        common.check_first_member(group, topic, read(first, counts), counts)
         first.commit(asynchronous=False)
         committed = first.committed([TopicPartition(topic, p) for p in counts], timeout=TIMEOUT)
         expect_equal({tp.partition: tp.offset for tp in committed}, dict(counts), f"group {group}: committed offsets")
@@ -454,14 +446,7 @@ def commit_group(bootstrap, prefix, topic, counts):
                          "auto.offset.reset": "earliest", "enable.partition.eof": False})
     try:
         consumer.subscribe([topic])
-        seen = {p: 0 for p in counts}
-        for _ in common.deadline_loop(60, f"the kept group reading {topic}"):
-            if all(seen[p] >= counts[p] for p in counts):
-                break
-            message = consumer.poll(1.0)
-            if message is not None:
-                expect(message.error() is None, f"kept group: consumer error {message.error()}")
-                seen[message.partition()] += 1
+        common.read_partitions(counts, lambda: polled(consumer, "kept group", lambda message: None), f"the kept group reading {topic}")
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
@@ -495,17 +480,11 @@ def main():
     try:
         for topic in topics:
             wait_until_writable(consumer, topic, range(common.PARTITIONS))
-        for codec, topic in zip(common.CODECS, topics):
-            records = {p: common.expected_records(codec, p) for p in range(common.PARTITIONS)}
-            if args.phase != "read":
-                produce(args.bootstrap, topic, codec, records)
-                step(f"{codec}: produced {sum(len(r) for r in records.values())} records")
-            if args.phase != "write":
-                got = consume_all(args.bootstrap, args.prefix, topic, {p: len(r) for p, r in records.items()})
-                for p in records:
-                    common.check_partition(topic, p, got[p], records[p])
-                check_offsets(admin, consumer, topic, {p: len(r) for p, r in records.items()})
-                step(f"{codec}: consumed and checked {sum(len(r) for r in records.values())} records and their offsets")
+        common.round_trip_codec_topics(
+            args.phase, topics,
+            produce=lambda topic, codec, records: produce(args.bootstrap, topic, codec, records),
+            consume_all=lambda topic, counts: consume_all(args.bootstrap, args.prefix, topic, counts),
+            check_offsets=lambda topic, counts: check_offsets(admin, consumer, topic, counts))
         counts = {p: common.PER_PARTITION for p in range(common.PARTITIONS)}
         if args.phase == "write":
             commit_group(args.bootstrap, args.prefix, topics[4], counts)

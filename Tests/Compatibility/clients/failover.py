@@ -33,12 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 from common import Mismatch, expect, expect_equal, step
 
-try:
+with common.client_library("confluent_kafka"):
     from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
     from confluent_kafka.admin import AdminClient, NewTopic
-except ImportError as error:
-    print(f"FAIL: confluent_kafka is not importable from {sys.executable}: {error}", file=sys.stderr)
-    sys.exit(2)
 
 TIMEOUT = 15.0
 MAX_IN_FLIGHT_RECORDS = 500
@@ -55,6 +52,24 @@ def partition_end(consumer, topic, note_error):
             described = describe_topic(consumer, topic)
             note_error(f"end offset query ({described})", error)
             time.sleep(0.2)
+
+
+class StopAtEnd:
+    """Where a reader of the partition stops: at the end the partition has once the stop file
+    exists (the producer has exited), or 60 s after that if it cannot get there. `end` is that
+    offset, None until the stop file appears."""
+
+    def __init__(self, consumer, topic, stop_file, note_error):
+        self.consumer, self.topic, self.stop_file, self.note_error = consumer, topic, stop_file, note_error
+        self.end = None
+        self.deadline = None
+
+    def reached(self, position):
+        """Whether a reader whose next offset is `position` is done."""
+        if self.end is None and os.path.exists(self.stop_file):
+            self.end = partition_end(self.consumer, self.topic, self.note_error)
+            self.deadline = time.monotonic() + 60
+        return self.end is not None and (position >= self.end or time.monotonic() > self.deadline)
 
 
 def describe_topic(consumer, topic):
@@ -150,17 +165,11 @@ def follow(args):
     })
     followed = open(args.followed, "a", buffering=1)
     transient = []
-    end = None
+    stop = StopAtEnd(consumer, args.topic, args.stop_file, lambda when, error: transient.append(f"{when}: {error}"))
     position = 0
     try:
         consumer.assign([TopicPartition(args.topic, 0, OFFSET_BEGINNING)])
-        while True:
-            if end is None and os.path.exists(args.stop_file):
-                # The producer has finished: read up to the end the partition has now.
-                end = partition_end(consumer, args.topic, lambda when, error: transient.append(f"{when}: {error}"))
-                deadline = time.monotonic() + 60
-            if end is not None and (position >= end or time.monotonic() > deadline):
-                break
+        while not stop.reached(position):
             message = consumer.poll(0.2)
             if message is None:
                 continue
@@ -174,8 +183,8 @@ def follow(args):
     finally:
         followed.close()
         consumer.close()
-    print(json.dumps({"followed_to": position, "end": end, "transient_errors": len(transient), "first_errors": transient[:3]}), flush=True)
-    expect(position >= end, f"follower stopped at offset {position}, the partition ends at {end}")
+    print(json.dumps({"followed_to": position, "end": stop.end, "transient_errors": len(transient), "first_errors": transient[:3]}), flush=True)
+    expect(position >= stop.end, f"follower stopped at offset {position}, the partition ends at {stop.end}")
 
 
 def coordinator(args):
@@ -212,15 +221,10 @@ def group_follow(args):
         first = errors.get(kind, {}).get("first", f"{time.strftime('%H:%M:%S')} {when}")
         errors[kind] = {"first": first, "last": f"{time.strftime('%H:%M:%S')} {when}"}
 
-    end = None
+    stop = StopAtEnd(consumer, args.topic, args.stop_file, note_error)
     try:
         consumer.subscribe([args.topic])
-        while True:
-            if end is None and os.path.exists(args.stop_file):
-                end = partition_end(consumer, args.topic, note_error)
-                deadline = time.monotonic() + 60
-            if end is not None and (position >= end or time.monotonic() > deadline):
-                break
+        while not stop.reached(position):
             message = consumer.poll(0.2)
             if message is None:
                 continue
@@ -256,9 +260,9 @@ def group_follow(args):
     finally:
         followed.close()
         consumer.close()
-    print(json.dumps({"group_followed_to": position, "end": end, "committed": committed, "redelivered": redelivered,
+    print(json.dumps({"group_followed_to": position, "end": stop.end, "committed": committed, "redelivered": redelivered,
                       "commits": commits, "errors": errors}), flush=True)
-    expect(position >= end, f"group member stopped at offset {position}, the partition ends at {end}")
+    expect(position >= stop.end, f"group member stopped at offset {position}, the partition ends at {stop.end}")
     expect_equal(committed, position, "the group's committed offset after the final commit")
 
 

@@ -19,13 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 from common import expect, expect_equal, step
 
-try:
+with common.client_library("kafka-python"):
     import kafka
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient
-except ImportError as error:
-    print(f"FAIL: kafka-python is not importable from {sys.executable}: {error}", file=sys.stderr)
-    sys.exit(2)
 
 TIMEOUT_MS = 15_000
 MANY = 24

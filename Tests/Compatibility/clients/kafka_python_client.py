@@ -11,14 +11,11 @@ import common
 from common import Mismatch, expect, expect_equal, step
 import rawkafka
 
-try:
+with common.client_library("kafka-python"):
     import kafka
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
     from kafka import errors as kafka_errors
-except ImportError as error:
-    print(f"FAIL: kafka-python is not importable from {sys.executable}: {error}", file=sys.stderr)
-    sys.exit(2)
 
 TIMEOUT_MS = 15_000
 # Idempotence (kafka-python 3's default) is switched on per codec (common.IDEMPOTENT_CODECS).
@@ -57,21 +54,23 @@ def new_consumer(bootstrap):
                          auto_offset_reset="none", request_timeout_ms=TIMEOUT_MS, allow_auto_create_topics=False)
 
 
+def polled(consumer, record):
+    """One poll (1 s) for common.read_partitions: the partition and `record(message)` of every message."""
+    return [(tp.partition, record(m)) for tp, messages in consumer.poll(timeout_ms=1000).items() for m in messages]
+
+
 def consume_all(bootstrap, topic, counts):
     consumer = new_consumer(bootstrap)
     try:
         partitions = [TopicPartition(topic, p) for p in counts]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        got = {p: [] for p in counts}
-        for _ in common.deadline_loop(30, f"consuming {topic}"):
-            if all(len(got[p]) >= counts[p] for p in counts):
-                break
-            for tp, messages in consumer.poll(timeout_ms=1000).items():
-                for m in messages:
-                    expect_equal(m.timestamp_type, 0, f"{topic}-{tp.partition} timestamp type (0 = CreateTime)")
-                    got[tp.partition].append((m.offset, m.key, m.value, m.headers, m.timestamp))
-        return got
+
+        def record(m):
+            expect_equal(m.timestamp_type, 0, f"{topic}-{m.partition} timestamp type (0 = CreateTime)")
+            return (m.offset, m.key, m.value, m.headers, m.timestamp)
+
+        return common.read_partitions(counts, lambda: polled(consumer, record), f"consuming {topic}", seconds=30)
     finally:
         consumer.close()
 
@@ -161,20 +160,12 @@ def consumer_group(bootstrap, prefix, topic, counts):
                              request_timeout_ms=TIMEOUT_MS, session_timeout_ms=10_000, heartbeat_interval_ms=1_000)
 
     def read(consumer, want):
-        got = {p: [] for p in counts}
-        for _ in common.deadline_loop(60, f"group {group} reading {topic}"):
-            if all(len(got[p]) >= want[p] for p in counts):
-                break
-            for tp, messages in consumer.poll(timeout_ms=1000).items():
-                got[tp.partition] += [(m.offset, m.key) for m in messages]
-        return got
+        return common.read_partitions(want, lambda: polled(consumer, lambda m: (m.offset, m.key)), f"group {group} reading {topic}")
 
     first = member()
     try:
         first.subscribe([topic])
-        got = read(first, counts)
-        for p, count in counts.items():
-            expect_equal([o for o, _ in got[p]], list(range(count)), f"group {group}: offsets of {topic}-{p} read by the first member")
+        common.check_first_member(group, topic, read(first, counts), counts)
         first.commit()
         for p, count in counts.items():
             expect_equal(first.committed(TopicPartition(topic, p)), count, f"group {group}: committed offset of {topic}-{p}")
@@ -216,17 +207,11 @@ def main():
 
     consumer = new_consumer(args.bootstrap)
     try:
-        for codec, topic in zip(common.CODECS, topics):
-            records = {p: common.expected_records(codec, p) for p in range(common.PARTITIONS)}
-            if args.phase != "read":
-                produce(args.bootstrap, topic, codec, records)
-                step(f"{codec}: produced {sum(len(r) for r in records.values())} records")
-            if args.phase != "write":
-                got = consume_all(args.bootstrap, topic, {p: len(r) for p, r in records.items()})
-                for p in records:
-                    common.check_partition(topic, p, got[p], records[p])
-                check_offsets(consumer, topic, {p: len(r) for p, r in records.items()})
-                step(f"{codec}: consumed and checked {sum(len(r) for r in records.values())} records and their offsets")
+        common.round_trip_codec_topics(
+            args.phase, topics,
+            produce=lambda topic, codec, records: produce(args.bootstrap, topic, codec, records),
+            consume_all=lambda topic, counts: consume_all(args.bootstrap, topic, counts),
+            check_offsets=lambda topic, counts: check_offsets(consumer, topic, counts))
         if args.phase != "all":
             return
 
