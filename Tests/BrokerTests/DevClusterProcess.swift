@@ -51,8 +51,15 @@ final class DevClusterProcess: Sendable {
                 "dev", "up", "--data-dir", dataDirectory, "--base-port", "\(basePort)", "--zones", zones.joined(separator: ","),
                 "--brokers-per-zone", "\(brokersPerZone)",
                 "--log-level", "info", "--grace-period", "10",
-            ] + extraArguments,
+            ] + Self.retentionArguments(extraArguments) + extraArguments,
             logPath: "\(dataDirectory)/floe-dev.out")
+    }
+
+    /// The client scripts write records with fixed timestamps from 2023 (for offsets_for_times checks), which
+    /// Kafka's default retention of 7 days would delete as soon as the compactor checks; so these clusters keep
+    /// data without a time limit unless a test sets its own retention.
+    static func retentionArguments(_ extra: [String]) -> [String] {
+        extra.contains { $0.contains("default-retention-ms") } ? [] : ["--compactor-arg=--default-retention-ms=-1"]
     }
 
     /// SIGTERM: floe dev stops its children gracefully and exits; returns its exit status.
