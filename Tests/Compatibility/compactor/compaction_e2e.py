@@ -400,7 +400,8 @@ def main():
         environment = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
         dev = FloeDev(args.floe, data_dir, free_base_port(),
                       ["--object-store", store, f"--compactor-arg=--interval-ms={INTERVAL_MS}",
-                       f"--compactor-arg=--delete-grace-ms={GRACE_MS}", "--broker-arg=--log-cache-bytes=0"],
+                       f"--compactor-arg=--delete-grace-ms={GRACE_MS}",
+                       "--compactor-arg=--retention-check-interval-ms=0", "--broker-arg=--log-cache-bytes=0"],
                       environment=environment)
         dev.wait_all_ready(90)
         step(f"cluster up on {dev.bootstrap} with {store}")
