@@ -1,3 +1,5 @@
+// About 400 lines on purpose: the engine's one actor (appends, group commit, reads, trims, fences) whose
+// state must change together; the batching rules, format and recovery already live in their own files.
 import DequeModule
 import Logging
 import NIOConcurrencyHelpers

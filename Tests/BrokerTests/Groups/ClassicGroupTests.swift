@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: one suite walking the classic group protocol step by step (join, sync,
+// heartbeat, leave, static members, expiry), each test building on the same small fixtures.
 @testable import BrokerCore
 import KafkaProtocol
 import NIOCore

@@ -1,3 +1,5 @@
+// About 400 lines on purpose: the whole in-process broker fixture (controller, WAL writer, store,
+// broker and a typed client) that the handler tests share, kept in one place so they all build it alike.
 import ClusterMetadata
 import EventLoopTimers
 import Foundation

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The compactor end to end on real S3 (SeaweedFS with signature checking), looking into the bucket.
 
+Longer than 400 lines on purpose: two scenarios that share the cluster, bucket and read-back steps.
+
 merge      a topic of 50 partitions takes 100,000 keyed records (confluent-kafka, every value
            different) in 8 rounds, each split before the next, so small stream objects pile up;
            once the compactor has no stream-set object left and a pass finds nothing more to
