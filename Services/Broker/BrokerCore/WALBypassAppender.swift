@@ -1,4 +1,5 @@
 import ClusterMetadata
+import ControllerClient
 import DequeModule
 import KafkaProtocol
 import Logging
@@ -67,7 +68,7 @@ public actor WALBypassAppender {
 
     private func upload(_ items: [Pending]) async -> WALCallError? {
         do {
-            let prepared = try await writer.writeWithIndex(.prepareObject(kind: .streamSet, deadline: Self.nowMillis() + 60_000)).result
+            let prepared = try await writer.writeWithIndex(.prepareObject(kind: .streamSet, deadline: wallClockMillis() + 60_000)).result
             guard case .objectPrepared(let objectId) = prepared else {
                 return WALCallError(code: KafkaErrorCode.notLeaderOrFollower.rawValue, message: "prepareObject answered \(prepared)")
             }
@@ -93,7 +94,7 @@ public actor WALBypassAppender {
             let bytes = try object.finish()
             try await store.put(ObjectKey.make(id: UInt64(bitPattern: objectId), kind: .streamSet), bytes)
             let committed = try await writer.writeAndWait(
-                .commitObject(ObjectCommit(objectId: objectId, size: Int64(bytes.readableBytes), ranges: ranges), compactedSources: [], now: Self.nowMillis()),
+                .commitObject(ObjectCommit(objectId: objectId, size: Int64(bytes.readableBytes), ranges: ranges), compactedSources: [], now: wallClockMillis()),
                 metadata: metadata)
             guard case .ok = committed else {
                 let code = committed.errorCode == MetadataErrorCode.fencedLeaderEpoch ? KafkaErrorCode.fencedLeaderEpoch : .notLeaderOrFollower
@@ -107,9 +108,4 @@ public actor WALBypassAppender {
         }
     }
 
-    static func nowMillis() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
 }

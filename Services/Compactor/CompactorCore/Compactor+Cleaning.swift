@@ -17,7 +17,8 @@ extension Compactor {
                   let rules = CleaningRules(configs: topic.configs), checkedEnds[streamId] != stream.committedEnd
             else { continue }
             var run: [ObjectRecord] = []
-            for location in state.objects(covering: streamId, from: stream.startOffset) where !run.contains(where: { $0.id == location.objectId }) {
+            var inRun: Set<ObjectID> = []
+            for location in state.objects(covering: streamId, from: stream.startOffset) where inRun.insert(location.objectId).inserted {
                 guard let object = state.objects[location.objectId], object.kind == .stream else { break }
                 run.append(object)
             }

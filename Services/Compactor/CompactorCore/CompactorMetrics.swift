@@ -16,16 +16,21 @@ enum CompactorMetrics {
     /// Gauges of the objects the metadata knows, by kind and state, and the compaction lag: the age
     /// of the oldest committed stream-set object.
     static func record(_ state: MetadataState, now: Millis) {
+        var counts: [ObjectKind: Int] = [:]
+        var bytes: [ObjectKind: Int64] = [:]
+        var oldestStreamSet: Millis?
+        for object in state.objects(in: .committed) {
+            counts[object.kind, default: 0] += 1
+            bytes[object.kind, default: 0] += object.size
+            if object.kind == .streamSet { oldestStreamSet = min(oldestStreamSet ?? object.committedAt, object.committedAt) }
+        }
         for kind in ObjectKind.allCases {
-            let committed = state.objects(in: .committed).filter { $0.kind == kind }
-            Gauge(label: "floe_compactor_objects", dimensions: [("kind", kindName(kind))]).record(committed.count)
-            Gauge(label: "floe_compactor_object_bytes", dimensions: [("kind", kindName(kind))])
-                .record(committed.reduce(0) { $0 + $1.size })
+            Gauge(label: "floe_compactor_objects", dimensions: [("kind", kindName(kind))]).record(counts[kind] ?? 0)
+            Gauge(label: "floe_compactor_object_bytes", dimensions: [("kind", kindName(kind))]).record(bytes[kind] ?? 0)
         }
         Gauge(label: "floe_compactor_destroyed_objects").record(state.objects(in: .destroyed).count)
         Gauge(label: "floe_compactor_prepared_objects").record(state.objects(in: .prepared).count)
-        let oldest = state.objects(in: .committed).filter { $0.kind == .streamSet }.map(\.committedAt).min()
-        Gauge(label: "floe_compactor_lag_seconds").record(Double(oldest.map { max(0, now - $0) } ?? 0) / 1000)
+        Gauge(label: "floe_compactor_lag_seconds").record(Double(oldestStreamSet.map { max(0, now - $0) } ?? 0) / 1000)
     }
 
     /// Counters of one pass.

@@ -8,10 +8,6 @@ import Logging
 import ObjectStorage
 import ServiceLifecycle
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// `floe-compactor`: merges small objects into per-partition stream objects, applies retention and
 /// deletes what no metadata references.
 @main
@@ -89,7 +85,7 @@ struct FloeCompactor: AsyncParsableCommand {
             logger: logger)
         let compactor = Compactor(
             nodeId: common.nodeID, settings: settings, metadata: ControllerMetadata(client: controller, follower: follower),
-            store: store, now: wallClockMillis, logger: logger)
+            store: store, now: { wallClockMillis() }, logger: logger)
         let options = common
         let handlers = AdminServer.Handlers(
             ready: { await membership.isRegistered },
@@ -110,13 +106,6 @@ struct FloeCompactor: AsyncParsableCommand {
             logger.info("compactor exited after graceful shutdown")
         }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch (metadata commands carry wall time).
-@Sendable func wallClockMillis() -> Millis {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
 }
 
 /// The compactor-specific `/status` fields (totals since start).

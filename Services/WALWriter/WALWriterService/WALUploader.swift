@@ -113,7 +113,7 @@ public actor WALUploader {
         guard !snapshot.streams.isEmpty else { return }
         let started = ContinuousClock.now
         let (prepared, preparedIndex) = try await controller.writeWithIndex(
-            .prepareObject(kind: .streamSet, deadline: Self.nowMillis() + prepareLifetimeMillis))
+            .prepareObject(kind: .streamSet, deadline: wallClockMillis() + prepareLifetimeMillis))
         guard case .objectPrepared(let objectId) = prepared else { throw WALUploadError.controller("prepareObject answered \(prepared)") }
         guard await metadata.waitForVersion(preparedIndex, timeout: .seconds(5)) else {
             throw WALUploadError.controller("metadata did not reach version \(preparedIndex)")
@@ -169,14 +169,14 @@ public actor WALUploader {
             Counter(label: "floe_wal_object_puts_total").increment()
             Counter(label: "floe_wal_uploaded_bytes_total").increment(by: object.readableBytes)
             let commit = ObjectCommit(objectId: objectId, size: Int64(object.readableBytes), ranges: ranges)
-            let result = try await controller.write(.commitObject(commit, compactedSources: [], now: Self.nowMillis()))
+            let result = try await controller.write(.commitObject(commit, compactedSources: [], now: wallClockMillis()))
             guard case .ok = result else { throw WALUploadError.controller("commitObject answered \(result)") }
         } else {
-            _ = try? await controller.write(.releaseObjects([objectId], now: Self.nowMillis()))
+            _ = try? await controller.write(.releaseObjects([objectId], now: wallClockMillis()))
         }
         try await engine.trim(upTo: snapshot.upToLSN, committedEnds: ends)
         uploads += 1
-        lastUploadMillis = Self.nowMillis()
+        lastUploadMillis = wallClockMillis()
         Counter(label: "floe_wal_uploads_total").increment()
         Timer(label: "floe_wal_upload_seconds").recordNanoseconds(nanoseconds(ContinuousClock.now - started))
         logger.debug("uploaded", metadata: ["object": "\(objectId)", "streams": "\(ranges.count)"])
@@ -199,10 +199,4 @@ public actor WALUploader {
         return result
     }
 
-    /// Wall-clock milliseconds since the Unix epoch (metadata commands carry wall time).
-    static func nowMillis() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
 }

@@ -126,7 +126,11 @@ def incremental():
     poll_until(members, lambda: covers_once(members, everything), "three-members-cover-once")
     report("three-members", True, owned=[m.owned() for m in members])
     from confluent_kafka import ConsumerGroupState, ConsumerGroupType
-    view = described(group)
+    # Members own their partitions a heartbeat before the coordinator has their acknowledgement: until then the
+    # group is Reconciling (UNKNOWN to librdkafka), as in Kafka. Heartbeat on until it says Stable, bounded.
+    views = []
+    poll_until(members, lambda: views.append(described(group)) or views[-1].state == ConsumerGroupState.STABLE, "describe-stable")
+    view = views[-1]
     report("describe", view.type == ConsumerGroupType.CONSUMER and view.state == ConsumerGroupState.STABLE and len(view.members) == 3
            and sorted(tp.partition for m in view.members for tp in m.assignment.topic_partitions) == list(range(6)),
            type=str(view.type), state=str(view.state), members=len(view.members))
