@@ -52,6 +52,15 @@ public struct KafkaPendingResponse: Sendable {
     private init(storage: Storage) {
         self.storage = storage
     }
+
+    /// The same response, passed through `transform` once known (e.g. to count its bytes).
+    public func map(_ transform: @escaping @Sendable (KafkaResponseAction) -> KafkaResponseAction) -> KafkaPendingResponse {
+        switch storage {
+        case .ready(let action): Self(storage: .ready(transform(action)))
+        case .later(let complete): Self(storage: .later { transform(await complete()) })
+        case .future(let future): Self(storage: .future(future.map(transform)))
+        }
+    }
 }
 
 /// Serves the requests of every connection of a `KafkaServer`.
