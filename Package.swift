@@ -296,7 +296,7 @@ let package = Package(
         .testTarget(
             name: "FloeServiceTests",
             dependencies: [
-                "FloeService",
+                "FloeService", "KafkaTransport", "KafkaProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

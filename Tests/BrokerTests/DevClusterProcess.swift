@@ -51,7 +51,7 @@ final class DevClusterProcess: Sendable {
                 "dev", "up", "--data-dir", dataDirectory, "--base-port", "\(basePort)", "--zones", zones.joined(separator: ","),
                 "--brokers-per-zone", "\(brokersPerZone)",
                 "--log-level", "info", "--grace-period", "10",
-            ] + Self.retentionArguments(extraArguments) + extraArguments,
+            ] + Self.retentionArguments(extraArguments) + Self.zoneRoutingArguments(extraArguments) + extraArguments,
             logPath: "\(dataDirectory)/floe-dev.out")
     }
 
@@ -60,6 +60,12 @@ final class DevClusterProcess: Sendable {
     /// data without a time limit unless a test sets its own retention.
     static func retentionArguments(_ extra: [String]) -> [String] {
         extra.contains { $0.contains("default-retention-ms") } ? [] : ["--compactor-arg=--default-retention-ms=-1"]
+    }
+
+    /// Most client tests check what a client sees of leaders in several zones (moves, fail-over, the WAL
+    /// tail), so their clusters run with zone routing off; the zone tests pass `--broker-arg=--zone-routing=on`.
+    static func zoneRoutingArguments(_ extra: [String]) -> [String] {
+        extra.contains { $0.contains("zone-routing") } ? [] : ["--broker-arg=--zone-routing=off"]
     }
 
     /// SIGTERM: floe dev stops its children gracefully and exits; returns its exit status.

@@ -27,6 +27,10 @@ public final class BrokerContext: Sendable {
     public let autoCreate: @Sendable ([String]) async -> [String: Int16]
     /// Wall-clock milliseconds.
     public let now: @Sendable () -> Int64
+    /// Zone routing: writes produces for partitions led from other zones into routed objects (nil without it).
+    public let router: ProduceRouter?
+    /// Zone routing: appends claims of routed objects for partitions led here.
+    public let claims: RoutedClaims?
     /// Set once this broker has seen itself among the active brokers of its metadata image.
     private let listed = Atomic<Bool>(false)
 
@@ -34,7 +38,7 @@ public final class BrokerContext: Sendable {
         settings: BrokerSettings, metadata: any MetadataSource, writer: any MetadataWriter, replicas: ReplicaManager, wal: WALClient,
         committed: any CommittedDataReader, logger: Logger,
         autoCreate: @escaping @Sendable ([String]) async -> [String: Int16],
-        now: @escaping @Sendable () -> Int64
+        now: @escaping @Sendable () -> Int64, router: ProduceRouter? = nil, claims: RoutedClaims? = nil
     ) {
         self.settings = settings
         self.metadata = metadata
@@ -48,6 +52,8 @@ public final class BrokerContext: Sendable {
         self.logger = logger
         self.autoCreate = autoCreate
         self.now = now
+        self.router = router
+        self.claims = claims
     }
 
     /// Whether `waitUntilListed` has nothing left to wait for.

@@ -7,6 +7,8 @@ enum BrokerMetrics {
     static let produceBytes = Counter(label: "floe_broker_produce_bytes_total")
     static let produceSeconds = Timer(label: "floe_broker_produce_seconds")
     static let fetchBytes = Counter(label: "floe_broker_fetch_bytes_total")
+    /// Bytes appended here from routed objects (produces another zone's broker routed to this leader).
+    static let claimedBytes = Counter(label: "floe_broker_claimed_bytes_total")
     /// Fetch requests by kind: `full` (session epoch 0 or -1) or `incremental`.
     static let fetchRequests = FetchKind.metrics { Counter(label: "floe_broker_fetch_requests_total", dimensions: [("kind", $0)]) }
     /// Partitions a Fetch request lists, by kind (an incremental one lists only what changed).

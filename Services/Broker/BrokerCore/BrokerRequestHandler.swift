@@ -37,7 +37,9 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
 
     /// Request header versions of the implemented APIs; anything else closes the connection
     /// (ApiVersions answers at every version, as Kafka requires).
-    public static let resolver: KafkaHeaderVersionResolver = brokerAdvertisedVersions.headerVersionResolver
+    /// RoutedClaim (brokers' own call for zone routing) is served but not advertised to clients.
+    public static let resolver: KafkaHeaderVersionResolver =
+        AdvertisedVersions(brokerAdvertisedVersions.entries + [.init(.routedClaim, 0...0)]).headerVersionResolver
 
     /// Every API follows one convention, so a new one is a line here and a file under Handlers/ (or Groups/):
     ///
@@ -68,7 +70,10 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             guard let parsed: ProduceRequest = decode(request) else { return malformed(key, version) }
             return await Produce.accept(parsed, version: version, context: context)
         case .metadata:
-            return serve(request, MetadataRequest.self) { parsed in await MetadataHandler.handle(parsed, version: version, context: context) }
+            let zone = ClientZone.of(request.clientId, fallback: context.settings.zone)
+            return serve(request, MetadataRequest.self) { parsed in
+                await MetadataHandler.handle(parsed, version: version, context: context, clientZone: zone)
+            }
         case .fetch:
             return serve(request, FetchRequest.self) { parsed in await Fetch.handle(parsed, version: version, context: context) }
         case .listOffsets:
@@ -106,6 +111,9 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             return serve(request, ListPartitionReassignmentsRequest.self) { parsed in
                 await admin.listPartitionReassignments(parsed, version: version)
             }
+        case .routedClaim:
+            guard let claims = context.claims else { return .immediate(.close(reason: "zone routing is off on this broker")) }
+            return serve(request, RoutedClaimRequest.self) { parsed in await claims.handle(parsed, context: context) }
         case .findCoordinator:
             return serve(request, FindCoordinatorRequest.self) { parsed in
                 await GroupHandlers.findCoordinator(parsed, version: version, context: context)

@@ -26,6 +26,13 @@ public struct BrokerSettings: Sendable, Hashable {
     public var maxIncrementalFetchSessionCachePartitions: Int
     /// How long a fetch session must have been idle before any new session may evict it.
     public var minIncrementalFetchSessionEvictionMs: Int64
+    /// Zone routing (DESIGN §6): Metadata shows each client its own zone's brokers, produces for partitions
+    /// led from other zones go through routed objects, and their committed data is served here.
+    public var zoneRouting = false
+    /// How long a routed object's id stays prepared; an object never claimed is garbage after it.
+    public var routedObjectLifetimeMs: Int64 = 300_000
+    /// How long a routing broker collects produces for other zones into one routed object.
+    public var routedLingerMs: Int64 = 2
 
     public init(
         nodeId: NodeID, zone: String, advertisedHost: String, advertisedPort: Int32, clusterId: String = "floe-cluster",
@@ -61,6 +68,7 @@ public struct BrokerSettings: Sendable, Hashable {
             ("offsets.topic.replication.factor", "1"),
             ("min.insync.replicas", "1"),
             ("max.incremental.fetch.session.cache.slots", String(maxIncrementalFetchSessionCacheSlots)),
+            ("floe.zone.routing", String(zoneRouting)),
             ("advertised.listeners", "PLAINTEXT://\(advertisedHost):\(advertisedPort)"),
         ]
     }

@@ -107,6 +107,15 @@ public actor ReplicaManager {
     public func apply(_ state: MetadataState) {
         knownState = state
         perform(leaderState.apply(state))
+        // Reads of partitions led from other zones end where the committed data ends, which moves with the image.
+        if wakesReadersOnEveryImage { wakeWaiters() }
+    }
+
+    /// Whether every new metadata image ends Fetch long-polls (zone routing serves committed data that moves with it).
+    public private(set) var wakesReadersOnEveryImage = false
+
+    public func wakeReadersOnEveryImage(_ on: Bool) {
+        wakesReadersOnEveryImage = on
     }
 
     /// Carries out the state machine's actions, in order.

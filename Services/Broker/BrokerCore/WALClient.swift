@@ -26,9 +26,11 @@ public final class WALClient: Sendable {
     private let reads: KafkaClient
     /// Bound on any one call (a Flush waits at most its own timeout plus this).
     public let requestTimeout: Duration
-    private let clientId = "floe-broker"
+    /// Carries the broker's zone (`ClientZone`), so the writer counts cross-zone bytes right.
+    private let clientId: String
 
-    public init(logger: Logger, requestTimeout: Duration = .seconds(10)) {
+    public init(logger: Logger, requestTimeout: Duration = .seconds(10), zone: String? = nil) {
+        clientId = zone.map { ClientZone.tagging("floe-broker", zone: $0) } ?? "floe-broker"
         appends = KafkaClient(logger: logger)
         control = KafkaClient(logger: logger)
         reads = KafkaClient(logger: logger)

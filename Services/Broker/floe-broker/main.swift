@@ -59,6 +59,13 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
     @Option(name: .customLong("min-incremental-fetch-session-eviction-ms"), help: "How long a fetch session must have been idle before any new session may evict it (FLOE_MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS).")
     var minIncrementalFetchSessionEvictionMs: Int64 = 120_000
 
+    @Option(name: .customLong("zone-routing"), help: "Zone routing: on (clients see their zone's brokers; produces for partitions led from other zones go through routed objects; committed data of those is served here) or off (FLOE_ZONE_ROUTING).")
+    var zoneRouting: OnOff = .on
+    @Option(name: .customLong("routed-linger-ms"), help: "How long produces for other zones are collected into one routed object (FLOE_ROUTED_LINGER_MS).")
+    var routedLingerMs: Int64 = 2
+    @Option(name: .customLong("routed-object-lifetime-ms"), help: "How long a routed object may stay unclaimed before it is garbage (FLOE_ROUTED_OBJECT_LIFETIME_MS).")
+    var routedObjectLifetimeMs: Int64 = 300_000
+
     @Option(name: .customLong("event-loops"), help: "Event-loop threads; they also run the broker's tasks. One per process measured best on a 2-core host shared by every service (FLOE_EVENT_LOOPS).")
     var eventLoops = 1
 
@@ -87,6 +94,8 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         guard (0...100_000_000).contains(maxIncrementalFetchSessionCachePartitions) else {
             throw ValidationError("--max-incremental-fetch-session-cache-partitions must be in [0, 100000000]")
         }
+        guard (0...1_000).contains(routedLingerMs) else { throw ValidationError("--routed-linger-ms must be in [0, 1000]") }
+        guard routedObjectLifetimeMs >= 10_000 else { throw ValidationError("--routed-object-lifetime-ms must be at least 10000") }
         guard minIncrementalFetchSessionEvictionMs >= 0 else { throw ValidationError("--min-incremental-fetch-session-eviction-ms must not be negative") }
     }
 
@@ -97,13 +106,16 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         let store = try makeObjectStore(url: objectStore, logger: logger)
         let controller = ControllerClient(endpoints: endpoints, logger: logger)
         let follower = MetadataFollower(client: controller, logger: logger)
-        let settings = BrokerSettings(
+        var settings = BrokerSettings(
             nodeId: common.nodeID, zone: common.zone, advertisedHost: common.advertised.host, advertisedPort: Int32(common.advertised.port),
             clusterId: clusterId, defaultPartitions: numPartitions, autoCreateTopics: autoCreateTopics, messageMaxBytes: messageMaxBytes,
             maxIncrementalFetchSessionCacheSlots: maxIncrementalFetchSessionCacheSlots,
             maxIncrementalFetchSessionCachePartitions: maxIncrementalFetchSessionCachePartitions,
             minIncrementalFetchSessionEvictionMs: minIncrementalFetchSessionEvictionMs)
-        let wal = WALClient(logger: logger)
+        settings.zoneRouting = zoneRouting == .on
+        settings.routedLingerMs = routedLingerMs
+        settings.routedObjectLifetimeMs = routedObjectLifetimeMs
+        let wal = WALClient(logger: logger, zone: common.zone)
         let committed = CommittedReader(
             store: store, configuration: CommittedReaderConfiguration(blockCacheBytes: blockCacheBytes, maxConcurrentReads: maxObjectReads),
             logger: logger)
@@ -120,10 +132,14 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
             logger: logger)
         let producerIds = ProducerIdAllocator(nodeId: common.nodeID, writer: controller, incarnation: { await membership.incarnation })
         let admin = AdminHandlers(settings: settings, writer: controller, metadata: follower, now: now, logger: logger)
+        let router = settings.zoneRouting
+            ? ProduceRouter(settings: settings, store: store, writer: controller, metadata: follower, logger: logger) : nil
+        let claims = settings.zoneRouting ? RoutedClaims(store: store, logger: logger) : nil
+        if settings.zoneRouting { await replicas.wakeReadersOnEveryImage(true) }
         let context = BrokerContext(
             settings: settings, metadata: follower, writer: controller, replicas: replicas, wal: wal,
             committed: committed, logger: logger,
-            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+            autoCreate: { await admin.autoCreate(topics: $0) }, now: now, router: router, claims: claims)
         var groupConfig = GroupConfig()
         groupConfig.initialRebalanceDelayMs = groupInitialRebalanceDelayMs
         groupConfig.minSessionTimeoutMs = groupMinSessionTimeoutMs
@@ -136,7 +152,10 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
             configuration: KafkaServerConfiguration(
                 host: common.listen.host, port: common.listen.port, headerVersionResolver: BrokerRequestHandler.resolver,
                 shutdownGracePeriod: .seconds(5)),
-            handler: BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds, groups: groups), logger: logger)
+            handler: ZoneTrafficCountingHandler(
+                BrokerRequestHandler(context: context, admin: admin, producerIds: producerIds, groups: groups),
+                traffic: ZoneTraffic(zone: common.zone)),
+            logger: logger)
         let options = common
         let handlers = AdminServer.Handlers(
             ready: {
@@ -163,6 +182,11 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
     }
 }
 
+/// `on` or `off`, as flags that take a value spell it.
+enum OnOff: String, ExpressibleByArgument, Sendable {
+    case on, off
+}
+
 /// The broker-specific `/status` fields.
 struct BrokerStatusDetails: Encodable, Sendable {
     var metadataVersion: UInt64
@@ -182,7 +206,7 @@ struct BrokerStatusDetails: Encodable, Sendable {
 /// heartbeats until graceful shutdown; then stops serving, lets go of its partitions and deregisters,
 /// so the controller moves them at once instead of after a session timeout.
 struct BrokerLifecycle: Service {
-    let server: KafkaServer<BrokerRequestHandler>
+    let server: KafkaServer<ZoneTrafficCountingHandler<BrokerRequestHandler>>
     let replicas: ReplicaManager
     let follower: MetadataFollower
     let membership: NodeMembership

@@ -75,7 +75,9 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
             configuration: KafkaServerConfiguration(
                 host: common.listen.host, port: common.listen.port, headerVersionResolver: WALRequestHandler.resolver,
                 shutdownGracePeriod: .seconds(5)),
-            handler: WALRequestHandler(engine: engine, uploader: uploader, logger: logger), logger: logger)
+            handler: ZoneTrafficCountingHandler(
+                WALRequestHandler(engine: engine, uploader: uploader, logger: logger), traffic: ZoneTraffic(zone: common.zone)),
+            logger: logger)
         let membership = NodeMembership(
             controller: controller,
             registration: NodeRegistration(
@@ -126,7 +128,7 @@ struct WALWriterStatusDetails: Encodable, Sendable {
 /// tries one last upload, deregisters and closes the WAL.
 struct WALWriterLifecycle: Service {
     let engine: WALEngine
-    let server: KafkaServer<WALRequestHandler>
+    let server: KafkaServer<ZoneTrafficCountingHandler<WALRequestHandler>>
     let uploader: WALUploader
     let follower: MetadataFollower
     let membership: NodeMembership

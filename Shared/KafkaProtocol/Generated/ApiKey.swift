@@ -200,6 +200,8 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
     case wALFence = 10012
     /// WALFlush: versions 0-0, flexible from v0.
     case wALFlush = 10013
+    /// RoutedClaim: versions 0-0, flexible from v0.
+    case routedClaim = 10020
 
     /// The api name as Kafka prints it (request name without "Request").
     public var name: String {
@@ -302,6 +304,7 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .wALRead: return "WALRead"
         case .wALFence: return "WALFence"
         case .wALFlush: return "WALFlush"
+        case .routedClaim: return "RoutedClaim"
         }
     }
 
@@ -406,6 +409,7 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .wALRead: return 0...0
         case .wALFence: return 0...0
         case .wALFlush: return 0...0
+        case .routedClaim: return 0...0
         }
     }
 
@@ -510,6 +514,7 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .wALRead: return 0
         case .wALFence: return 0
         case .wALFlush: return 0
+        case .routedClaim: return 0
         }
     }
 
@@ -614,6 +619,7 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .wALRead: return false
         case .wALFence: return false
         case .wALFlush: return false
+        case .routedClaim: return false
         }
     }
 
@@ -740,6 +746,7 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .wALRead: return WALReadRequest.self
         case .wALFence: return WALFenceRequest.self
         case .wALFlush: return WALFlushRequest.self
+        case .routedClaim: return RoutedClaimRequest.self
         }
     }
 
@@ -844,6 +851,7 @@ public enum ApiKey: Int16, CaseIterable, Sendable {
         case .wALRead: return WALReadResponse.self
         case .wALFence: return WALFenceResponse.self
         case .wALFlush: return WALFlushResponse.self
+        case .routedClaim: return RoutedClaimResponse.self
         }
     }
 }

@@ -88,15 +88,19 @@ final class InProcessBroker: Sendable {
     private let directory: URL
     private let follower: Task<Void, Never>
 
-    private init(autoCreateTopics: Bool, logCacheBytes: Int, fetchSessionSlots: Int) throws {
+    /// The broker's object store (routed objects, committed data).
+    let store: FileObjectStore
+
+    private init(autoCreateTopics: Bool, logCacheBytes: Int, fetchSessionSlots: Int, zoneRouting: Bool) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("floe-handlers-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let logger = Logger(label: "in-process-broker") { _ in SwiftLogNoOpLogHandler() }
         let store = try FileObjectStore(directory: directory.path, logger: logger)
         let metadata = InMemoryMetadata()
-        let settings = BrokerSettings(
+        var settings = BrokerSettings(
             nodeId: Self.nodeId, zone: "a", advertisedHost: Self.host, advertisedPort: Self.port, clusterId: "in-process-cluster",
             defaultPartitions: 2, autoCreateTopics: autoCreateTopics, maxIncrementalFetchSessionCacheSlots: fetchSessionSlots)
+        settings.zoneRouting = zoneRouting
         let wal = WALClient(logger: logger)
         let committed = CommittedReader(store: store, logger: logger)
         let now: @Sendable () -> Int64 = { Self.now }
@@ -107,7 +111,10 @@ final class InProcessBroker: Sendable {
         let admin = AdminHandlers(settings: settings, writer: metadata, metadata: metadata, now: now, logger: logger)
         context = BrokerContext(
             settings: settings, metadata: metadata, writer: metadata, replicas: replicas, wal: wal, committed: committed, logger: logger,
-            autoCreate: { await admin.autoCreate(topics: $0) }, now: now)
+            autoCreate: { await admin.autoCreate(topics: $0) }, now: now,
+            router: zoneRouting ? ProduceRouter(settings: settings, store: store, writer: metadata, metadata: metadata, logger: logger) : nil,
+            claims: zoneRouting ? RoutedClaims(store: store, logger: logger) : nil)
+        self.store = store
         handler = BrokerRequestHandler(
             context: context, admin: admin, producerIds: ProducerIdAllocator(nodeId: Self.nodeId, writer: metadata, incarnation: { 1 }))
         self.metadata = metadata
@@ -122,10 +129,11 @@ final class InProcessBroker: Sendable {
 
     /// Runs `body` against a fresh broker that is registered and listed, then takes it down.
     static func with<T>(
-        autoCreateTopics: Bool = false, logCacheBytes: Int = 8 << 20, fetchSessionSlots: Int = 1_000,
+        autoCreateTopics: Bool = false, logCacheBytes: Int = 8 << 20, fetchSessionSlots: Int = 1_000, zoneRouting: Bool = false,
         _ body: (InProcessBroker) async throws -> T
     ) async throws -> T {
-        let broker = try InProcessBroker(autoCreateTopics: autoCreateTopics, logCacheBytes: logCacheBytes, fetchSessionSlots: fetchSessionSlots)
+        let broker = try InProcessBroker(
+            autoCreateTopics: autoCreateTopics, logCacheBytes: logCacheBytes, fetchSessionSlots: fetchSessionSlots, zoneRouting: zoneRouting)
         do {
             try await broker.register(node: nodeId, zone: "a", listener: "\(host):\(port)")
             let result = try await body(broker)
@@ -180,8 +188,8 @@ final class InProcessBroker: Sendable {
     }
 
     /// Sends `request` at `version` through the broker's request handler and decodes the answer.
-    func send<Request: KafkaRequest>(_ request: Request, version: Int16) async throws -> Request.Response {
-        guard case .respond(var body, let headerVersion) = try await exchange(request, version: version) else {
+    func send<Request: KafkaRequest>(_ request: Request, version: Int16, clientId: String = "handler-tests") async throws -> Request.Response {
+        guard case .respond(var body, let headerVersion) = try await exchange(request, version: version, clientId: clientId) else {
             throw InProcessBrokerError("\(Request.apiKey) v\(version) got no answer")
         }
         #expect(headerVersion == Request.apiKey.responseHeaderVersion(version))
@@ -191,11 +199,11 @@ final class InProcessBroker: Sendable {
     }
 
     /// What the handler does with `request`: answer, stay silent or close the connection.
-    func exchange<Request: KafkaRequest>(_ request: Request, version: Int16) async throws -> KafkaResponseAction {
+    func exchange<Request: KafkaRequest>(_ request: Request, version: Int16, clientId: String = "handler-tests") async throws -> KafkaResponseAction {
         var body = ByteBuffer()
         try request.encode(to: &body, version: version)
         let frame = KafkaRequestFrame(
-            apiKey: Request.apiKey.rawValue, apiVersion: version, correlationId: 1, clientId: "handler-tests",
+            apiKey: Request.apiKey.rawValue, apiVersion: version, correlationId: 1, clientId: clientId,
             headerVersion: Request.apiKey.requestHeaderVersion(version), body: body)
         let pending = await handler.accept(frame, connection: ConnectionInfo(id: 1, remoteAddress: nil))
         switch pending.storage {

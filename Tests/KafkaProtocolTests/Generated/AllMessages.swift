@@ -167,6 +167,8 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
     RenewDelegationTokenResponse.self,
     RequestHeader.self,
     ResponseHeader.self,
+    RoutedClaimRequest.self,
+    RoutedClaimResponse.self,
     SaslAuthenticateRequest.self,
     SaslAuthenticateResponse.self,
     SaslHandshakeRequest.self,
@@ -213,6 +215,6 @@ let allGeneratedMessageTypes: [any SampleableMessage.Type] = [
 ]
 
 /// Number of schema files the generator read.
-let generatedSchemaCount: Int = 206
+let generatedSchemaCount: Int = 208
 /// Sum over all schemas of the number of valid versions: the round-trip test must run this many cases.
-let generatedMessageVersionCount: Int = 694
+let generatedMessageVersionCount: Int = 696

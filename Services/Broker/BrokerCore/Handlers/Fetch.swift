@@ -131,7 +131,7 @@ enum Fetch {
             let key = PartitionKey(topic: name, partition: planned.ref.partition)
             let position = planned.position
             do throws(PartitionUnavailable) {
-                let view = try await context.replicas.view(key)
+                let (view, committedOnly) = try await ZoneReads.view(key, context: context)
                 if let code = epochError(requested: position.currentLeaderEpoch, current: view.leaderEpoch) {
                     throw PartitionUnavailable.coded(code)
                 }
@@ -139,7 +139,11 @@ enum Fetch {
                 data.lastStableOffset = view.highWatermark
                 data.logStartOffset = view.logStartOffset
                 let offset = position.fetchOffset
-                if offset < view.logStartOffset || offset > view.logEndOffset {
+                if version >= 11, !committedOnly,
+                   let replica = ZoneReads.preferredReadReplica(key, rack: request.rackId, context: context) {
+                    // KIP-392: the consumer's own zone serves it; no records from here.
+                    data.preferredReadReplica = replica
+                } else if offset < view.logStartOffset || (offset > view.logEndOffset && !committedOnly) {
                     data.errorCode = KafkaErrorCode.offsetOutOfRange.rawValue
                     failed = true
                 } else if offset < view.highWatermark {

@@ -4,7 +4,8 @@ import KafkaRecords
 import NIOCore
 
 /// ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and the first offset at or after a
-/// timestamp, answered by the partition leader.
+/// timestamp, answered by the partition leader (with zone routing, for a partition led from another zone, from its
+/// committed data: latest is the committed end).
 enum ListOffsets {
     static let earliest: Int64 = -2
     static let latest: Int64 = -1
@@ -25,7 +26,7 @@ enum ListOffsets {
                 answer.leaderEpoch = -1
                 let key = PartitionKey(topic: topic.name, partition: partition.partitionIndex)
                 do {
-                    let view = try await context.replicas.view(key)
+                    let view = try await ZoneReads.view(key, context: context).view
                     if let code = Fetch.epochError(requested: version >= 4 ? partition.currentLeaderEpoch : -1, current: view.leaderEpoch) {
                         throw PartitionUnavailable.coded(code)
                     }

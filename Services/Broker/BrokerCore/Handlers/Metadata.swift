@@ -4,8 +4,12 @@ import KafkaProtocol
 
 /// Metadata: live brokers, and topics with their partitions' leaders and epochs, from the broker's
 /// metadata image. Missing topics are created when both the client and the broker allow it.
+///
+/// With zone routing, a client of zone Z (`clientZone`) sees Z's brokers only, and a partition led
+/// from another zone as led by one of Z's brokers (`MetadataState.zoneLeader`) at its real leader
+/// epoch: that broker routes its produces to the leader and serves its committed data.
 enum MetadataHandler {
-    static func handle(_ request: MetadataRequest, version: Int16, context: BrokerContext) async -> MetadataResponse {
+    static func handle(_ request: MetadataRequest, version: Int16, context: BrokerContext, clientZone: String? = nil) async -> MetadataResponse {
         var state = await context.metadata.state
         // Before v1 an empty list meant "all topics"; from v1 on, null does. From v12 (the first version
         // whose answer may carry a null name) a topic may be asked for by id alone: answered under its
@@ -34,7 +38,9 @@ enum MetadataHandler {
         }
         var response = MetadataResponse()
         response.clusterId = context.settings.clusterId
-        let brokers = state.activeBrokers
+        let zone = context.settings.zoneRouting ? clientZone ?? context.settings.zone : nil
+        let zoneBrokers = zone.map { state.activeBrokers(inZone: $0) } ?? []
+        let brokers = zoneBrokers.isEmpty ? state.activeBrokers : zoneBrokers
         response.controllerId = brokers.first?.id ?? -1
         response.brokers = brokers.compactMap { node in
             guard let endpoint = try? parseEndpoint(node.registration.listener) else { return nil }
@@ -74,8 +80,11 @@ enum MetadataHandler {
                     out.replicaNodes = partition.leader >= 0 ? [partition.leader] : []
                     out.isrNodes = []
                 } else {
-                    out.replicaNodes = [partition.leader]
-                    out.isrNodes = [partition.leader]
+                    let shown = zoneBrokers.isEmpty ? partition.leader
+                        : state.zoneLeader(of: PartitionKey(topic: name, partition: Int32(index)), zone: zone ?? "") ?? partition.leader
+                    out.leaderId = shown
+                    out.replicaNodes = [shown]
+                    out.isrNodes = [shown]
                 }
                 return out
             }

@@ -19,7 +19,9 @@ enum Produce {
     static func accept(_ request: ProduceRequest, version: Int16, context: BrokerContext) async -> KafkaPendingResponse {
         let checked = check(request, context: context)
         let appends = accepted(checked)
-        let futures = appends.isEmpty ? [] : await context.replicas.enqueue(appends)
+        let (local, routed) = split(appends, context: context)
+        let localFutures = local.isEmpty ? [] : await context.replicas.enqueue(local.map { appends[$0] })
+        let futures = merge(appends, local: local, localFutures: localFutures, routed: routed, context: context)
         return respond(request, checked: checked, appends: appends, futures: futures, version: version, context: context)
     }
 
@@ -27,8 +29,48 @@ enum Produce {
     static func acceptOnLoop(_ request: ProduceRequest, version: Int16, context: BrokerContext) -> KafkaPendingResponse {
         let checked = check(request, context: context)
         let appends = accepted(checked)
-        let futures = appends.isEmpty ? [] : context.replicas.assumeIsolated { $0.enqueue(appends) }
+        let (local, routed) = split(appends, context: context)
+        let localFutures = local.isEmpty ? [] : context.replicas.assumeIsolated { replicas in replicas.enqueue(local.map { appends[$0] }) }
+        let futures = merge(appends, local: local, localFutures: localFutures, routed: routed, context: context)
         return respond(request, checked: checked, appends: appends, futures: futures, version: version, context: context)
+    }
+
+    /// Which appends this broker makes itself (indices) and which it routes to leaders in other zones
+    /// (index, leader, epoch): with zone routing, those for partitions whose active leader is in another zone.
+    private static func split(
+        _ appends: [ReplicaManager.Append], context: BrokerContext
+    ) -> (local: [Int], routed: [(index: Int, leader: NodeID, epoch: LeaderEpoch)]) {
+        guard context.router != nil, !appends.isEmpty else { return (Array(appends.indices), []) }
+        let state = context.replicas.latestState
+        var local: [Int] = []
+        var routed: [(index: Int, leader: NodeID, epoch: LeaderEpoch)] = []
+        for (index, append) in appends.enumerated() {
+            if let partition = state.partition(append.key), partition.leader != context.settings.nodeId,
+               let leader = state.nodes[partition.leader], leader.state == .active, leader.kind == .broker, leader.zone != context.settings.zone {
+                routed.append((index, partition.leader, partition.leaderEpoch))
+            } else {
+                local.append(index)
+            }
+        }
+        return (local, routed)
+    }
+
+    /// One future per append, in order: the local ones from the replica manager, the routed ones from the router.
+    private static func merge(
+        _ appends: [ReplicaManager.Append], local: [Int], localFutures: [EventLoopFuture<AppendResult>],
+        routed: [(index: Int, leader: NodeID, epoch: LeaderEpoch)], context: BrokerContext
+    ) -> [EventLoopFuture<AppendResult>] {
+        guard !routed.isEmpty, let router = context.router else { return localFutures }
+        let loop = context.replicas.eventLoop
+        var futures = [EventLoopFuture<AppendResult>?](repeating: nil, count: appends.count)
+        for (slot, index) in local.enumerated() { futures[index] = localFutures[slot] }
+        for item in routed {
+            let promise = loop.makePromise(of: AppendResult.self)
+            let append = appends[item.index]
+            promise.completeWithTask { await router.route(append, leader: item.leader, epoch: item.epoch) }
+            futures[item.index] = promise.futureResult
+        }
+        return futures.map { $0! }
     }
 
     private typealias Verdicts = [(topic: String, partition: Int32, verdict: Checked)]
