@@ -170,7 +170,7 @@ let package = Package(
         .target(
             name: "ControllerCore",
             dependencies: [
-                "EventLoopTimers", "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient",
+                "EventLoopTimers", "CSQLite", "Raft", "ClusterMetadata", "KafkaProtocol", "KafkaTransport", "ControllerClient", "FloeService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ] + nio,

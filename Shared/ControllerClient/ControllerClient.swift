@@ -94,6 +94,8 @@ public actor ControllerClient {
     private let heartbeatTransport: KafkaClient
     private let logger: Logger
     private let requestTimeout: Duration
+    /// Carries the caller's zone (`ClientZone`), so controllers count cross-zone traffic right.
+    private let clientId: String
     private let retryDeadline: Duration
     private var leaderHint: KafkaEndpoint?
     private var nextEndpoint = 0
@@ -101,8 +103,9 @@ public actor ControllerClient {
     /// A client for `endpoints`; `retryDeadline` bounds how long one call keeps looking for a leader.
     public init(
         endpoints: [KafkaEndpoint], logger: Logger, transport: KafkaClient? = nil,
-        requestTimeout: Duration = .seconds(5), retryDeadline: Duration = .seconds(15)
+        requestTimeout: Duration = .seconds(5), retryDeadline: Duration = .seconds(15), zone: String? = nil
     ) {
+        self.clientId = zone.map { ClientZone.tagging("floe-controller-client", zone: $0) } ?? "floe-controller-client"
         self.endpoints = endpoints
         self.logger = logger
         self.transport = transport ?? KafkaClient(logger: logger)
@@ -267,7 +270,7 @@ public actor ControllerClient {
         _ request: R, to endpoint: KafkaEndpoint, timeout: Duration, via client: KafkaClient? = nil
     ) async throws -> R.Response {
         do {
-            return try await (client ?? transport).send(request, version: 0, to: endpoint, clientId: "floe-controller-client", timeout: timeout)
+            return try await (client ?? transport).send(request, version: 0, to: endpoint, clientId: clientId, timeout: timeout)
         } catch let error as KafkaResponseDecodingError {
             throw ControllerClientError.malformedResponse(error.description)
         }

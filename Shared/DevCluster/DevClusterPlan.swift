@@ -70,6 +70,14 @@ public struct DevClusterPlan: Sendable, Equatable {
         self.logLevel = logLevel
     }
 
+    /// `--zones`: names separated by commas (`a,b,c`), or a count (`3` is `a,b,c`).
+    public static func zoneNames(_ text: String) -> [String] {
+        if let count = Int(text), (1...maxZones).contains(count) {
+            return (0..<count).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) }
+        }
+        return text.split(separator: ",").map { String($0) }
+    }
+
     /// One service before its executable has been located.
     public struct Planned: Sendable, Equatable {
         public var kind: String

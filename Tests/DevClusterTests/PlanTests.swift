@@ -37,6 +37,13 @@ import Testing
         #expect(Set(ports).count == ports.count)
     }
 
+    @Test func zonesAreNamesOrACount() {
+        #expect(DevClusterPlan.zoneNames("3") == ["a", "b", "c"])
+        #expect(DevClusterPlan.zoneNames("1") == ["a"])
+        #expect(DevClusterPlan.zoneNames("eu-1,eu-2") == ["eu-1", "eu-2"])
+        #expect(DevClusterPlan.zoneNames("b") == ["b"])
+    }
+
     @Test func invalidChoicesAreRejected() {
         #expect(throws: DevClusterPlan.Invalid.self) { try DevClusterPlan(controllers: 0, dataDirectory: "/d") }
         #expect(throws: DevClusterPlan.Invalid.self) { try DevClusterPlan(zones: [], dataDirectory: "/d") }

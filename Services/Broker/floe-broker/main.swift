@@ -104,7 +104,7 @@ struct FloeBroker: AsyncParsableCommand, EventLoopSizing {
         let endpoints = controllerOptions.controllers.endpoints.map { KafkaEndpoint(host: $0.host, port: $0.port) }
         guard !endpoints.isEmpty else { throw ValidationError("--controllers must name at least one controller") }
         let store = try makeObjectStore(url: objectStore, logger: logger)
-        let controller = ControllerClient(endpoints: endpoints, logger: logger)
+        let controller = ControllerClient(endpoints: endpoints, logger: logger, zone: common.zone)
         let follower = MetadataFollower(client: controller, logger: logger)
         var settings = BrokerSettings(
             nodeId: common.nodeID, zone: common.zone, advertisedHost: common.advertised.host, advertisedPort: Int32(common.advertised.port),

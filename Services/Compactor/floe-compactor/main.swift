@@ -75,7 +75,7 @@ struct FloeCompactor: AsyncParsableCommand {
         let endpoints = controllerOptions.controllers.endpoints.map { KafkaEndpoint(host: $0.host, port: $0.port) }
         guard !endpoints.isEmpty else { throw ValidationError("--controllers must name at least one controller") }
         let store = CountingObjectStore(try makeObjectStore(url: objectStore, logger: logger))
-        let controller = ControllerClient(endpoints: endpoints, logger: logger)
+        let controller = ControllerClient(endpoints: endpoints, logger: logger, zone: common.zone)
         let follower = MetadataFollower(client: controller, logger: logger)
         let membership = NodeMembership(
             controller: controller,

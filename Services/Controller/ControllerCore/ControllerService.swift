@@ -1,5 +1,6 @@
 import ClusterMetadata
 import ControllerClient
+import FloeService
 import KafkaProtocol
 import KafkaTransport
 import Logging
@@ -179,12 +180,12 @@ struct ControllerRequestHandler: KafkaRequestHandler {
 public final class ControllerService: Sendable {
     /// The Raft driver and metadata state.
     public let node: ControllerNode
-    private let server: KafkaServer<ControllerRequestHandler>
+    private let server: KafkaServer<ZoneTrafficCountingHandler<ControllerRequestHandler>>
     private let tasks: Mutex<[Task<Void, Never>]>
     private let serverTask: Mutex<Task<Void, any Error>?>
     private let logger: Logger
 
-    private init(node: ControllerNode, server: KafkaServer<ControllerRequestHandler>, logger: Logger) {
+    private init(node: ControllerNode, server: KafkaServer<ZoneTrafficCountingHandler<ControllerRequestHandler>>, logger: Logger) {
         self.node = node
         self.server = server
         self.logger = logger
@@ -202,7 +203,7 @@ public final class ControllerService: Sendable {
             configuration: KafkaServerConfiguration(
                 host: configuration.listenHost, port: configuration.listenPort,
                 headerVersionResolver: ControllerRequestHandler.resolver, shutdownGracePeriod: .seconds(2)),
-            handler: handler, logger: logger)
+            handler: ZoneTrafficCountingHandler(handler, traffic: ZoneTraffic(zone: configuration.zone)), logger: logger)
         let service = ControllerService(node: node, server: server, logger: logger)
         let running = Task { try await server.run() }
         service.serverTask.withLock { $0 = running }

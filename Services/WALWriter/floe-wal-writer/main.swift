@@ -68,7 +68,7 @@ struct FloeWALWriter: AsyncParsableCommand, EventLoopSizing {
                 inlineWriteAfterIdle: inlineWriteAfterIdleMs == 0 ? nil : .milliseconds(inlineWriteAfterIdleMs),
                 directWrites: directWrites),
             logger: logger)
-        let controller = ControllerClient(endpoints: endpoints, logger: logger)
+        let controller = ControllerClient(endpoints: endpoints, logger: logger, zone: common.zone)
         let follower = MetadataFollower(client: controller, logger: logger)
         let uploader = WALUploader(engine: engine, store: store, controller: controller, metadata: follower, logger: logger)
         let server = KafkaServer(

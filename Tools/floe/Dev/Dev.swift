@@ -41,7 +41,7 @@ struct DevUp: AsyncParsableCommand {
     @Option(help: "Number of controllers (Raft voters): 1 or 3.")
     var controllers: Int = 1
 
-    @Option(help: "Comma-separated zone names.")
+    @Option(help: "Zone names, comma-separated (a,b,c), or a count (3 means a,b,c).")
     var zones: String = "a"
 
     @Option(name: .customLong("brokers-per-zone"), help: "Brokers in each zone.")
@@ -95,7 +95,7 @@ struct DevUp: AsyncParsableCommand {
         var plan: DevClusterPlan
         do {
             plan = try DevClusterPlan(
-                controllers: controllers, zones: zones.split(separator: ",").map { String($0) },
+                controllers: controllers, zones: DevClusterPlan.zoneNames(zones),
                 brokersPerZone: brokersPerZone, dataDirectory: dataDirectory, basePort: basePort,
                 objectStore: objectStore, logLevel: logLevel
             )

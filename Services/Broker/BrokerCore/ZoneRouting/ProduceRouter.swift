@@ -36,6 +36,13 @@ public actor ProduceRouter {
     private let timeout: Duration
     private var pending: [Pending] = []
     private var flushing = false
+    /// Object ids prepared ahead, so a routed produce waits for no controller write.
+    private var spare: [(id: ObjectID, deadline: Millis)] = []
+    private var refilling = false
+    /// Ids to release, sent together in the background.
+    private var unreleased: [ObjectID] = []
+    private var releasing = false
+    static let spareIds = 2
 
     static let objects = Counter(label: "floe_broker_routed_objects_total")
     static let routedBytes = Counter(label: "floe_broker_routed_bytes_total")
@@ -106,10 +113,7 @@ public actor ProduceRouter {
         }
         let id: ObjectID
         do {
-            let prepared = try await writer.writeWithIndex(
-                .prepareObject(kind: .routed, deadline: wallClockMillis() + settings.routedObjectLifetimeMs)).result
-            guard case .objectPrepared(let allocated) = prepared else { throw RoutingError("prepareObject answered \(prepared)") }
-            id = allocated
+            id = try await nextId()
         } catch {
             logger.warning("cannot prepare a routed object", metadata: ["error": "\(error)"])
             return batch.map { _ in .failure(.kafkaStorageError, "routing to another zone failed: \(error)") }
@@ -119,7 +123,7 @@ public actor ProduceRouter {
             try await store.put(key, object)
         } catch {
             logger.warning("cannot write a routed object", metadata: ["key": "\(key)", "error": "\(error)"])
-            await release(id)
+            release(id)
             return batch.map { _ in .failure(.kafkaStorageError, "routing to another zone failed: \(error)") }
         }
         Self.objects.increment()
@@ -139,7 +143,7 @@ public actor ProduceRouter {
                 for (index, result) in answered { results[index] = result }
             }
         }
-        await release(id)
+        release(id)
         return results
     }
 
@@ -204,14 +208,62 @@ public actor ProduceRouter {
         return answers
     }
 
-    /// Claimed (or abandoned): the compactor's GC deletes it after the grace period. A failure leaves
-    /// it to expire at its deadline.
-    private func release(_ id: ObjectID) async {
-        do {
-            _ = try await writer.writeWithIndex(.releaseObjects([id], now: wallClockMillis()))
-        } catch {
-            logger.info("routed object not released; it expires at its deadline", metadata: ["object": "\(id)", "error": "\(error)"])
+    /// A prepared id with at least half its lifetime left: a spare one, else one prepared now. Spares
+    /// are topped up in the background.
+    private func nextId() async throws -> ObjectID {
+        let now = wallClockMillis()
+        while let first = spare.first, first.deadline - now < settings.routedObjectLifetimeMs / 2 {
+            spare.removeFirst()
+            release(first.id)
         }
+        defer { refill() }
+        if !spare.isEmpty { return spare.removeFirst().id }
+        return try await prepare().id
+    }
+
+    private func prepare() async throws -> (id: ObjectID, deadline: Millis) {
+        let deadline = wallClockMillis() + settings.routedObjectLifetimeMs
+        let prepared = try await writer.writeWithIndex(.prepareObject(kind: .routed, deadline: deadline)).result
+        guard case .objectPrepared(let id) = prepared else { throw RoutingError("prepareObject answered \(prepared)") }
+        return (id, deadline)
+    }
+
+    private func refill() {
+        guard !refilling, spare.count < Self.spareIds else { return }
+        refilling = true
+        Task {
+            while await self.needsSpare() {
+                guard let prepared = try? await self.prepare() else { break }
+                await self.addSpare(prepared)
+            }
+            await self.refilled()
+        }
+    }
+
+    private func needsSpare() -> Bool { spare.count < Self.spareIds }
+    private func addSpare(_ prepared: (id: ObjectID, deadline: Millis)) { spare.append(prepared) }
+    private func refilled() { refilling = false }
+
+    /// Claimed (or abandoned): released in the background, together with others, and the compactor's
+    /// GC deletes it after the grace period. One whose release fails expires at its deadline.
+    private func release(_ id: ObjectID) {
+        unreleased.append(id)
+        guard !releasing else { return }
+        releasing = true
+        Task { await self.releaseLoop() }
+    }
+
+    private func releaseLoop() async {
+        while !unreleased.isEmpty {
+            let ids = unreleased
+            unreleased = []
+            do {
+                _ = try await writer.writeWithIndex(.releaseObjects(ids, now: wallClockMillis()))
+            } catch {
+                logger.info("routed objects not released; they expire at their deadline", metadata: ["objects": "\(ids)", "error": "\(error)"])
+            }
+        }
+        releasing = false
     }
 }
 
