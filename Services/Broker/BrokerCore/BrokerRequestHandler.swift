@@ -115,16 +115,22 @@ public struct BrokerRequestHandler: KafkaRequestHandler {
             guard let claims = context.claims else { return .immediate(.close(reason: "zone routing is off on this broker")) }
             return serve(request, RoutedClaimRequest.self) { parsed in await claims.handle(parsed, context: context) }
         case .findCoordinator:
+            let zone = ClientZone.of(request.clientId, fallback: context.settings.zone)
             return serve(request, FindCoordinatorRequest.self) { parsed in
-                await GroupHandlers.findCoordinator(parsed, version: version, context: context)
+                await GroupHandlers.findCoordinator(parsed, version: version, context: context, clientZone: zone)
             }
         case .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit, .offsetFetch, .offsetDelete, .listGroups, .describeGroups,
             .deleteGroups, .consumerGroupHeartbeat, .consumerGroupDescribe:
             guard let groups else { return .immediate(.close(reason: "api \(key) needs a group coordinator")) }
+            if let forwarded = await GroupForwarding.forward(request, key, connection: connection, context: context) { return forwarded }
             return groupRequest(request, key, connection: connection, groups: groups)
         default:
             return .immediate(.close(reason: "api \(key) is not served by brokers"))
         }
+    }
+
+    public func connectionClosed(_ connection: ConnectionInfo) async {
+        await context.router?.forwarder.clientClosed(connection.id)
     }
 
     /// A group member's host as Kafka shows it: "/address".

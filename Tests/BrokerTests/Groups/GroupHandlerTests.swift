@@ -83,6 +83,20 @@ import Testing
         }
     }
 
+    @Test func withZoneRoutingClientsAreSentToTheirZonesBroker() async throws {
+        let fixture = await AdminFixture()
+        _ = await fixture.seed(CoordinatorPlacement.offsetsTopic, partitions: 4, internal: true)
+        let state = await fixture.state
+        let leaders = try #require(state.topics[CoordinatorPlacement.offsetsTopic]).partitions.map(\.leader)
+        #expect(Set(leaders) == [1, 2], "the offsets topic spreads over brokers 1 (zone a) and 2 (zone b)")
+        for group in ["g1", "g2", "g3", "g4", "g5", "g6"] {
+            let real = GroupHandlers.locate(group, keyType: 0, state: state).nodeId
+            #expect(GroupHandlers.locate(group, keyType: 0, state: state, zone: "a").nodeId == 1, "\(group) led by \(real)")
+            #expect(GroupHandlers.locate(group, keyType: 0, state: state, zone: "b").nodeId == 2, "\(group) led by \(real)")
+            #expect(GroupHandlers.locate(group, keyType: 0, state: state, zone: "nowhere").nodeId == real)
+        }
+    }
+
     @Test func findCoordinatorLocatesThePartitionLeader() async throws {
         let fixture = await AdminFixture()
         var state = await fixture.state

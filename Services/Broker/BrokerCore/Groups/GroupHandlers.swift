@@ -10,7 +10,11 @@ public enum GroupHandlers {
     // MARK: FindCoordinator
 
     /// FindCoordinator v0–4: the leader of the group's `__consumer_offsets` partition.
-    public static func findCoordinator(_ request: FindCoordinatorRequest, version: Int16, context: BrokerContext) async -> FindCoordinatorResponse {
+    /// With zone routing, a client is sent to a broker of its zone (`clientZone`) when the coordinator is
+    /// in another one; that broker forwards the group's requests (`GroupForwarding`).
+    public static func findCoordinator(
+        _ request: FindCoordinatorRequest, version: Int16, context: BrokerContext, clientZone: String? = nil
+    ) async -> FindCoordinatorResponse {
         let keys = version >= 4 ? request.coordinatorKeys : [request.key]
         var state = await context.metadata.state
         if request.keyType == 0, state.topics[CoordinatorPlacement.offsetsTopic] == nil, keys.contains(where: { !$0.isEmpty }) {
@@ -18,7 +22,8 @@ public enum GroupHandlers {
             _ = await context.autoCreate([CoordinatorPlacement.offsetsTopic])
             state = await context.metadata.state
         }
-        let answers = keys.map { locate($0, keyType: request.keyType, state: state) }
+        let zone = context.settings.zoneRouting ? clientZone ?? context.settings.zone : nil
+        let answers = keys.map { locate($0, keyType: request.keyType, state: state, zone: zone) }
         var response = FindCoordinatorResponse()
         if version >= 4 {
             response.coordinators = zip(keys, answers).map { key, answer in
@@ -44,7 +49,7 @@ public enum GroupHandlers {
 
     typealias Located = (error: KafkaErrorCode, message: String, nodeId: Int32, host: String, port: Int32)
 
-    static func locate(_ key: String, keyType: Int8, state: MetadataState) -> Located {
+    static func locate(_ key: String, keyType: Int8, state: MetadataState, zone: String? = nil) -> Located {
         switch keyType {
         case 0: break
         case 1: return (.coordinatorNotAvailable, "transactions are not supported", -1, "", -1)
@@ -55,7 +60,10 @@ public enum GroupHandlers {
             return (.coordinatorNotAvailable, "the offsets topic is being created", -1, "", -1)
         }
         let partition = Int(CoordinatorPlacement.partition(for: key, partitionCount: Int32(clamping: topic.partitions.count)))
-        let leader = topic.partitions[partition].leader
+        var leader = topic.partitions[partition].leader
+        if let zone, leader >= 0, let shown = state.zoneLeader(of: PartitionKey(topic: CoordinatorPlacement.offsetsTopic, partition: Int32(partition)), zone: zone) {
+            leader = shown
+        }
         guard leader >= 0, let node = state.nodes[leader], node.kind == .broker, node.state == .active,
               let endpoint = try? parseEndpoint(node.registration.listener) else {
             return (.coordinatorNotAvailable, "the coordinator is not available", -1, "", -1)

@@ -36,6 +36,8 @@ public actor ProduceRouter {
     private let timeout: Duration
     private var pending: [Pending] = []
     private var flushing = false
+    /// Connections for group requests forwarded to coordinators in other zones.
+    public nonisolated let forwarder: ZoneForwarder
     /// Object ids prepared ahead, so a routed produce waits for no controller write.
     private var spare: [(id: ObjectID, deadline: Millis)] = []
     private var refilling = false
@@ -60,6 +62,7 @@ public actor ProduceRouter {
         self.logger = logger
         self.clientId = ClientZone.tagging("floe-broker-\(settings.nodeId)", zone: settings.zone)
         self.timeout = timeout
+        self.forwarder = ZoneForwarder(metadata: metadata)
     }
 
     /// Routes one checked produce for a partition `leader` leads at `epoch`; returns the leader's answer.
@@ -84,6 +87,7 @@ public actor ProduceRouter {
 
     public func close() async {
         await peers.closeAll()
+        await forwarder.closeAll()
     }
 
     private func flushLoop() async {
