@@ -29,7 +29,8 @@ public actor RoutedClaims {
         self.remembered = remembered
     }
 
-    /// The answer to `request`, computed once per object id.
+    /// The answer to `request`, computed once per object id. A claim refused because the store could
+    /// not be read appended nothing, so it is not remembered: a retry reads the object again.
     public func handle(_ request: RoutedClaimRequest, context: BrokerContext) async -> RoutedClaimResponse {
         if let existing = answers[request.objectId] { return await existing.value }
         let store = store
@@ -37,7 +38,11 @@ public actor RoutedClaims {
         answers[request.objectId] = task
         order.append(request.objectId)
         if order.count > remembered { answers[order.removeFirst()] = nil }
-        return await task.value
+        let response = await task.value
+        if response.errorCode == KafkaErrorCode.kafkaStorageError.rawValue, answers[request.objectId] == task {
+            answers[request.objectId] = nil
+        }
+        return response
     }
 
     static func refused(_ request: RoutedClaimRequest, _ code: KafkaErrorCode, _ message: String) -> RoutedClaimResponse {
